@@ -1,0 +1,121 @@
+"""Constrained-random bank command streams, valid and invalid commands mixed.
+
+Used by the golden-device tests, the RTL-vs-golden co-simulation (sim/test_bank_tb.py) and
+``aqpim compare``. :class:`RandomStream` keeps a shadow of each head's token count (updated from
+the responses it is shown), so most WRITE_KV and READ_CODES commands address real slots; with
+probability ``p_bad`` a field, the length or the opcode is corrupted on purpose.
+"""
+
+from __future__ import annotations
+
+import random
+
+from aqpim import isa
+from aqpim.isa import Command, Geometry, Opcode, Response
+
+__all__ = ["RandomStream", "random_command"]
+
+# relative weights of the opcodes (codebook loads dominate so that WRITE_KV can succeed)
+_WEIGHTS = {
+    Opcode.NOP: 1, Opcode.RESET: 0.3, Opcode.LOAD_CB: 8, Opcode.WRITE_KV: 5,
+    Opcode.LOAD_LUT: 2, Opcode.SCORE: 3, Opcode.AGGREGATE: 3, Opcode.READ_PARTIAL: 2,
+    Opcode.READ_STATUS: 1, Opcode.READ_CODES: 2, Opcode.READ_CB: 1, Opcode.READ_LUT: 1,
+}
+
+
+class RandomStream:
+    """Seeded generator of commands for one bank of ``geometry``.
+
+    Parameters
+    ----------
+    geometry:
+        The bank's sizes.
+    seed:
+        Seed of the generator's own ``random.Random``.
+    p_bad:
+        Probability that a command is corrupted (bad opcode, field, length or count).
+    max_tokens:
+        Most tokens one WRITE_KV carries.
+    """
+
+    def __init__(self, geometry: Geometry, seed: int, *, p_bad: float = 0.15,
+                 max_tokens: int = 3) -> None:
+        if not 0.0 <= p_bad <= 1.0:
+            raise ValueError(f"p_bad must be in [0, 1], got {p_bad}")
+        self.g = geometry
+        self.rng = random.Random(seed)
+        self.p_bad = p_bad
+        self.max_tokens = max_tokens
+        self.tokens = [0] * geometry.heads
+
+    def feedback(self, cmd: Command, resp: Response) -> None:
+        """Track token counts from what the bank accepted."""
+        if not resp.ok:
+            return
+        if cmd.opcode == Opcode.RESET:
+            self.tokens = [0] * self.g.heads
+        elif cmd.opcode == Opcode.WRITE_KV:
+            self.tokens[cmd.head] += cmd.count
+
+    def next(self) -> Command:
+        """One command (valid unless corrupted with probability ``p_bad``)."""
+        r, g, n = self.rng, self.g, self.g.num
+        op = r.choices(list(_WEIGHTS), weights=list(_WEIGHTS.values()))[0]
+        head = r.randrange(g.heads)
+
+        def elems(count: int, lo: int, hi: int) -> list[int]:
+            # mostly small values, sometimes the format's extremes
+            return [r.choice((lo, hi)) if r.random() < 0.1 else r.randint(lo // 4, hi // 4)
+                    for _ in range(count)]
+
+        if op == Opcode.LOAD_CB:
+            cmd = isa.load_cb(g, head=head, kv=r.randrange(2), subspace=r.randrange(n.subspaces),
+                              centroids=elems(n.centroids * n.sub_dim, n.elem_min, n.elem_max))
+        elif op == Opcode.WRITE_KV:
+            cnt = r.randint(1, self.max_tokens)
+            vecs = [elems(n.head_dim, n.elem_min, n.elem_max) for _ in range(2 * cnt)]
+            cmd = isa.write_kv(g, head=head, token=self.tokens[head], keys=vecs[:cnt],
+                               values=vecs[cnt:])
+        elif op == Opcode.LOAD_LUT:
+            cmd = isa.load_lut(g, head=head,
+                               lut=elems(n.subspaces * n.centroids, n.lut_min, n.lut_max))
+        elif op == Opcode.READ_CODES:
+            used = g.used_columns(self.tokens[head])
+            col = r.randrange(max(used, 1))
+            cmd = isa.read_codes(head=head, kv=r.randrange(2), column=col,
+                                 count=r.randint(1, max(used - col, 1)))
+        elif op == Opcode.READ_CB:
+            cmd = isa.read_cb(head=head, kv=r.randrange(2), subspace=r.randrange(n.subspaces))
+        elif op in (Opcode.NOP, Opcode.RESET, Opcode.READ_STATUS):
+            cmd = Command(op)
+        else:
+            cmd = Command(op, head=head)
+        if r.random() < self.p_bad:
+            cmd = self._corrupt(cmd)
+        return cmd
+
+    def _corrupt(self, cmd: Command) -> Command:
+        r = self.rng
+        f = {k: getattr(cmd, k) for k in ("opcode", "head", "kv", "subspace", "addr", "count")}
+        data = list(cmd.data)
+        how = r.randrange(6)
+        if how == 0:
+            f["opcode"] = r.randint(max(Opcode) + 1, 15)
+        elif how == 1:
+            f["head"] = r.randrange(self.g.heads, 8) if self.g.heads < 8 else f["head"]
+        elif how == 2:
+            f["subspace"] = r.randrange(self.g.num.subspaces, 256)
+        elif how == 3:  # one beat too many or too few
+            data = data[:-1] if data and r.random() < 0.5 else data + [r.getrandbits(256)]
+        elif how == 4:
+            f["addr"] = r.randrange(1 << 24) if r.random() < 0.5 else f["addr"] + r.randint(1, 3)
+        else:
+            f["count"] = r.randrange(4096) if r.random() < 0.3 else f["count"] + r.randint(1, 9)
+        return Command(data=tuple(data), **f)
+
+
+def random_command(rng: random.Random, geometry: Geometry) -> Command:
+    """A single random command (no state tracking); handy for quick property tests."""
+    s = RandomStream(geometry, rng.randrange(1 << 30))
+    s.tokens = [rng.randrange(4) for _ in range(geometry.heads)]
+    return s.next()

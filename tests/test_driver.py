@@ -1,0 +1,311 @@
+"""Host driver and golden device: driver output equals a direct intmodel computation; bad input
+fails before the device sees anything; every rejected command leaves the bank unchanged."""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+
+import numpy as np
+import pytest
+from aqpim.sw import intmodel
+from aqpim.sw.device import observe
+from aqpim.sw.driver import Driver, split_round_robin
+from aqpim.sw.golden_device import GoldenBank, GoldenDevice
+from aqpim.sw.randcmd import RandomStream
+
+from aqpim import isa
+from aqpim.isa import Command, Geometry, Opcode, Status
+from aqpim.numerics import Numerics
+
+SMALL = Numerics(head_dim=32, subspaces=16, centroids=16, token_capacity=64)
+
+
+class CountingDevice:
+    """Wraps a device and counts the commands that reach it."""
+
+    def __init__(self, inner: GoldenDevice) -> None:
+        self.inner = inner
+        self.sent = 0
+
+    geometry = property(lambda self: self.inner.geometry)
+    num_banks = property(lambda self: self.inner.num_banks)
+
+    def execute(self, bank, cmd):
+        self.sent += 1
+        return self.inner.execute(bank, cmd)
+
+    def execute_batch(self, items):
+        return [self.execute(b, c) for b, c in items]
+
+
+def _data(heads: int, tokens: int, d: int, seed: int) -> tuple[np.ndarray, ...]:
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(8, d))
+    k = centers[rng.integers(0, 8, size=(heads, tokens))]
+    k = k + 0.3 * rng.normal(size=(heads, tokens, d))
+    v = rng.normal(size=(heads, tokens, d))
+    q = 2.0 * centers[rng.integers(0, 8, size=heads)] + 0.1 * rng.normal(size=(heads, d))
+    return q, k, v
+
+
+def _direct(drv: Driver, q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """The same computation straight from intmodel, with the driver's codebooks and scales."""
+    num = drv.num
+    out = []
+    for h, hs in enumerate(drv.heads):
+        kq = intmodel.quantize(k[h], hs.key_scales, num)
+        vq = intmodel.quantize(v[h], hs.value_scales, num)
+        kc = intmodel.encode(kq, hs.key_codebook, num)
+        vc = intmodel.encode(vq, hs.value_codebook, num)
+        lut = intmodel.build_lut(q[h], hs.key_codebook, hs.key_scales, num)
+        g = len(hs.places)
+        parts = [
+            intmodel.bank_partial(lut, kp, vp, hs.value_codebook, num)
+            for kp, vp in zip(split_round_robin(kc, g), split_round_robin(vc, g), strict=True)
+        ]
+        out.append(intmodel.host_merge(parts, hs.value_scales, num))
+    return np.stack(out)
+
+
+def _exact(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
+    s = np.einsum("hd,htd->ht", q, k) / math.sqrt(q.shape[-1])
+    p = np.exp(s - s.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    return np.einsum("ht,htd->hd", p, v)
+
+
+@pytest.mark.parametrize(("kv_heads", "banks", "slots"), [(2, 4, 1), (2, 4, 2), (1, 3, 1)])
+def test_driver_equals_direct_intmodel(kv_heads: int, banks: int, slots: int) -> None:
+    dev = GoldenDevice(Geometry(SMALL, heads=slots), banks)
+    drv = Driver(dev, kv_heads=kv_heads, iters=5)
+    q, k, v = _data(kv_heads, 50, SMALL.head_dim, seed=banks + slots)
+    drv.prefill(k[:, :40], v[:, :40])
+    out = drv.step(q, None, None)
+    np.testing.assert_array_equal(out, _direct(drv, q, k[:, :40], v[:, :40]))
+    for t in range(40, 50):  # decode steps: append then attend
+        qt = q + 0.05 * t
+        out = drv.step(qt, k[:, t], v[:, t])
+        np.testing.assert_array_equal(out, _direct(drv, qt, k[:, :t + 1], v[:, :t + 1]))
+    err = np.linalg.norm(out - _exact(qt, k, v)) / np.linalg.norm(_exact(qt, k, v))
+    print(f"relative error vs exact attention: {err:.4f}")
+    assert err < 0.5  # PQ at 16 centroids on toy data; a gross bug gives ~1
+
+
+def test_mapping_and_broadcast() -> None:
+    dev = GoldenDevice(Geometry(SMALL, heads=2), 4)
+    drv = Driver(dev, kv_heads=2, banks_per_channel=2)
+    m = drv.mapping()
+    assert [p["bank"] for p in m[0]["places"]] == [0, 1, 2, 3]
+    assert {p["slot"] for p in m[1]["places"]} == {1}
+    assert [p["channel"] for p in m[0]["places"]] == [0, 0, 1, 1]
+    with pytest.raises(ValueError, match="divide"):
+        Driver(dev, kv_heads=3)
+
+
+def test_tokens_spread_round_robin() -> None:
+    dev = GoldenDevice(Geometry(SMALL), 4)
+    drv = Driver(dev, kv_heads=2, iters=2)
+    q, k, v = _data(2, 23, SMALL.head_dim, seed=3)
+    drv.prefill(k[:, :21], v[:, :21])
+    drv.step(q, k[:, 21], v[:, 21])
+    drv.step(q, k[:, 22], v[:, 22])
+    counts = [b.heads[0].tokens for b in dev.banks]
+    assert counts == [12, 11, 12, 11]  # head 0 on banks 0-1, head 1 on banks 2-3
+
+
+@pytest.mark.parametrize(
+    ("what", "exc", "match"),
+    [
+        ("k_shape", ValueError, "shape"),
+        ("k_int", TypeError, "floating"),
+        ("k_nan", ValueError, "non-finite"),
+        ("few_tokens", ValueError, "at least K"),
+        ("capacity", ValueError, "capacity"),
+        ("k_list", TypeError, "numpy"),
+    ],
+)
+def test_bad_prefill_reaches_no_device(what: str, exc: type, match: str) -> None:
+    dev = CountingDevice(GoldenDevice(Geometry(SMALL), 2))
+    drv = Driver(dev, kv_heads=2)
+    _, k, v = _data(2, 70, SMALL.head_dim, seed=0)
+    k, v = k[:, :30].copy(), v[:, :30].copy()
+    if what == "k_shape":
+        k = k[:, :, :16]
+    elif what == "k_int":
+        k = k.astype(np.int32)
+    elif what == "k_nan":
+        k[1, 3, 5] = np.nan
+    elif what == "few_tokens":
+        k, v = k[:, :8], v[:, :8]
+    elif what == "capacity":
+        _, k, v = _data(2, 70, SMALL.head_dim, seed=0)  # 70 > 1 bank x 64 tokens
+    elif what == "k_list":
+        k = k.tolist()
+    with pytest.raises(exc, match=match):
+        drv.prefill(k, v)
+    assert dev.sent == 0
+
+
+def test_bad_step_reaches_no_device() -> None:
+    dev = CountingDevice(GoldenDevice(Geometry(SMALL), 2))
+    drv = Driver(dev, kv_heads=2, iters=2)
+    q, k, v = _data(2, 64, SMALL.head_dim, seed=0)
+    with pytest.raises(RuntimeError, match="prefill"):
+        drv.step(q)
+    drv.prefill(k, v)
+    sent = dev.sent
+    for args, exc, match in [
+        ((q[:1],), ValueError, "shape"),
+        ((q.astype(np.float32) * np.inf,), ValueError, "non-finite"),
+        ((q, k[:, 0]), ValueError, "both"),
+        ((q, k[:, 0], v[:, 0]), ValueError, "capacity"),  # 64 tokens fill the bank already
+    ]:
+        with pytest.raises(exc, match=match):
+            drv.step(*args)
+        assert dev.sent == sent
+    with pytest.raises(TypeError, match="kv_heads"):
+        Driver(dev, kv_heads=2.0)
+    with pytest.raises(ValueError, match="num_banks"):
+        GoldenDevice(Geometry(SMALL), 0)
+
+
+# ----------------------------------------------------------------------------------------------
+# golden bank: every status reachable; rejected commands change nothing
+# ----------------------------------------------------------------------------------------------
+TINY = Geometry(Numerics(head_dim=16, subspaces=8, centroids=4, token_capacity=8), heads=2)
+
+
+def _loaded_bank() -> GoldenBank:
+    bank = GoldenBank(TINY)
+    rng = random.Random(0)
+    n = TINY.num
+    for h in range(2):
+        for kv in (0, 1):
+            for m in range(n.subspaces):
+                cb = [rng.randint(-128, 127) for _ in range(n.centroids * n.sub_dim)]
+                assert bank.execute(isa.load_cb(TINY, head=h, kv=kv, subspace=m,
+                                                centroids=cb)).ok
+    keys = [[rng.randint(-128, 127) for _ in range(16)] for _ in range(3)]
+    assert bank.execute(isa.write_kv(TINY, head=0, token=0, keys=keys, values=keys)).ok
+    return bank
+
+
+CASES = [  # (command, expected status) on _loaded_bank(): head 0 holds 3 tokens
+    (Command(12), Status.BAD_OPCODE),
+    (Command(15, data=(1, 2)), Status.BAD_OPCODE),
+    (isa.score(head=2), Status.ADDR_RANGE),
+    (isa.read_cb(head=0, kv=0, subspace=8), Status.ADDR_RANGE),
+    (isa.read_codes(head=0, kv=1, column=0, count=2), Status.ADDR_RANGE),  # 3 tokens: 1 col
+    (isa.write_kv(TINY, head=0, token=4, keys=[[0] * 16], values=[[0] * 16]), Status.ADDR_RANGE),
+    (Command(Opcode.LOAD_CB, head=0, kv=0, subspace=0, data=(0, 0)), Status.BAD_LENGTH),
+    (Command(Opcode.SCORE, head=0, data=(0,)), Status.BAD_LENGTH),
+    (Command(Opcode.WRITE_KV, head=0, addr=3, count=2, data=(0,) * 3), Status.BAD_LENGTH),
+    (Command(Opcode.WRITE_KV, head=0, addr=3, count=0), Status.BAD_LENGTH),
+    (Command(Opcode.RESET, data=(0,)), Status.BAD_LENGTH),
+    (isa.write_kv(TINY, head=0, token=3, keys=[[0] * 16] * 6, values=[[0] * 16] * 6),
+     Status.CAPACITY),
+    (isa.aggregate(head=0), Status.NO_SCORES),
+    (isa.score(head=0), Status.NO_LUT),
+    (isa.read_lut(head=1), Status.NO_LUT),
+    (isa.read_partial(head=0), Status.NO_PARTIAL),
+]
+
+
+@pytest.mark.parametrize(("cmd", "status"), CASES, ids=[str(c[0]) for c in CASES])
+def test_each_error_and_state_unchanged(cmd: Command, status: Status) -> None:
+    bank = _loaded_bank()
+    before = copy.deepcopy(bank.state())
+    resp = bank.execute(cmd)
+    assert resp.status == status and resp.data == ()
+    assert bank.state() == before
+
+
+def test_no_codebook_errors() -> None:
+    bank = GoldenBank(TINY)
+    assert bank.execute(isa.read_cb(head=1, kv=1, subspace=0)).status == Status.NO_CODEBOOK
+    w = isa.write_kv(TINY, head=0, token=0, keys=[[0] * 16], values=[[0] * 16])
+    assert bank.execute(w).status == Status.NO_CODEBOOK
+    bank = _loaded_bank()
+    lut = isa.load_lut(TINY, head=1, lut=[0] * 32)
+    assert bank.execute(lut).ok and bank.execute(isa.score(head=1)).ok
+    assert bank.execute(isa.reset()).ok
+    assert bank.execute(isa.aggregate(head=1)).status == Status.NO_CODEBOOK
+
+
+def test_golden_bank_matches_intmodel_and_observe() -> None:
+    dev = GoldenDevice(TINY, 1)
+    bank = dev.banks[0]
+    rng = np.random.default_rng(5)
+    n = TINY.num
+    cbs = rng.integers(-128, 128, size=(2, n.subspaces, n.centroids, n.sub_dim))
+    for kv in (0, 1):
+        for m in range(n.subspaces):
+            dev.execute(0, isa.load_cb(TINY, head=1, kv=kv, subspace=m,
+                                       centroids=cbs[kv, m].reshape(-1).tolist()))
+    x = rng.integers(-128, 128, size=(2, 7, n.head_dim))
+    assert dev.execute(0, isa.write_kv(TINY, head=1, token=0, keys=x[0].tolist(),
+                                       values=x[1].tolist()))[0].ok
+    lut = rng.integers(n.lut_min, n.lut_max + 1, size=(n.subspaces, n.centroids))
+    for cmd in (isa.load_lut(TINY, head=1, lut=lut.reshape(-1).tolist()), isa.score(head=1),
+                isa.aggregate(head=1)):
+        assert dev.execute(0, cmd)[0].ok
+    (r,) = dev.execute(0, isa.read_partial(head=1))
+    kc = intmodel.encode(x[0].reshape(7, n.subspaces, n.sub_dim), cbs[0], n)
+    vc = intmodel.encode(x[1].reshape(7, n.subspaces, n.sub_dim), cbs[1], n)
+    ref = intmodel.bank_partial(lut, kc, vc, cbs[1], n)
+    assert isa.decode_partial(TINY, r) == (ref.max, ref.sum, ref.out.tolist())
+    seen = observe(dev, 0)
+    assert seen["codes/1/0"] == intmodel.pack_columns(kc, n)
+    assert seen["status"][1].tokens == 7 and seen["status"][0].tokens == 0
+    assert seen["partial"][0] == 1 and "lut" in seen
+    assert bank.state()["partial_head"] == 1
+
+
+def test_random_streams_rejected_commands_change_nothing() -> None:
+    """Random mixes of valid and invalid commands: state changes only on OK."""
+    seen: set[Status] = set()
+    for seed in range(6):
+        stream = RandomStream(TINY, seed)
+        bank = GoldenBank(TINY)
+        for _ in range(300):
+            cmd = stream.next()
+            before = copy.deepcopy(bank.state())
+            resp = bank.execute(cmd)
+            stream.feedback(cmd, resp)
+            seen.add(resp.status)
+            if not resp.ok:
+                assert bank.state() == before, f"seed {seed}: {cmd!r} changed state"
+    assert len(seen) >= 8, f"the streams reached only {sorted(seen)}"
+
+
+def test_trace_record_and_replay(tmp_path) -> None:
+    from aqpim.sw.trace import TraceRecorder, read_trace, replay
+
+    path = tmp_path / "step.jsonl"
+    q, k, v = _data(2, 40, SMALL.head_dim, seed=9)
+    with TraceRecorder(GoldenDevice(Geometry(SMALL), 4), path) as rec:
+        drv = Driver(rec, kv_heads=2, iters=3)
+        drv.prefill(k[:, :39], v[:, :39])
+        out = drv.step(q, k[:, 39], v[:, 39])
+        rec.execute(0, Command(13))  # a rejected command is recorded with its status
+    geometry, banks, entries = read_trace(path)
+    entries = list(entries)
+    assert banks == 4 and geometry == Geometry(SMALL)
+    assert len(entries) == rec.commands
+    assert entries[-1].status == (int(Status.BAD_OPCODE),)
+    assert sum(e.bank is None for e in entries) == 0  # each head owns half the banks
+    fresh = GoldenDevice(Geometry(SMALL), 4)
+    resps = replay(path, fresh)
+    # the replayed READ_PARTIALs give the same partials, hence the same merged output
+    assert [r[0].data for r in resps] == [
+        r[0].data for r in replay(path, GoldenDevice(Geometry(SMALL), 4))
+    ]
+    assert np.isfinite(out).all()
+    with pytest.raises(ValueError, match="banks"):
+        replay(path, GoldenDevice(Geometry(SMALL), 2))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"format": "other"}\n')
+    with pytest.raises(ValueError, match="not an aqpim-trace"):
+        read_trace(bad)
