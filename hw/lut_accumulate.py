@@ -1,0 +1,234 @@
+"""LUT-accumulate: the scores of the tokens in one 256-bit key-code column per cycle.
+
+``s_t = sum_m LUT[m, code[t, m]]`` exactly (golden model: :func:`aqpim.sw.intmodel.lut_accumulate`;
+column layout: :func:`aqpim.sw.intmodel.pack_columns`).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from aqpim.numerics import Numerics
+
+from .attn_params import COLUMN_BITS, numerics_from, tokens_per_column
+
+__all__ = [
+    "LUTAccumulate",
+    "column_layout",
+    "lut_write_layout",
+    "score_beat_layout",
+    "index_shape",
+]
+
+
+def index_shape(count: int) -> unsigned:
+    """Unsigned shape that holds every index in ``[0, count)`` (at least 1 bit)."""
+    return unsigned(max(1, (count - 1).bit_length()))
+
+
+def ntok_shape(tpc: int) -> unsigned:
+    """Unsigned shape of a per-beat token count in ``[0, tpc]``."""
+    return unsigned(tpc.bit_length())
+
+
+def lut_write_layout(num: Numerics) -> data.StructLayout:
+    """One LUT entry per beat: ``LUT[subspace, index] = value`` (the host's broadcast)."""
+    return data.StructLayout({
+        "subspace": index_shape(num.subspaces),
+        "index": unsigned(num.code_bits),
+        "value": signed(num.lut_bits),
+    })
+
+
+def column_layout(num: Numerics) -> data.StructLayout:
+    """A code column as the bank stores it, plus how many of its tokens are real.
+
+    ``codes[k][m]`` is token ``k``'s code for subspace ``m``, at bits ``[(k*M+m)*b, +b)`` of
+    the 256-bit column: exactly :func:`aqpim.sw.intmodel.pack_columns`. ``ntok`` in
+    ``[0, tpc]`` counts the valid tokens (slots ``0..ntok-1``); only the last column of a
+    pass may have ``ntok < tpc``, and ``ntok = 0`` with ``last = 1`` ends a pass with no
+    tokens (zero tokens in the bank). ``last`` marks the final column of a pass.
+    """
+    tpc = tokens_per_column(num)
+    return data.StructLayout({
+        "codes": data.ArrayLayout(
+            data.ArrayLayout(unsigned(num.code_bits), num.subspaces), tpc),
+        "ntok": ntok_shape(tpc),
+        "last": 1,
+    })
+
+
+def score_beat_layout(num: Numerics) -> data.StructLayout:
+    """The scores of one column: ``scores[k]`` for slot ``k``; ``ntok`` and ``last`` as given."""
+    tpc = tokens_per_column(num)
+    return data.StructLayout({
+        "scores": data.ArrayLayout(signed(num.score_bits), tpc),
+        "ntok": ntok_shape(tpc),
+        "last": 1,
+    })
+
+
+class LUTAccumulate(wiring.Component):
+    """Scores of every token of a 256-bit key-code column, one column per cycle.
+
+    ``scores[k] = sum_m LUT[m, codes[k][m]]`` for the ``tpc = 256 / (M*b)`` token slots of
+    the column, exact in ``score_bits`` (no saturation: the width is the exact sum width).
+
+    Structure: M LUT memories (one per subspace, K x ``lut_bits`` signed) with ``tpc``
+    synchronous read ports each, so all ``M * tpc = 256 / b`` codes of a column are looked up
+    in the same cycle; then a balanced adder tree over the M subspaces per token, one register
+    stage per tree level. All stages advance together (a global stall enable) when the output
+    is empty or being taken.
+
+    Ports
+    -----
+    i_lut : In(stream of :func:`lut_write_layout`)
+        LUT writes, one entry per beat. Accepted only while no column is in flight (ready is
+        low otherwise), and a pending LUT write holds off new columns, so every column is
+        scored against one consistent LUT. Loading M*K entries takes M*K cycles.
+    i_cols : In(stream of :func:`column_layout`)
+        Key-code columns.
+    o_scores : Out(stream of :func:`score_beat_layout`)
+        One beat per column, in order; slots ``k >= ntok`` carry don't-care scores.
+
+    The running maximum is not tracked here: :class:`aqpim.hw.attention.Attention` does it
+    where the scores are stored (only there is ``ntok`` applied).
+
+    Latency and throughput
+    ----------------------
+    ``1 + ceil(log2 M)`` cycles from a column's transfer to its scores being valid; II = 1
+    (one 256-bit column, i.e. ``tpc`` tokens, per cycle) with no backpressure. A bank delivers
+    a column every nCCD_L = 4 cycles, so the unit runs at 25 % duty behind one bank.
+
+    Parameters (keyword-only)
+    -------------------------
+    numerics : Numerics, optional
+        Base configuration (default ``Numerics()``); the fields below override it.
+    subspaces, centroids, lut_bits : int, optional
+        M, K and L. ``M * log2(K)`` must divide 256.
+    """
+
+    def __init__(
+        self,
+        *,
+        numerics: Numerics | None = None,
+        subspaces: int | None = None,
+        centroids: int | None = None,
+        lut_bits: int | None = None,
+        head_dim: int | None = None,
+    ) -> None:
+        num = numerics_from(
+            numerics, subspaces=subspaces, centroids=centroids, lut_bits=lut_bits,
+            head_dim=head_dim,
+        )
+        self._num = num
+        self._tpc = tokens_per_column(num)
+        super().__init__({
+            "i_lut": In(stream.Signature(lut_write_layout(num))),
+            "i_cols": In(stream.Signature(column_layout(num))),
+            "o_scores": Out(stream.Signature(score_beat_layout(num))),
+        })
+
+    @property
+    def numerics(self) -> Numerics:
+        """The configuration every width comes from."""
+        return self._num
+
+    @property
+    def tokens_per_column(self) -> int:
+        """Token slots per 256-bit column, ``256 / (M*b)``."""
+        return self._tpc
+
+    @property
+    def latency(self) -> int:
+        """Cycles from a column's transfer to its scores on ``o_scores`` (no backpressure)."""
+        return 1 + (self._num.subspaces - 1).bit_length()
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        num, tpc = self._num, self._tpc
+        nsub = num.subspaces
+        assert nsub * num.code_bits * tpc == COLUMN_BITS
+        stages = self.latency
+        valid = [Signal(name=f"s{i + 1}_valid") for i in range(stages)]
+
+        # Global stall: every stage moves when the output register is free or being taken.
+        adv = Signal()
+        m.d.comb += adv.eq(~valid[-1] | self.o_scores.ready)
+
+        # LUT writes only into an empty pipeline; a waiting write blocks new columns.
+        busy = Signal()
+        m.d.comb += busy.eq(Cat(*valid).any())
+        m.d.comb += [
+            self.i_lut.ready.eq(~busy),
+            self.i_cols.ready.eq(adv & ~self.i_lut.valid),
+        ]
+        lut_fire = self.i_lut.valid & self.i_lut.ready
+        col_fire = self.i_cols.valid & self.i_cols.ready
+
+        # Stage 1: one memory per subspace, tpc read ports each: a whole column in one cycle.
+        level: list[list] = [[None] * nsub for _ in range(tpc)]
+        for s in range(nsub):
+            mem = Memory(shape=signed(num.lut_bits), depth=num.centroids, init=[])
+            m.submodules[f"lut{s}"] = mem
+            wp = mem.write_port()
+            m.d.comb += [
+                wp.addr.eq(self.i_lut.payload.index),
+                wp.data.eq(self.i_lut.payload.value),
+                wp.en.eq(lut_fire & (self.i_lut.payload.subspace == s)),
+            ]
+            for k in range(tpc):
+                rp = mem.read_port(domain="sync")
+                m.d.comb += [
+                    rp.addr.eq(self.i_cols.payload.codes[k][s]),
+                    rp.en.eq(adv),
+                ]
+                level[k][s] = rp.data
+
+        # Token count and end-of-pass flag travel beside the data.
+        ntok = [Signal.like(self.i_cols.payload.ntok, name=f"s{i + 1}_ntok")
+                for i in range(stages)]
+        last = [Signal(name=f"s{i + 1}_last") for i in range(stages)]
+        with m.If(adv):
+            m.d.sync += [
+                valid[0].eq(col_fire),
+                ntok[0].eq(self.i_cols.payload.ntok),
+                last[0].eq(self.i_cols.payload.last),
+            ]
+            for i in range(1, stages):
+                m.d.sync += [
+                    valid[i].eq(valid[i - 1]),
+                    ntok[i].eq(ntok[i - 1]),
+                    last[i].eq(last[i - 1]),
+                ]
+
+        # Adder tree, one register per level: exact, each level one bit wider.
+        width = num.lut_bits
+        depth = 0
+        while len(level[0]) > 1:
+            depth += 1
+            width += 1
+            nxt: list[list] = []
+            for k in range(tpc):
+                row = []
+                for i in range(0, len(level[k]), 2):
+                    r = Signal(signed(width), name=f"s{depth + 1}_t{k}_sum{i // 2}")
+                    pair = level[k][i:i + 2]
+                    with m.If(adv):
+                        m.d.sync += r.eq(pair[0] + pair[1] if len(pair) == 2 else pair[0])
+                    row.append(r)
+                nxt.append(row)
+            level = nxt
+        assert depth + 1 == stages
+
+        m.d.comb += [
+            self.o_scores.valid.eq(valid[-1]),
+            self.o_scores.payload.ntok.eq(ntok[-1]),
+            self.o_scores.payload.last.eq(last[-1]),
+        ]
+        for k in range(tpc):
+            m.d.comb += self.o_scores.payload.scores[k].eq(level[k][0])
+        return m

@@ -1,0 +1,157 @@
+"""Bank-local softmax weight: max-subtract and the fixed-point exp2 ROM.
+
+``w = floor(EXP2[f] / 2^n)`` with ``delta = max - score``, ``n = delta >> F``,
+``f = delta mod 2^F``, and ``w = 0`` once ``n > P`` (golden model:
+:func:`aqpim.sw.intmodel.softmax_weights`; ROM: :attr:`aqpim.numerics.Numerics.exp_rom`).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from aqpim.numerics import Numerics
+
+from .attn_params import numerics_from
+
+__all__ = ["Softmax", "softmax_in_layout", "softmax_out_layout"]
+
+
+def _fields(first: dict, tag_bits: int) -> data.StructLayout:
+    if tag_bits:
+        first = {**first, "tag": unsigned(tag_bits)}
+    return data.StructLayout(first)
+
+
+def softmax_in_layout(num: Numerics, tag_bits: int = 0) -> data.StructLayout:
+    """``score`` (signed ``score_bits``) and an optional ``tag`` carried along unchanged."""
+    return _fields({"score": signed(num.score_bits)}, tag_bits)
+
+
+def softmax_out_layout(num: Numerics, tag_bits: int = 0) -> data.StructLayout:
+    """``weight`` (unsigned ``weight_bits``, 2^P is one) and the ``tag`` of its score."""
+    return _fields({"weight": unsigned(num.weight_bits)}, tag_bits)
+
+
+class Softmax(wiring.Component):
+    """Softmax weight of one score per cycle against a given bank-local maximum.
+
+    Stage 1 subtracts (``delta = max - score``, exact, ``delta_bits`` unsigned), splits
+    ``delta`` into its integer part ``n`` and fraction ``f`` and reads ``EXP2[f]`` from a
+    2^F-entry ROM of ``P + 1``-bit words (synchronous, so a block RAM or LUT ROM both fit).
+    Stage 2 shifts: ``w = EXP2[f] >> min(n, P + 1)``; since ``EXP2[f] <= 2^P``, a shift by
+    P + 1 is 0, which is the golden model's "0 once n > P" without a wide shifter.
+
+    Ports
+    -----
+    max : In(signed(score_bits))
+        The bank-local maximum; must be stable while scores flow and ``>= every score``
+        (the attention unit guarantees both: it is the maximum of pass 1).
+    i : In(stream of :func:`softmax_in_layout`)
+    o : Out(stream of :func:`softmax_out_layout`)
+
+    Latency and throughput
+    ----------------------
+    2 cycles from a score's transfer to its weight being valid; one score per cycle
+    (global-stall pipeline: it stalls only under output backpressure).
+
+    Parameters (keyword-only)
+    -------------------------
+    numerics : Numerics, optional
+        Base configuration; ``subspaces``, ``lut_bits``, ``lut_frac_bits``, ``exp_bits``
+        override it (the score width is ``lut_bits + ceil(log2 subspaces)``).
+    tag_bits : int
+        Width of the side data carried with each score (0 = none).
+    """
+
+    def __init__(
+        self,
+        *,
+        numerics: Numerics | None = None,
+        subspaces: int | None = None,
+        lut_bits: int | None = None,
+        lut_frac_bits: int | None = None,
+        exp_bits: int | None = None,
+        head_dim: int | None = None,
+        tag_bits: int = 0,
+    ) -> None:
+        num = numerics_from(
+            numerics, subspaces=subspaces, lut_bits=lut_bits, lut_frac_bits=lut_frac_bits,
+            exp_bits=exp_bits, head_dim=head_dim,
+        )
+        if isinstance(tag_bits, bool) or not isinstance(tag_bits, int):
+            raise TypeError(f"tag_bits must be an int, got {tag_bits!r}")
+        if tag_bits < 0:
+            raise ValueError(f"tag_bits must be >= 0, got {tag_bits}")
+        self._num = num
+        self._tag_bits = tag_bits
+        super().__init__({
+            "max": In(signed(num.score_bits)),
+            "i": In(stream.Signature(softmax_in_layout(num, tag_bits))),
+            "o": Out(stream.Signature(softmax_out_layout(num, tag_bits))),
+        })
+
+    @property
+    def numerics(self) -> Numerics:
+        return self._num
+
+    @property
+    def tag_bits(self) -> int:
+        return self._tag_bits
+
+    @property
+    def latency(self) -> int:
+        """Cycles from a score's transfer to its weight on ``o`` (no backpressure)."""
+        return 2
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        num = self._num
+        frac = num.lut_frac_bits
+
+        # Global stall: both stages move when the output register is free or being taken.
+        s1_valid = Signal()
+        s2_valid = Signal()
+        adv = Signal()
+        m.d.comb += [
+            adv.eq(~s2_valid | self.o.ready),
+            self.i.ready.eq(adv),
+            self.o.valid.eq(s2_valid),
+        ]
+        fire = self.i.valid & self.i.ready
+
+        # Stage 1: exact max-subtract; the fraction addresses the ROM (synchronous read).
+        s0_delta = Signal(unsigned(num.delta_bits))
+        m.d.comb += s0_delta.eq(self.max - self.i.payload.score)
+        rom = Memory(shape=unsigned(num.weight_bits), depth=1 << frac, init=num.exp_rom)
+        m.submodules.exp2_rom = rom
+        rp = rom.read_port(domain="sync")
+        m.d.comb += [rp.addr.eq(s0_delta[:frac]), rp.en.eq(adv)]
+        # n saturates at P + 1: every larger shift gives 0 as well, and the shifter stays small.
+        n_sat = num.exp_bits + 1
+        s1_n = Signal(range(n_sat + 1))
+        s0_int = s0_delta[frac:]
+        with m.If(adv):
+            m.d.sync += [
+                s1_valid.eq(fire),
+                s1_n.eq(Mux(s0_int > n_sat, n_sat, s0_int)),
+            ]
+
+        # Stage 2: the shift that divides by 2^n (floor).
+        s2_weight = Signal(unsigned(num.weight_bits))
+        with m.If(adv):
+            m.d.sync += [
+                s2_valid.eq(s1_valid),
+                s2_weight.eq(rp.data >> s1_n),
+            ]
+        m.d.comb += self.o.payload.weight.eq(s2_weight)
+
+        if self._tag_bits:
+            s1_tag = Signal(self._tag_bits)
+            s2_tag = Signal(self._tag_bits)
+            with m.If(adv):
+                m.d.sync += [s1_tag.eq(self.i.payload.tag), s2_tag.eq(s1_tag)]
+            m.d.comb += self.o.payload.tag.eq(s2_tag)
+        return m
