@@ -1,0 +1,166 @@
+"""``aqpim bench golden``: golden-model PQ throughput against FAISS, as JSON on stdout.
+
+Same data, same centroids, same run, one thread each (FAISS is pinned to one OpenMP thread,
+NumPy runs single-threaded here), best of N timings:
+
+* **encode**: :func:`aqpim.sw.pq.encode` (direct L2, float32) against
+  ``faiss.ProductQuantizer.compute_codes`` with FAISS's own trained centroids;
+* **LUT scan**, one query over T tokens, scores plus the best token: :func:`lut_scan` on codes
+  stored (M, T) against ``faiss.IndexPQ.search`` (k=1) and, for 4-bit codes,
+  ``faiss.IndexPQFastScan.search``.
+
+For 4-bit codes :func:`lut_scan` works on the bytes as the bank stores them (two codes per
+byte): one 256-entry table per pair of subspaces, ``LUT2[a + 16 b] = LUT[2i, a] + LUT[2i+1, b]``,
+so it does M/2 lookups per token instead of M. Both forms equal
+:func:`aqpim.sw.intmodel.lut_accumulate` on integer LUTs (tests/test_golden_intmodel.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+
+import numpy as np
+from aqpim.sw import pq, synthetic
+
+__all__ = ["lut_scan", "pair_lut", "pack_pairs", "best_of", "run", "main"]
+
+
+def lut_scan(table: np.ndarray, codes_mt: np.ndarray) -> np.ndarray:
+    """``s_t = sum_m table[m, codes_mt[m, t]]`` with codes stored (M, T); one take per row.
+
+    The accumulator has the table's dtype (int64 for integer LUTs: exact).
+    """
+    if table.ndim != 2 or codes_mt.ndim != 2 or codes_mt.shape[0] != table.shape[0]:
+        raise ValueError(f"table (M, K) and codes (M, T) disagree: {table.shape}, {codes_mt.shape}")
+    acc_dtype = np.int64 if np.issubdtype(table.dtype, np.integer) else table.dtype
+    scores = np.zeros(codes_mt.shape[1], dtype=acc_dtype)
+    tmp = np.empty_like(scores)
+    for m in range(table.shape[0]):
+        np.take(table[m].astype(acc_dtype, copy=False), codes_mt[m], out=tmp)
+        scores += tmp
+    return scores
+
+
+def pair_lut(table: np.ndarray) -> np.ndarray:
+    """(M, 16) 4-bit LUT -> (M/2, 256): ``out[i, a + 16 b] = table[2i, a] + table[2i+1, b]``."""
+    m, k = table.shape
+    if k != 16 or m % 2:
+        raise ValueError(f"pair_lut needs an even M and K = 16, got table shape {table.shape}")
+    return (table[0::2, None, :] + table[1::2, :, None]).reshape(m // 2, 256)
+
+
+def pack_pairs(codes_mt: np.ndarray) -> np.ndarray:
+    """(M, T) 4-bit codes -> (M/2, T) bytes, subspace 2i in the low nibble."""
+    if codes_mt.shape[0] % 2:
+        raise ValueError(f"pack_pairs needs an even M, got {codes_mt.shape[0]}")
+    return (codes_mt[0::2] | (codes_mt[1::2] << 4)).astype(np.uint8)
+
+
+def best_of(fn: Callable[[], object], repeat: int) -> float:
+    """Smallest wall time of ``repeat`` calls, in seconds."""
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def _faiss_codes(p: object, raw: np.ndarray, m: int, nbits: int) -> np.ndarray:
+    """FAISS packed codes (N, code_size) -> (N, M) ints (low bits first)."""
+    if nbits == 8:
+        return raw.astype(np.int64)
+    out = np.empty((raw.shape[0], m), dtype=np.int64)
+    out[:, 0::2], out[:, 1::2] = raw & 15, raw >> 4
+    return out
+
+
+def run(tokens: int = 65536, encode_n: int = 16384, repeat: int = 5, seed: int = 0) -> dict:
+    """Measure every configuration; returns the JSON-ready result."""
+    import faiss  # optional dependency (the dev extra): only the benchmark needs it
+
+    faiss.omp_set_num_threads(1)
+    data = synthetic.generate(heads=1, tokens=tokens, seed=seed)
+    x = np.ascontiguousarray(data["k"][0], dtype=np.float32)
+    q = np.ascontiguousarray(data["q"][0][None, :], dtype=np.float32)
+    dim = x.shape[1]
+    results = []
+    for m, nbits in ((32, 8), (64, 4)):
+        p = faiss.ProductQuantizer(dim, m, nbits)
+        p.cp.niter = 10
+        p.cp.max_points_per_centroid = 64  # keep training short: the centroids are a given here
+        p.train(x[: 64 * (1 << nbits)])
+        cb = faiss.vector_to_array(p.centroids).reshape(m, 1 << nbits, -1)
+        xe = x[:encode_n]
+        t_ours = best_of(lambda xe=xe, cb=cb: pq.encode(xe, cb), max(1, repeat // 2))
+        t_faiss = best_of(lambda xe=xe, p=p: p.compute_codes(xe), repeat)
+        ours = pq.encode(xe, cb)
+        same = bool(np.array_equal(ours, _faiss_codes(p, p.compute_codes(xe), m, nbits)))
+
+        # Codes of every token, stored (M, T) as the bank stores them.
+        raw = p.compute_codes(x)
+        codes_mt = np.ascontiguousarray(_faiss_codes(p, raw, m, nbits).T.astype(np.uint8))
+        table = np.einsum("md,mkd->mk", q[0].reshape(m, -1), cb).astype(np.float32)
+        if nbits == 4:
+            t2, c2 = pair_lut(table), pack_pairs(codes_mt)
+            scan = lambda t2=t2, c2=c2: np.argmax(lut_scan(t2, c2))  # noqa: E731
+        else:
+            scan = lambda table=table, c=codes_mt: np.argmax(lut_scan(table, c))  # noqa: E731
+        t_scan = best_of(scan, repeat)
+        index = faiss.IndexPQ(dim, m, nbits, faiss.METRIC_INNER_PRODUCT)
+        index.pq = p
+        index.is_trained = True
+        index.add(x)
+        t_ipq = best_of(lambda index=index: index.search(q, 1), repeat)
+        entry = {
+            "M": m, "nbits": nbits, "tokens": tokens, "encode_vectors": encode_n,
+            "encode_codes_equal_faiss": same,
+            "encode_vectors_per_s": {
+                "golden": encode_n / t_ours, "faiss_compute_codes": encode_n / t_faiss,
+            },
+            "encode_ratio": t_faiss / t_ours,
+            "scan_tokens_per_s": {"golden": tokens / t_scan, "faiss_indexpq": tokens / t_ipq},
+            "scan_ratio_vs_indexpq": t_ipq / t_scan,
+        }
+        if nbits == 4:
+            fs = faiss.IndexPQFastScan(dim, m, nbits, faiss.METRIC_INNER_PRODUCT)
+            faiss.copy_array_to_vector(faiss.vector_to_array(p.centroids), fs.pq.centroids)
+            fs.is_trained = True
+            fs.add(x)
+            t_fs = best_of(lambda fs=fs: fs.search(q, 1), repeat)
+            entry["scan_tokens_per_s"]["faiss_fastscan"] = tokens / t_fs
+            entry["scan_ratio_vs_fastscan"] = t_fs / t_scan
+        results.append(entry)
+    return {
+        "benchmark": "golden PQ vs FAISS (one thread, best of N)",
+        "faiss_version": faiss.__version__,
+        "numpy_version": np.__version__,
+        "repeat": repeat,
+        "targets": {"scan_ratio_vs_indexpq": ">= 1", "encode_ratio": ">= 0.5"},
+        "configs": results,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``aqpim bench golden``: JSON on stdout."""
+    ap = argparse.ArgumentParser(prog="aqpim bench golden", description=__doc__.splitlines()[0])
+    ap.add_argument("--tokens", type=int, default=65536, help="tokens in the LUT scan")
+    ap.add_argument("--encode-n", type=int, default=16384, help="vectors encoded")
+    ap.add_argument("--repeat", type=int, default=5, help="timings per measurement (best kept)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    for name in ("tokens", "encode_n", "repeat"):
+        if getattr(args, name) < 1:
+            print(f"aqpim bench golden: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)
+            return 2
+    json.dump(run(args.tokens, args.encode_n, args.repeat, args.seed), sys.stdout, indent=2)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
