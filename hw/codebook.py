@@ -1,0 +1,141 @@
+"""Codebook store of the PQ encoder: P lane memories, one write port, one wide read port.
+
+Centroid ``j`` of subspace ``m`` lives in lane ``j % P`` at address ``m * T + j // P``, with
+``T = K / P`` (both powers of two, so the address is a bit concatenation). One read returns
+centroids ``c*P .. c*P + P-1`` of one subspace, one per lane: the P distance lanes of the encoder
+read all their operands in the same cycle.
+
+Latency: reads are synchronous, data one cycle after the address (held while ``r_en`` is low).
+Writes take effect at the next clock edge. Throughput: one read and one write per cycle.
+"""
+
+from __future__ import annotations
+
+from amaranth import Cat, Module, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["CodebookStore"]
+
+
+def _int(name: str, value: object, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{name} must be in [{lo}, {hi}], got {value}")
+    return value
+
+
+class CodebookStore(wiring.Component):
+    """M codebooks of K centroids of d W-bit signed elements, split over P lanes.
+
+    Parameters
+    ----------
+    sub_dim, centroids, subspaces, elem_bits, lanes:
+        d, K (power of two), M, W, P (power of two dividing K).
+
+    Ports
+    -----
+    w_en, w_sub, w_idx, w_vec:
+        Write centroid ``w_idx`` of subspace ``w_sub`` (applied at the clock edge).
+    r_en, r_sub, r_iter:
+        Read centroids ``r_iter*P + p`` (p = 0..P-1) of subspace ``r_sub``.
+    r_vecs:
+        ``ArrayLayout(vec, P)``: the P centroids, one cycle after the read.
+    """
+
+    def __init__(
+        self, *, sub_dim: int, centroids: int, subspaces: int, elem_bits: int, lanes: int
+    ) -> None:
+        self._d = _int("sub_dim", sub_dim, 1, 64)
+        self._k = _int("centroids", centroids, 2, 4096)
+        if self._k & (self._k - 1):
+            raise ValueError(f"centroids must be a power of two, got {centroids}")
+        self._m = _int("subspaces", subspaces, 1, 4096)
+        self._w = _int("elem_bits", elem_bits, 2, 32)
+        self._p = _int("lanes", lanes, 1, self._k)
+        if self._k % self._p:
+            raise ValueError(f"lanes {lanes} must divide centroids {centroids}")
+        vec = data.ArrayLayout(signed(self._w), self._d)
+        super().__init__(
+            {
+                "w_en": In(1),
+                "w_sub": In(unsigned(self.sub_bits)),
+                "w_idx": In(unsigned(self.code_bits)),
+                "w_vec": In(vec),
+                "r_en": In(1),
+                "r_sub": In(unsigned(self.sub_bits)),
+                "r_iter": In(unsigned(max(1, self.iter_bits))),
+                "r_vecs": Out(data.ArrayLayout(vec, self._p)),
+            }
+        )
+
+    # --- read-only parameters -----------------------------------------------------------------
+    @property
+    def sub_dim(self) -> int:
+        return self._d
+
+    @property
+    def centroids(self) -> int:
+        return self._k
+
+    @property
+    def subspaces(self) -> int:
+        return self._m
+
+    @property
+    def elem_bits(self) -> int:
+        return self._w
+
+    @property
+    def lanes(self) -> int:
+        return self._p
+
+    @property
+    def iterations(self) -> int:
+        """T = K / P: reads per sub-vector."""
+        return self._k // self._p
+
+    @property
+    def code_bits(self) -> int:
+        return self._k.bit_length() - 1
+
+    @property
+    def lane_bits(self) -> int:
+        return self._p.bit_length() - 1
+
+    @property
+    def iter_bits(self) -> int:
+        return self.iterations.bit_length() - 1
+
+    @property
+    def sub_bits(self) -> int:
+        return max(1, (self._m - 1).bit_length())
+
+    def elaborate(self, platform: object) -> Module:
+        m = Module()
+        vec = data.ArrayLayout(signed(self._w), self._d)
+        depth = self._m * self.iterations
+        ib = self.iter_bits
+
+        def address(sub: object, it: object) -> object:
+            # m * T + c with T a power of two: a concatenation, no multiplier.
+            return Cat(it[:ib], sub) if ib else sub
+
+        # One memory per lane so all P centroids of a read come out in the same cycle.
+        for p in range(self._p):
+            mem = Memory(shape=vec, depth=depth, init=[])
+            m.submodules[f"lane{p}"] = mem
+            wr = mem.write_port()
+            rd = mem.read_port()
+            lane_hit = self.w_idx[: self.lane_bits] == p if self.lane_bits else 1
+            m.d.comb += [
+                wr.addr.eq(address(self.w_sub, self.w_idx[self.lane_bits :])),
+                wr.data.eq(self.w_vec),
+                wr.en.eq(self.w_en & lane_hit),
+                rd.addr.eq(address(self.r_sub, self.r_iter)),
+                rd.en.eq(self.r_en),
+                self.r_vecs[p].eq(rd.data),
+            ]
+        return m

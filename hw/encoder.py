@@ -1,0 +1,275 @@
+"""In-bank PQ encoder: sub-vectors in, nearest-centroid codes out (issue 3).
+
+For each input sub-vector ``x`` of subspace ``m`` the unit outputs
+``code = argmin_j ||x - C_m[j]||^2`` over the K centroids of subspace m, with exact integer
+squared distances and ties to the lowest index: bit-exact :func:`aqpim.sw.intmodel.encode`.
+
+Block diagram (one sub-vector takes T = K / P passes through P parallel lanes)::
+
+    i_x --> [issue: T reads] --> CodebookStore (P lane memories, 1 cycle)
+                                      |  P centroids
+            x (held) ---------------> P x SquaredDistance --reg--> ArgminTree(P) --reg-->
+            running min over the T passes (strict <, so earlier = lower index wins) --> o_code
+    i_cb --> CodebookStore write port (accepted only when no sub-vector is in flight)
+
+Latency: ``T + 3`` cycles from the input handshake to ``o_code.valid`` (issue, memory read,
+distance register, argmin register; the last of the T reads issues T - 1 cycles after the
+handshake). Throughput: one sub-vector every ``T = ceil(K / P)`` cycles (one per cycle at
+P = K) while the output is not back-pressured. Back-pressure on ``o_code`` stalls the whole
+pipeline (one global enable); nothing is dropped.
+
+Codebook writes (``i_cb``) have priority: while ``i_cb.valid`` is high no new sub-vector is
+accepted, and the write is accepted once the sub-vectors already accepted have left the
+pipeline. So every sub-vector is encoded against the codebook as it was when it was accepted.
+"""
+
+from __future__ import annotations
+
+from amaranth import Cat, Module, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+from aqpim.hw.argmin import ArgminTree
+from aqpim.hw.codebook import CodebookStore
+from aqpim.hw.distance import SquaredDistance, dist_bits
+
+__all__ = ["PQEncoder"]
+
+
+def _int(name: str, value: object, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{name} must be in [{lo}, {hi}], got {value}")
+    return value
+
+
+class PQEncoder(wiring.Component):
+    """PQ encoder with P distance lanes.
+
+    Parameters (keyword-only)
+    -------------------------
+    sub_dim:
+        d, elements per sub-vector (1..16).
+    centroids:
+        K, centroids per codebook: a power of two in [2, 256] (codes of log2 K bits).
+    subspaces:
+        M, number of subspaces (codebooks), 1..1024.
+    elem_bits:
+        W, width of the signed activations and centroids (4..16, as in ``Numerics``).
+    lanes:
+        P, parallel distance lanes: 1 <= P <= K and P divides K.
+
+    Ports
+    -----
+    i_cb: In(stream of ``cb_layout``)
+        Codebook load: ``{sub, idx, vec}`` writes centroid ``idx`` of subspace ``sub``.
+    i_x: In(stream of ``x_layout``)
+        ``{sub, x}``: a sub-vector and its subspace index (any order of subspaces).
+    o_code: Out(stream of ``code_layout``)
+        ``{sub, code}``: one per input, in input order.
+
+    A ``sub`` value >= M is outside the contract (it aliases another subspace's storage).
+    """
+
+    def __init__(
+        self,
+        *,
+        sub_dim: int = 2,
+        centroids: int = 16,
+        subspaces: int = 64,
+        elem_bits: int = 8,
+        lanes: int = 4,
+    ) -> None:
+        self._d = _int("sub_dim", sub_dim, 1, 16)
+        self._k = _int("centroids", centroids, 2, 256)
+        if self._k & (self._k - 1):
+            raise ValueError(f"centroids must be a power of two, got {centroids}")
+        self._m = _int("subspaces", subspaces, 1, 1024)
+        self._w = _int("elem_bits", elem_bits, 4, 16)
+        self._p = _int("lanes", lanes, 1, self._k)
+        if self._k % self._p:
+            raise ValueError(f"lanes {lanes} must divide centroids {centroids}")
+        super().__init__(
+            {
+                "i_cb": In(stream.Signature(self.cb_layout)),
+                "i_x": In(stream.Signature(self.x_layout)),
+                "o_code": Out(stream.Signature(self.code_layout)),
+            }
+        )
+
+    # --- read-only parameters and derived widths -----------------------------------------------
+    @property
+    def sub_dim(self) -> int:
+        return self._d
+
+    @property
+    def centroids(self) -> int:
+        return self._k
+
+    @property
+    def subspaces(self) -> int:
+        return self._m
+
+    @property
+    def elem_bits(self) -> int:
+        return self._w
+
+    @property
+    def lanes(self) -> int:
+        return self._p
+
+    @property
+    def iterations(self) -> int:
+        """T = K / P: cycles per sub-vector (the throughput)."""
+        return self._k // self._p
+
+    @property
+    def latency(self) -> int:
+        """Cycles from the input handshake to the output's valid: T + 3."""
+        return self.iterations + 3
+
+    @property
+    def code_bits(self) -> int:
+        return self._k.bit_length() - 1
+
+    @property
+    def sub_bits(self) -> int:
+        return max(1, (self._m - 1).bit_length())
+
+    @property
+    def dist_bits(self) -> int:
+        """Exact squared-distance width, = ``Numerics(...).dist_bits``."""
+        return dist_bits(self._d, self._w)
+
+    @property
+    def vec_layout(self) -> data.ArrayLayout:
+        return data.ArrayLayout(signed(self._w), self._d)
+
+    @property
+    def cb_layout(self) -> data.StructLayout:
+        return data.StructLayout(
+            {"sub": unsigned(self.sub_bits), "idx": unsigned(self.code_bits),
+             "vec": self.vec_layout}
+        )
+
+    @property
+    def x_layout(self) -> data.StructLayout:
+        return data.StructLayout({"sub": unsigned(self.sub_bits), "x": self.vec_layout})
+
+    @property
+    def code_layout(self) -> data.StructLayout:
+        return data.StructLayout({"sub": unsigned(self.sub_bits), "code": unsigned(self.code_bits)})
+
+    def elaborate(self, platform: object) -> Module:
+        m = Module()
+        d, p, t = self._d, self._p, self.iterations
+        lane_bits = p.bit_length() - 1
+        iter_bits = t.bit_length() - 1
+        vec = self.vec_layout
+
+        m.submodules.store = store = CodebookStore(
+            sub_dim=d, centroids=self._k, subspaces=self._m, elem_bits=self._w, lanes=p
+        )
+        m.submodules.argmin = argmin = ArgminTree(count=p, value_bits=self.dist_bits)
+        lanes = [SquaredDistance(sub_dim=d, elem_bits=self._w) for _ in range(p)]
+        for i, lane in enumerate(lanes):
+            m.submodules[f"dist{i}"] = lane
+
+        # One global enable: the output register is the only place back-pressure can stop, so
+        # freezing every stage (and the memory read port) when it is full loses nothing.
+        adv = Signal()
+        m.d.comb += adv.eq(~self.o_code.valid | self.o_code.ready)
+
+        # Stage 0, issue: the handshake cycle issues pass 0 from the input; passes 1..T-1 come
+        # from the held copy on the following cycles, hence one sub-vector per T cycles.
+        busy = Signal()
+        cnt = Signal(max(1, iter_bits))
+        h_x = Signal(vec)
+        h_sub = Signal(self.sub_bits)
+        s1_valid, s2_valid, s3_valid = Signal(), Signal(), Signal()
+        in_flight = busy | s1_valid | s2_valid | s3_valid
+        m.d.comb += self.i_x.ready.eq(adv & ~busy & ~self.i_cb.valid)
+        accept = self.i_x.valid & self.i_x.ready
+        issue = Signal()
+        issue_x = Signal(vec)
+        issue_sub = Signal(self.sub_bits)
+        issue_cnt = Signal(max(1, iter_bits))
+        with m.If(busy):
+            m.d.comb += [issue.eq(adv), issue_x.eq(h_x), issue_sub.eq(h_sub), issue_cnt.eq(cnt)]
+        with m.Else():
+            m.d.comb += [
+                issue.eq(accept), issue_x.eq(self.i_x.payload.x),
+                issue_sub.eq(self.i_x.payload.sub), issue_cnt.eq(0),
+            ]
+        if t > 1:
+            with m.If(accept):
+                m.d.sync += [busy.eq(1), cnt.eq(1), h_x.eq(self.i_x.payload.x),
+                             h_sub.eq(self.i_x.payload.sub)]
+            with m.Elif(busy & adv):
+                m.d.sync += cnt.eq(cnt + 1)
+                with m.If(cnt == t - 1):
+                    m.d.sync += busy.eq(0)
+        m.d.comb += [store.r_en.eq(adv), store.r_sub.eq(issue_sub), store.r_iter.eq(issue_cnt)]
+
+        # Codebook writes only into an empty pipeline, so no pass reads a half-written codebook.
+        m.d.comb += [
+            self.i_cb.ready.eq(~in_flight),
+            store.w_en.eq(self.i_cb.valid & ~in_flight),
+            store.w_sub.eq(self.i_cb.payload.sub),
+            store.w_idx.eq(self.i_cb.payload.idx),
+            store.w_vec.eq(self.i_cb.payload.vec),
+        ]
+
+        # Stage 1: the memory returns the pass's P centroids; x, index and flags ride along.
+        s1_x = Signal(vec)
+        s1_sub = Signal(self.sub_bits)
+        s1_cnt = Signal(max(1, iter_bits))
+        with m.If(adv):
+            m.d.sync += [s1_valid.eq(issue), s1_x.eq(issue_x), s1_sub.eq(issue_sub),
+                         s1_cnt.eq(issue_cnt)]
+
+        # Stage 2: P exact squared distances, registered.
+        s2_dist = Signal(data.ArrayLayout(unsigned(self.dist_bits), p))
+        s2_sub = Signal(self.sub_bits)
+        s2_cnt = Signal(max(1, iter_bits))
+        for i, lane in enumerate(lanes):
+            m.d.comb += [lane.a.eq(s1_x), lane.b.eq(store.r_vecs[i])]
+        with m.If(adv):
+            m.d.sync += [s2_valid.eq(s1_valid), s2_sub.eq(s1_sub), s2_cnt.eq(s1_cnt)]
+            m.d.sync += [s2_dist[i].eq(lane.dist) for i, lane in enumerate(lanes)]
+
+        # Stage 3: argmin over the lanes, registered with the centroid index j = c * P + lane.
+        m.d.comb += argmin.values.eq(s2_dist)
+        s3_min = Signal(self.dist_bits)
+        s3_idx = Signal(self.code_bits)
+        s3_sub = Signal(self.sub_bits)
+        s3_first, s3_last = Signal(), Signal()
+        idx_parts = ([argmin.index[:lane_bits]] if lane_bits else []) + (
+            [s2_cnt[:iter_bits]] if iter_bits else []
+        )
+        with m.If(adv):
+            m.d.sync += [
+                s3_valid.eq(s2_valid), s3_min.eq(argmin.min), s3_idx.eq(Cat(*idx_parts)),
+                s3_sub.eq(s2_sub), s3_first.eq(s2_cnt == 0), s3_last.eq(s2_cnt == t - 1),
+            ]
+
+        # Output: running minimum over the T passes. Strict < keeps the earlier pass, whose
+        # indices are all lower, so ties still go to the lowest index.
+        acc_min = Signal(self.dist_bits)
+        acc_idx = Signal(self.code_bits)
+        take = Signal()
+        best_min = Signal(self.dist_bits)
+        best_idx = Signal(self.code_bits)
+        m.d.comb += take.eq(s3_first | (s3_min < acc_min))
+        with m.If(take):
+            m.d.comb += [best_min.eq(s3_min), best_idx.eq(s3_idx)]
+        with m.Else():
+            m.d.comb += [best_min.eq(acc_min), best_idx.eq(acc_idx)]
+        with m.If(adv):
+            m.d.sync += self.o_code.valid.eq(s3_valid & s3_last)
+            with m.If(s3_valid):
+                m.d.sync += [acc_min.eq(best_min), acc_idx.eq(best_idx)]
+                with m.If(s3_last):
+                    m.d.sync += [self.o_code.payload.sub.eq(s3_sub),
+                                 self.o_code.payload.code.eq(best_idx)]
+        return m
