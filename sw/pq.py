@@ -12,7 +12,8 @@ Choices (docs/golden.md explains them):
   draws K distinct training points instead (what FAISS does).
 * **Empty clusters**: after an assignment step, a centroid that received no point is re-seeded
   with the point that is farthest from its own centroid in that subspace (the worst-served
-  point); several empty clusters take the next farthest points, so they never coincide.
+  point); several empty clusters take the next farthest points, skipping points equal to a
+  centroid already in place, so re-seeded centroids never coincide.
 * **Determinism**: every random draw comes from ``numpy.random.default_rng(seed)``, in a fixed
   order, so the same input and seed give the same codebooks on every machine.
 * **Encode** computes ``sum_i (x_i - c_i)^2`` directly (not ``|x|^2 - 2 x.c + |c|^2``, which
@@ -166,14 +167,24 @@ def _update(xs: np.ndarray, codes: np.ndarray, k: int) -> tuple[np.ndarray, np.n
 def _reseed_empty(
     xs: np.ndarray, cs: np.ndarray, counts: np.ndarray, dist: np.ndarray
 ) -> int:
-    """Move each empty centroid onto the point farthest from its centroid; returns how many."""
-    empty_m = np.flatnonzero((counts == 0).any(axis=1))
-    for s in empty_m:
-        empties = np.flatnonzero(counts[s] == 0)
-        # Farthest points first; stable sort keeps the lowest point index among equals.
-        order = np.argsort(-dist[s], kind="stable")[: empties.size]
-        cs[s, empties] = xs[s, order]
-    return int((counts == 0).sum())
+    """Move each empty centroid onto the point farthest from its centroid; returns how many.
+
+    Several empty clusters of one subspace take the next farthest points, skipping any point
+    equal to a centroid already in place (duplicated data would otherwise seed two centroids
+    on one spot, and the higher index would stay empty). Modifies ``cs`` in place.
+    """
+    moved = 0
+    for s in np.flatnonzero((counts == 0).any(axis=1)):
+        empties = list(np.flatnonzero(counts[s] == 0))
+        # Farthest points first; a stable sort keeps the lowest point index among equals.
+        for p in np.argsort(-dist[s], kind="stable"):
+            if not empties:
+                break
+            if np.any(np.all(cs[s] == xs[s, p], axis=1)):
+                continue
+            cs[s, empties.pop(0)] = xs[s, p]
+            moved += 1
+    return moved
 
 
 def train_codebooks(
@@ -241,11 +252,11 @@ def train_codebooks(
     for _ in range(iters):
         codes, dist = _assign(xs, cs)
         if prev is not None and np.array_equal(codes, prev):
-            break
+            break  # converged: another update would give the same centroids
         means, counts = _update(xs, codes, centroids)
         cs = np.where(counts[:, :, None] > 0, means, cs)
-        _reseed_empty(xs, cs, counts, dist)
-        prev = codes
+        # After a re-seed the old assignment is stale: do not take it as converged.
+        prev = None if _reseed_empty(xs, cs, counts, dist) else codes
     return cs
 
 
