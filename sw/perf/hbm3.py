@@ -51,6 +51,9 @@ __all__ = [
     "simulate_decode",
     "load_json",
     "CONFIG_DIR",
+    "CommandTiming",
+    "command_unit_cycles",
+    "trace_timing",
 ]
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -800,3 +803,98 @@ def simulate_decode(cfg: HBM3Config, w: PimWorkload, spread: int | None = None) 
         bandwidth_utilisation=util,
         plan=plan,
     )
+
+
+# ----------------------------------------------------------------------------------------------
+# driver traces (sw/trace.py format) through the model
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CommandTiming:
+    """The model's cost of one traced command on one bank, next to what was recorded.
+
+    ``unit_cycles`` is what the bank's units take (the quantity the RTL device records:
+    first header beat offered to last response beat taken); ``dram_cycles`` is the same
+    command on HBM3 in all-bank mode (tCK), bounded by the DRAM timing or by the units.
+    """
+
+    index: int
+    opcode: str
+    bank: int | None
+    tokens: int
+    unit_cycles: int
+    dram_cycles: int
+    recorded: tuple[int, ...] | None
+
+
+def command_unit_cycles(cfg: HBM3Config, num: Any, opcode: str, tokens: int, length: int) -> int:
+    """Model cycles one bank spends on a command (unit clock), from ``units.aqpim``.
+
+    Interface: one header beat and ``length`` data beats in, one response header and the
+    response's data beats out, one beat per cycle. SCORE streams the head's key-code columns
+    through the LUT-accumulate unit; AGGREGATE streams the value-code columns through softmax +
+    histogram, then multiplies the histogram by the value centroids.
+    """
+    u = lambda k: cfg.unit("aqpim", k)  # noqa: E731
+    column_bits = cfg.org["column_bytes"] * 8
+    code_bits = num.subspaces * num.code_bits
+    cols = _cols(tokens, code_bits, column_bits)
+    io = 2 + length
+    if opcode == "SCORE":
+        return io + cols * u("lut_accumulate_cycles_per_column") + u("lut_accumulate_latency")
+    if opcode == "AGGREGATE":
+        per_col = max(1, math.ceil(column_bits / code_bits
+                                   * u("softmax_histogram_cycles_per_token")))
+        return (io + cols * per_col + u("softmax_histogram_latency")
+                + num.centroids * u("value_mac_cycles_per_centroid") + u("value_mac_latency"))
+    if opcode == "WRITE_KV":
+        return io + (tokens * u("encoder_cycles_per_token"))
+    if opcode == "READ_PARTIAL":
+        return io + _cols(num.head_dim + 2, 8 * u("partial_word_bytes"), column_bits)
+    return io
+
+
+def trace_timing(path: str | Path, cfg: HBM3Config) -> list[CommandTiming]:
+    """Run a recorded driver trace (``aqpim.sw.trace``) through the model, command by command.
+
+    Tracks each (bank, head)'s token count from WRITE_KV commands the banks accepted (RESET
+    clears them), so SCORE and AGGREGATE cost what the bank really holds. A broadcast gives
+    one entry with the most loaded bank's cost (all banks run in lockstep).
+    """
+    from aqpim.sw.trace import read_trace
+
+    from aqpim.isa import Status
+
+    geometry, num_banks, entries = read_trace(path)
+    num = geometry.num
+    tokens: dict[tuple[int, int], int] = {}
+    out: list[CommandTiming] = []
+    nbl = cfg.timing["nBL"]
+    for i, e in enumerate(entries):
+        name = e.cmd.opcode.name if hasattr(e.cmd.opcode, "name") else str(e.cmd.opcode)
+        banks = range(num_banks) if e.bank is None else [e.bank]
+        ok = [b for b, s in zip(banks, e.status, strict=False) if s == int(Status.OK)]
+        if name == "RESET":
+            for b in ok:
+                for key in [k for k in tokens if k[0] == b]:
+                    del tokens[key]
+        if name == "WRITE_KV":
+            for b in ok:
+                key = (b, e.cmd.head)
+                tokens[key] = max(tokens.get(key, 0), e.cmd.addr + e.cmd.count)
+        held = max((tokens.get((b, e.cmd.head), 0) for b in banks), default=0)
+        n = e.cmd.count if name == "WRITE_KV" else held
+        unit = command_unit_cycles(cfg, num, name, n, e.cmd.length)
+        if name in ("SCORE", "AGGREGATE"):
+            cols = _cols(held, num.subspaces * num.code_bits, cfg.org["column_bytes"] * 8)
+            div = cfg.unit("aqpim", "clock_divider")
+            if name == "SCORE":
+                per_col = cfg.unit("aqpim", "lut_accumulate_cycles_per_column")
+            else:
+                per_col = (cfg.org["column_bytes"] * 8 / (num.subspaces * num.code_bits)
+                           * cfg.unit("aqpim", "softmax_histogram_cycles_per_token"))
+            spacing = math.ceil(per_col * div)
+            dram = stream_all_bank(ChannelTimer(cfg), [Segment(cols, spacing)]).cycles
+        else:  # beats over the pseudo-channel bus, nBL each
+            dram = unit * nbl
+        out.append(CommandTiming(i, name, e.bank, n, unit, dram, e.cycles))
+    return out

@@ -1,0 +1,363 @@
+"""``aqpim bench perf``: sweep models x contexts x batches x systems; table, JSON and plots.
+
+Examples::
+
+    aqpim bench perf                               # 3 models x 6 contexts x 4 batches
+    aqpim bench perf --json - --no-plots           # JSON on stdout (table on stderr)
+    aqpim bench perf --model my.json --hw hw.json --gpu a100 --stacks 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from aqpim.sw.perf.hbm3 import (
+    ChannelTimer,
+    HBM3Config,
+    Segment,
+    closed_form_cycles,
+    stream_all_bank,
+)
+from aqpim.sw.perf.systems import (
+    BUILTIN_MODELS,
+    SYSTEMS,
+    GPUConfig,
+    ModelConfig,
+    Result,
+    evaluate,
+)
+
+__all__ = ["main", "sweep", "validation", "summarise"]
+
+DEFAULT_CONTEXTS = (4096, 8192, 16384, 32768, 65536, 131072)
+DEFAULT_BATCHES = (1, 4, 16, 64)
+PAPER_SPEEDUP = 3.4
+PAPER_PCIE_SHARE = (0.90, 0.985)
+
+
+def _int_list(text: str, what: str) -> list[int]:
+    out = []
+    for part in text.split(","):
+        part = part.strip().lower()
+        mult = 1
+        if part.endswith("k"):
+            part, mult = part[:-1], 1024
+        try:
+            v = int(part) * mult
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what}: {part!r} is not an integer") from None
+        if v < 1:
+            raise argparse.ArgumentTypeError(f"{what}: {v} must be >= 1")
+        out.append(v)
+    return out
+
+
+def sweep(models: list[ModelConfig], gpu: GPUConfig, hw: HBM3Config, contexts: list[int],
+          batches: list[int], systems: list[str]) -> list[Result]:
+    """Every (model, batch, context, system) point, in that order."""
+    return [
+        evaluate(s, m, gpu, hw, t, b)
+        for m in models for b in batches for t in contexts for s in systems
+    ]
+
+
+def validation(hw: HBM3Config, columns: int = 32 * 512) -> dict[str, Any]:
+    """Steady-state all-bank stream against the closed-form bound, refresh off and on."""
+    out: dict[str, Any] = {"columns_per_bank": columns}
+    for refresh in (False, True):
+        cfg = hw.replace(refresh=refresh)
+        st = stream_all_bank(ChannelTimer(cfg), [Segment(columns)])
+        base = closed_form_cycles(cfg, columns)
+        with_ref = closed_form_cycles(cfg, columns, refresh=refresh)
+        out["refresh_on" if refresh else "refresh_off"] = {
+            "model_cycles": st.cycles,
+            "bound_cycles": base,
+            "bound_with_refresh_cycles": with_ref,
+            "model_over_bound": st.cycles / base,
+            "model_over_bound_with_refresh": st.cycles / with_ref,
+            "refreshes": st.refreshes,
+        }
+    return out
+
+
+def _get(results: list[Result], system: str, model: str, batch: int, ctx: int) -> Result | None:
+    for r in results:
+        if (r.system, r.model, r.batch, r.context) == (system, model, batch, ctx):
+            return r
+    return None
+
+
+def summarise(results: list[Result]) -> dict[str, Any]:
+    """Regime (a), regime (b) and where the paper's 3.4x sits, from a sweep."""
+    regime_a, regime_b, paper = [], [], {}
+    keys = sorted({(r.model, r.batch, r.context) for r in results},
+                  key=lambda k: (k[0], k[1], k[2]))
+    for model, batch, ctx in keys:
+        fp = _get(results, "fp16-pim", model, batch, ctx)
+        aq = _get(results, "aqpim-2b", model, batch, ctx)
+        gpu = _get(results, "gpu", model, batch, ctx)
+        if fp is None or aq is None:
+            continue
+        row = {"model": model, "batch": batch, "context": ctx,
+               "fp16_fits": fp.fits, "aqpim_fits": aq.fits,
+               "step_speedup_vs_fp16_pim": fp.seconds / aq.seconds,
+               "fp16_pim_pcie_share": fp.pcie_share}
+        if gpu is not None:
+            row["step_speedup_vs_gpu"] = gpu.seconds / aq.seconds
+            row["gpu_pcie_share"] = gpu.pcie_share
+        regime_b.append(row)
+        if fp.fits and aq.fits:
+            regime_a.append({"model": model, "batch": batch, "context": ctx,
+                             "attention_speedup": fp.attention_seconds / aq.attention_seconds,
+                             "aqpim_bandwidth_utilisation": aq.pim_bandwidth_utilisation,
+                             "fp16_bandwidth_utilisation": fp.pim_bandwidth_utilisation})
+    for model in sorted({r["model"] for r in regime_b}):
+        rows = [r for r in regime_b if r["model"] == model]
+        near = min(rows, key=lambda r: abs(math.log(r["step_speedup_vs_fp16_pim"] / PAPER_SPEEDUP)))
+        reached = [r for r in rows if r["step_speedup_vs_fp16_pim"] >= PAPER_SPEEDUP]
+        paper[model] = {
+            "nearest": {k: near[k] for k in ("batch", "context", "step_speedup_vs_fp16_pim",
+                                             "fp16_fits")},
+            "reached_at": [(r["batch"], r["context"]) for r in reached],
+            "max_speedup_where_both_fit": max(
+                (r["step_speedup_vs_fp16_pim"] for r in rows if r["fp16_fits"]), default=None),
+        }
+    return {"regime_a": regime_a, "regime_b": regime_b, "paper_3_4x": paper}
+
+
+def _table(results: list[Result], systems: list[str]) -> str:
+    head = f"{'model':<12} {'batch':>5} {'context':>7} "
+    head += " ".join(f"{s + ' ms':>12}" for s in systems)
+    head += f" {'att x':>7} {'step x':>7} {'fp16 pcie':>9}"
+    lines = [head, "-" * len(head)]
+    keys = []
+    for r in results:
+        k = (r.model, r.batch, r.context)
+        if k not in keys:
+            keys.append(k)
+    for model, batch, ctx in keys:
+        line = f"{model:<12} {batch:>5} {ctx:>7} "
+        cells = []
+        for s in systems:
+            r = _get(results, s, model, batch, ctx)
+            mark = "*" if r is not None and not r.fits else " "
+            cells.append(f"{r.seconds * 1e3:>11.2f}{mark}" if r else f"{'-':>12}")
+        line += " ".join(cells)
+        fp = _get(results, "fp16-pim", model, batch, ctx)
+        aq = _get(results, "aqpim-2b", model, batch, ctx)
+        if fp and aq:
+            line += f" {fp.attention_seconds / aq.attention_seconds:>7.2f}"
+            line += f" {fp.seconds / aq.seconds:>7.2f} {fp.pcie_share:>9.1%}"
+        lines.append(line)
+    lines.append("* spills to CPU memory. att x / step x: aqpim-2b over fp16-pim (attention / "
+                 "whole step); fp16 pcie: share of the fp16-pim step spent on PCIe.")
+    return "\n".join(lines)
+
+
+def _plots(results: list[Result], out: Path, plot_batch: int, systems: list[str]) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    out.mkdir(parents=True, exist_ok=True)
+    models = list(dict.fromkeys(r.model for r in results))
+    contexts = sorted({r.context for r in results})
+    batches = sorted({r.batch for r in results})
+    written = []
+    colors = {"gpu": "tab:gray", "fp16-pim": "tab:blue", "aqpim-2b": "tab:red",
+              "aqpim-4b": "tab:orange"}
+
+    def series(metric: str, batch: int) -> None:
+        fig, axes = plt.subplots(2, len(models), figsize=(3.6 * len(models), 5.2), squeeze=False)
+        for j, model in enumerate(models):
+            ax, axs = axes[0][j], axes[1][j]
+            for s in systems:
+                pts = [_get(results, s, model, batch, t) for t in contexts]
+                ys = [getattr(p, metric) * 1e3 if p else np.nan for p in pts]
+                ax.plot(contexts, ys, "o-", ms=3, color=colors.get(s), label=s)
+                base = [_get(results, "fp16-pim", model, batch, t) for t in contexts]
+                sp = [getattr(b, metric) / getattr(p, metric) if p and b else np.nan
+                      for p, b in zip(pts, base, strict=True)]
+                axs.plot(contexts, sp, "o-", ms=3, color=colors.get(s), label=s)
+            for a in (ax, axs):
+                a.set_xscale("log", base=2)
+                a.set_yscale("log")
+                a.grid(True, which="both", alpha=0.3)
+            axs.axhline(PAPER_SPEEDUP, color="k", ls=":", lw=1)
+            if metric == "attention_seconds":
+                axs.axhline(8.0, color="tab:red", ls="--", lw=0.8)
+            ax.set_title(f"{model}, batch {batch}", fontsize=9)
+            axs.set_xlabel("context (tokens)")
+        what = "decode attention" if metric == "attention_seconds" else "whole decode step"
+        axes[0][0].set_ylabel(f"{what} (ms)")
+        axes[1][0].set_ylabel("speedup over fp16-pim")
+        axes[0][0].legend(fontsize=7)
+        fig.tight_layout()
+        name = ("attention" if metric == "attention_seconds" else "step") + f"_b{batch}.png"
+        fig.savefig(out / name, dpi=70)
+        plt.close(fig)
+        written.append(str(out / name))
+
+    series("attention_seconds", batches[0])
+    series("seconds", plot_batch)
+
+    # breakdown: share of each bucket per system and context
+    buckets = ["fc", "gpu_attention", "pim_stream", "pim_row_switch", "pim_refresh", "pim_bus",
+               "pim_unit_tail", "pcie"]
+    bcolors = ["tab:green", "tab:gray", "tab:blue", "tab:cyan", "tab:purple", "tab:olive",
+               "tab:pink", "tab:red"]
+    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.4), squeeze=False)
+    for j, model in enumerate(models):
+        ax = axes[0][j]
+        x, labels = 0, []
+        for s in systems:
+            for t in contexts:
+                r = _get(results, s, model, plot_batch, t)
+                if r is None:
+                    continue
+                bottom = 0.0
+                for b, c in zip(buckets, bcolors, strict=True):
+                    v = r.breakdown.get(b, 0.0) / r.seconds
+                    ax.bar(x, v, bottom=bottom, color=c, width=0.85,
+                           label=b if (x == 0) else None)
+                    bottom += v
+                labels.append(f"{s[:6]} {t // 1024}K")
+                x += 1
+            x += 1
+            labels.append("")
+        ax.axhspan(*PAPER_PCIE_SHARE, color="k", alpha=0.12)
+        ax.set_xticks(range(len(labels)))
+        ax.set_xticklabels(labels, rotation=90, fontsize=5)
+        ax.set_ylim(0, 1)
+        ax.set_title(f"{model}, batch {plot_batch} (band: paper 90-98.5 % PCIe)", fontsize=8)
+    axes[0][0].set_ylabel("share of decode step")
+    axes[0][0].legend(fontsize=5, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(out / f"breakdown_b{plot_batch}.png", dpi=70)
+    plt.close(fig)
+    written.append(str(out / f"breakdown_b{plot_batch}.png"))
+
+    # speedup map: whole step, aqpim-2b over fp16-pim, batch x context, 3.4x contour
+    if "aqpim-2b" in systems and "fp16-pim" in systems:
+        fig, axes = plt.subplots(1, len(models), figsize=(3.8 * len(models), 2.9),
+                                 squeeze=False)
+        for j, model in enumerate(models):
+            ax = axes[0][j]
+            grid = np.full((len(batches), len(contexts)), np.nan)
+            for a, b in enumerate(batches):
+                for c, t in enumerate(contexts):
+                    fp = _get(results, "fp16-pim", model, b, t)
+                    aq = _get(results, "aqpim-2b", model, b, t)
+                    if fp and aq:
+                        grid[a, c] = fp.seconds / aq.seconds
+            im = ax.imshow(np.log10(grid), origin="lower", cmap="viridis", aspect="auto",
+                           vmin=0, vmax=3)
+            for a in range(len(batches)):
+                for c in range(len(contexts)):
+                    fp = _get(results, "fp16-pim", model, batches[a], contexts[c])
+                    mark = "" if fp is None or fp.fits else "*"
+                    ax.text(c, a, f"{grid[a, c]:.3g}{mark}", ha="center", va="center",
+                            fontsize=6, color="w")
+            if len(batches) > 1 and len(contexts) > 1:
+                ax.contour(np.log10(grid), levels=[math.log10(PAPER_SPEEDUP)], colors="r",
+                           linewidths=1.2)
+            ax.set_xticks(range(len(contexts)))
+            ax.set_xticklabels([f"{t // 1024}K" for t in contexts], fontsize=7)
+            ax.set_yticks(range(len(batches)))
+            ax.set_yticklabels([str(b) for b in batches], fontsize=7)
+            ax.set_title(f"{model}: step speedup (red: 3.4x)", fontsize=8)
+            ax.set_xlabel("context")
+        axes[0][0].set_ylabel("batch")
+        fig.colorbar(im, ax=axes[0].tolist(), label="log10 speedup", shrink=0.8)
+        fig.savefig(out / "speedup_map.png", dpi=70)
+        plt.close(fig)
+        written.append(str(out / "speedup_map.png"))
+    return written
+
+
+def main(argv: list[str]) -> int:
+    """``aqpim bench perf`` entry point; returns the exit status."""
+    p = argparse.ArgumentParser(prog="aqpim bench perf", description=__doc__.splitlines()[0])
+    p.add_argument("--model", action="append", metavar="NAME|FILE.json",
+                   help=f"model (repeatable): {', '.join(BUILTIN_MODELS)} or a JSON file with "
+                        "layers, heads, kv_heads, head_dim, hidden, intermediate, vocab "
+                        "(default: the three built-in models)")
+    p.add_argument("--hw", metavar="FILE.json",
+                   help="HBM3-PIM config (default: sw/configs/hbm3.json)")
+    p.add_argument("--gpu", default="h100", metavar="h100|a100|FILE.json")
+    p.add_argument("--stacks", type=int, help="HBM3-PIM stacks (overrides the hw config)")
+    p.add_argument("--contexts", type=lambda s: _int_list(s, "--contexts"),
+                   default=list(DEFAULT_CONTEXTS), help="comma list, 4K style allowed")
+    p.add_argument("--batches", type=lambda s: _int_list(s, "--batches"),
+                   default=list(DEFAULT_BATCHES))
+    p.add_argument("--systems", default=",".join(SYSTEMS),
+                   help=f"comma list of {', '.join(SYSTEMS)}")
+    p.add_argument("--plot-batch", type=int, default=16,
+                   help="batch of the whole-step and breakdown plots")
+    p.add_argument("--json", metavar="FILE|-", help="write the results as JSON ('-': stdout)")
+    p.add_argument("--out", default="out/perf", help="folder for the plots")
+    p.add_argument("--no-plots", action="store_true")
+    args = p.parse_args(argv)
+
+    err = sys.stderr
+    try:
+        hw = HBM3Config.load(args.hw)
+        if args.stacks is not None:
+            if args.stacks < 1:
+                raise ValueError(f"--stacks must be >= 1, got {args.stacks}")
+            hw = hw.replace(stacks=args.stacks)
+        gpu = GPUConfig.load(args.gpu)
+        models = [ModelConfig.load(m) for m in (args.model or list(BUILTIN_MODELS))]
+        systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+        bad = [s for s in systems if s not in SYSTEMS]
+        if bad or not systems:
+            raise ValueError(f"unknown systems {bad}: use a comma list of {', '.join(SYSTEMS)}")
+        if args.plot_batch not in args.batches:
+            args.plot_batch = args.batches[-1] if args.plot_batch > args.batches[-1] else \
+                args.batches[0]
+    except (ValueError, TypeError) as e:
+        print(f"aqpim bench perf: {e}", file=err)
+        return 2
+
+    t0 = time.perf_counter()
+    results = sweep(models, gpu, hw, args.contexts, args.batches, systems)
+    elapsed = time.perf_counter() - t0
+    summary = summarise(results)
+    report = {
+        "hardware": {"name": hw.name, "stacks": hw.stacks, "banks": hw.banks,
+                     "capacity_gb": hw.capacity_bytes / 1e9,
+                     "internal_tbs": hw.internal_gbs / 1e3, "external_tbs": hw.external_gbs / 1e3,
+                     "power_limit": hw.power_limit, "refresh": hw.refresh, "source": hw.source},
+        "gpu": gpu.name,
+        "models": [m.name for m in models],
+        "contexts": args.contexts,
+        "batches": args.batches,
+        "systems": systems,
+        "sweep_seconds": elapsed,
+        "validation": validation(hw),
+        **summary,
+        "results": [r.to_json() for r in results],
+        "note": "analytical GPU baseline: no GPU was lent to this task (docs/perf.md)",
+    }
+    table_to = err if args.json == "-" else sys.stdout
+    print(_table(results, systems), file=table_to)
+    print(f"{len(results)} points in {elapsed:.2f} s", file=table_to)
+    if not args.no_plots:
+        for path in _plots(results, Path(args.out), args.plot_batch, systems):
+            print(f"wrote {path}", file=table_to)
+    if args.json == "-":
+        json.dump(report, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    elif args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
+        print(f"wrote {args.json}", file=table_to)
+    return 0
