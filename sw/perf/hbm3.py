@@ -555,9 +555,9 @@ def closed_form_cycles(cfg: HBM3Config, columns: int, spacing: int = 0, *,
 
     ``columns x spacing`` (bytes over the internal bandwidth) plus, per row after the first,
     the row-switch gap ``nRTPL + nRP + nRCD`` in place of one column slot, plus the first
-    ``nRCD``. With ``refresh``, every ``nREFI`` adds ``nRP + nRFC`` (a refresh rides on a row
-    switch), solved for the total. The cycle model can only be slower (it also honours nRAS,
-    nRC and the command bus).
+    ``nRCD``. With ``refresh``, every ``nREFI`` adds ``nRFC`` (a refresh rides on a row switch:
+    PREA, nRP, REFAB, nRFC, ACTAB), solved for the total. The cycle model can only be slower
+    (it also honours nRAS, nRC and the command bus).
     """
     t = cfg.timing
     sp = max(cfg.n_ccd_ab, spacing)
@@ -566,7 +566,7 @@ def closed_form_cycles(cfg: HBM3Config, columns: int, spacing: int = 0, *,
         return 0.0
     base = t["nRCD"] + columns * sp + (rows - 1) * (t["nRTPL"] + t["nRP"] + t["nRCD"] - sp)
     if refresh:
-        return base / (1.0 - (t["nRP"] + t["nRFC"]) / t["nREFI"])
+        return base / (1.0 - t["nRFC"] / t["nREFI"])
     return float(base)
 
 

@@ -1,0 +1,445 @@
+"""Performance model: each HBM3 timing rule, validation against the closed-form bound, config
+errors, the two regimes of issue 7, the CLI and the driver-trace adapter.
+
+Expected values come from the timing parameters in the config (read here, not from the
+model's output): e.g. two column commands to different bank groups must be nCCD_S apart.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import numpy as np
+import pytest
+from aqpim.sw.perf import cli
+from aqpim.sw.perf.hbm3 import (
+    ChannelTimer,
+    Cmd,
+    HBM3Config,
+    PimWorkload,
+    Segment,
+    TimingError,
+    closed_form_cycles,
+    plan_channel,
+    simulate_decode,
+    stream_all_bank,
+    stream_per_bank,
+    trace_timing,
+)
+from aqpim.sw.perf.systems import (
+    BUILTIN_MODELS,
+    SYSTEMS,
+    GPUConfig,
+    ModelConfig,
+    aqpim_numerics,
+    evaluate,
+)
+
+from aqpim.numerics import Numerics
+
+HW = HBM3Config.load()
+T = HW.timing
+GPU = GPUConfig.load("h100")
+MODELS = {name: ModelConfig.load(name) for name in BUILTIN_MODELS}
+
+
+# ----------------------------------------------------------------------------------------------
+# timing rules, one by one
+# ----------------------------------------------------------------------------------------------
+def _open(timer: ChannelTimer, banks: list[tuple[int, int, int]]) -> None:
+    for r, g, b in banks:
+        timer.issue(Cmd.ACT, r, g, b)
+
+
+def test_config_matches_attacc_numbers() -> None:
+    assert HW.banks_per_channel == 64 and HW.banks // HW.stacks == 1024
+    assert (T["nCCD_S"], T["nCCD_L"], T["nCCD_AB"], T["nFAW"], T["nREFI"]) == (2, 4, 6, 39, 5070)
+    # brief: about 10.6 TB/s per stack without the power limit, about 7.1 TB/s with it
+    assert HW.replace(power_limit=False).internal_gbs / HW.stacks == pytest.approx(10650, rel=0.01)
+    assert HW.internal_gbs / HW.stacks == pytest.approx(7100, rel=0.01)
+    assert "attacc" in HW.source.lower()
+
+
+def test_nccd_short_vs_long() -> None:
+    tm = ChannelTimer(HW)
+    _open(tm, [(0, 0, 0), (0, 0, 1), (0, 1, 0)])
+    a = tm.issue(Cmd.RD, 0, 0, 0, not_before=200)  # every bank past nRCD
+    b = tm.issue(Cmd.RD, 0, 1, 0)  # other bank group: nCCD_S
+    c = tm.issue(Cmd.RD, 0, 1, 0)  # same bank group (and bank): nCCD_L after b
+    d = tm.issue(Cmd.RD, 0, 0, 1)  # bank group 0 again: nCCD_S after c, nCCD_L after a
+    assert b - a == T["nCCD_S"]
+    assert c - b == T["nCCD_L"]
+    assert d - c == T["nCCD_S"] and d - a >= T["nCCD_L"]
+
+
+def test_nrrd_short_vs_long_and_other_rank() -> None:
+    tm = ChannelTimer(HW)
+    a = tm.issue(Cmd.ACT, 0, 0, 0)
+    b = tm.issue(Cmd.ACT, 0, 1, 0)  # other bank group
+    c = tm.issue(Cmd.ACT, 0, 1, 1)  # same bank group
+    assert b - a == T["nRRD_S"]
+    assert c - b == T["nRRD_L"]
+    d = tm.issue(Cmd.ACT, 1, 1, 2)  # other rank (stack ID / pseudo-channel): only the bus
+    assert d - c == 2  # an ACT holds the row-command bus two cycles
+
+
+def test_nfaw_window() -> None:
+    tm = ChannelTimer(HW)
+    banks = [(g, b) for b in range(2) for g in range(4)][:5]
+    acts = [tm.issue(Cmd.ACT, 0, g, b) for g, b in banks]
+    assert acts[4] - acts[0] == T["nFAW"]  # the fifth ACT waits for the window
+    assert all(y - x >= T["nRRD_S"] for x, y in zip(acts, acts[1:], strict=False))
+    # another rank has its own window
+    other = tm.issue(Cmd.ACT, 1, 0, 0)
+    assert other - acts[4] == 2
+
+
+def test_act_pre_on_row_switch_per_bank() -> None:
+    tm = ChannelTimer(HW)
+    a = tm.issue(Cmd.ACT, 0, 0, 0, row=1)
+    rd = tm.issue(Cmd.RD, 0, 0, 0)
+    assert rd - a == T["nRCD"]
+    p = tm.issue(Cmd.PRE, 0, 0, 0)
+    assert p - a == T["nRAS"]  # nRAS binds (the read's nRTPL ends earlier)
+    a2 = tm.issue(Cmd.ACT, 0, 0, 0, row=2)
+    assert a2 - a == max(T["nRC"], T["nRAS"] + T["nRP"])
+    with pytest.raises(TimingError):
+        tm.issue(Cmd.ACT, 0, 0, 0, row=3)  # row open
+    tm2 = ChannelTimer(HW)
+    with pytest.raises(TimingError):
+        tm2.issue(Cmd.RD, 0, 0, 0)  # closed bank
+
+
+def test_row_switch_all_bank() -> None:
+    tm = ChannelTimer(HW, log=True)
+    cols = HW.org["columns"]
+    st = stream_all_bank(tm, [Segment(cols + 1)])
+    cmds = [c for _, c, *_ in tm.log]
+    assert cmds == [Cmd.ACTAB] + [Cmd.MACAB] * cols + [Cmd.PREA, Cmd.ACTAB, Cmd.MACAB, Cmd.PREA]
+    times = [t for t, *_ in tm.log]
+    first_mac, last_mac_row0 = times[1], times[cols]
+    assert first_mac - times[0] == T["nRCD"]
+    pre, act, mac = times[cols + 1], times[cols + 2], times[cols + 3]
+    assert pre - last_mac_row0 == T["nRTPL"]
+    assert act - pre == T["nRP"] and mac - act == T["nRCD"]
+    assert st.rows == 2 and st.columns == cols + 1
+    # a one-column row: nRAS and nRC bind, not the columns
+    tm = ChannelTimer(HW, log=True)
+    stream_all_bank(tm, [Segment(1), Segment(1)])
+    times = {c: [t for t, cc, *_ in tm.log if cc is c] for c in (Cmd.ACTAB, Cmd.PREA)}
+    assert times[Cmd.PREA][0] - times[Cmd.ACTAB][0] == T["nRAS"]
+    assert times[Cmd.ACTAB][1] - times[Cmd.ACTAB][0] == max(T["nRC"], T["nRAS"] + T["nRP"])
+
+
+@pytest.mark.parametrize("power_limit, unit, want", [
+    (True, 0, 6), (False, 0, 4), (True, 9, 9), (False, 5, 5),
+])
+def test_all_bank_spacing(power_limit: bool, unit: int, want: int) -> None:
+    cfg = HW.replace(power_limit=power_limit, refresh=False)
+    assert want == max(T["nCCD_AB"] if power_limit else T["nCCD_AB_NPC"], unit)
+    tm = ChannelTimer(cfg, log=True)
+    stream_all_bank(tm, [Segment(8, unit)])
+    macs = [t for t, c, *_ in tm.log if c is Cmd.MACAB]
+    assert set(np.diff(macs).tolist()) == {want}
+
+
+def test_macab_needs_open_rows() -> None:
+    tm = ChannelTimer(HW)
+    with pytest.raises(TimingError):
+        tm.issue(Cmd.MACAB)
+    tm.issue(Cmd.ACTAB, row=3)
+    with pytest.raises(TimingError):
+        tm.issue(Cmd.MACAB, row=4)
+    with pytest.raises(TimingError):
+        tm.issue(Cmd.REFAB)
+
+
+def test_refresh_overhead() -> None:
+    n = 32 * 400
+    on = stream_all_bank(ChannelTimer(HW, log=True), [Segment(n)])
+    off = stream_all_bank(ChannelTimer(HW.replace(refresh=False)), [Segment(n)])
+    assert off.refreshes == 0 and off.refresh_cycles == 0
+    # one refresh per nREFI of elapsed time, issued at the next row boundary (so one that
+    # falls due in the last row is not issued)
+    due = on.cycles // T["nREFI"]
+    assert due - 1 <= on.refreshes <= due
+    # a refresh rides on a row switch (PREA -nRP- REFAB -nRFC- ACTAB instead of PREA -nRP-
+    # ACTAB): it costs nRFC, as long as nRAS / nRC do not bind
+    assert on.cycles - off.cycles == on.refreshes * T["nRFC"]
+    # the slot after a refresh slips by PREA -nRTPL- ... REFAB -nRFC- ACTAB -nRCD- MACAB
+    slip = T["nRTPL"] + T["nRP"] + T["nRFC"] + T["nRCD"] - HW.n_ccd_ab
+    assert on.refresh_cycles == on.refreshes * slip
+    tm = ChannelTimer(HW, log=True)
+    stream_all_bank(tm, [Segment(n)])
+    log = tm.log
+    for i, (t, c, *_) in enumerate(log):
+        if c is Cmd.REFAB:
+            assert log[i - 1][1] is Cmd.PREA and t - log[i - 1][0] == T["nRP"]
+            assert log[i + 1][1] is Cmd.ACTAB and log[i + 1][0] - t == T["nRFC"]
+
+
+def test_per_bank_mode_is_bus_bound() -> None:
+    """Per-bank column commands of a channel are nBL apart: 1 column per nBL vs 64 per nCCD_AB."""
+    cfg = HW.replace(refresh=False)
+    st = stream_per_bank(ChannelTimer(cfg), 64)
+    assert st.columns == 64 * 64
+    assert st.cycles >= st.columns * T["nBL"]
+    ab = stream_all_bank(ChannelTimer(cfg), [Segment(64)])
+    assert st.cycles / ab.cycles > 10
+
+
+# ----------------------------------------------------------------------------------------------
+# validation: steady state against the closed-form bound
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("columns", [32 * 64, 32 * 500 + 7, 32 * 2000])
+@pytest.mark.parametrize("spacing", [0, 8])
+def test_steady_state_within_5pct_of_bound(columns: int, spacing: int) -> None:
+    cfg = HW.replace(refresh=False)
+    st = stream_all_bank(ChannelTimer(cfg), [Segment(columns, spacing)])
+    bound = closed_form_cycles(cfg, columns, spacing)
+    # the bound, written out: bytes / internal bandwidth + row-switch overhead
+    sp = max(cfg.n_ccd_ab, spacing)
+    nbytes = columns * cfg.banks_per_channel * cfg.org["column_bytes"]
+    per_cycle = cfg.banks_per_channel * cfg.org["column_bytes"] / sp
+    rows = math.ceil(columns / cfg.org["columns"])
+    by_hand = nbytes / per_cycle + T["nRCD"] + (rows - 1) * (T["nRTPL"] + T["nRP"] + T["nRCD"] - sp)
+    assert bound == pytest.approx(by_hand)
+    assert st.cycles >= bound
+    assert st.cycles <= 1.05 * bound
+    # with refresh: never below the refresh-free bound, within 5 % of the refresh-aware one
+    on = stream_all_bank(ChannelTimer(HW), [Segment(columns, spacing)])
+    assert on.cycles >= bound
+    assert on.cycles == pytest.approx(closed_form_cycles(HW, columns, spacing, refresh=True),
+                                      rel=0.05)
+    assert on.cycles == on.column_cycles + on.row_switch_cycles + on.refresh_cycles
+
+
+def test_decode_report_breakdown_sums() -> None:
+    m = MODELS["llama2-7b"]
+    r = evaluate("aqpim-2b", m, GPU, HW, 32768, 4)
+    assert sum(r.breakdown.values()) == pytest.approx(r.seconds)
+    assert 0 < r.pim_bandwidth_utilisation <= 1
+
+
+def test_plan_spreads_jobs_and_checks_spread() -> None:
+    w = PimWorkload(layers=1, jobs_per_layer=8, passes=1, tokens=4096, key_bits_per_token=256,
+                    value_bits_per_token=256, key_spacing=1, value_spacing=1,
+                    write_beats_per_job=10, query_beats_per_pass=65, partial_beats_per_bank=34)
+    most = HW.banks // 8
+    plan = plan_channel(HW, w, most)
+    assert plan.tokens_per_bank == math.ceil(4096 / most)
+    chosen = plan_channel(HW, w)
+    assert simulate_decode(HW, w).seconds <= simulate_decode(HW, w, spread=most).seconds
+    assert 1 <= chosen.spread <= most
+    with pytest.raises(ValueError, match="spread"):
+        plan_channel(HW, w, most + 1)
+    with pytest.raises(ValueError, match="tokens"):
+        PimWorkload(layers=1, jobs_per_layer=1, passes=1, tokens=-1, key_bits_per_token=1,
+                    value_bits_per_token=1, key_spacing=0, value_spacing=0,
+                    write_beats_per_job=0, query_beats_per_pass=0, partial_beats_per_bank=0)
+
+
+# ----------------------------------------------------------------------------------------------
+# config errors
+# ----------------------------------------------------------------------------------------------
+def _hw_dict() -> dict:
+    return json.loads((HW_PATH).read_text())
+
+
+HW_PATH = __import__("aqpim.sw.perf.hbm3", fromlist=["CONFIG_DIR"]).CONFIG_DIR / "hbm3.json"
+
+
+@pytest.mark.parametrize("edit, exc, match", [
+    (lambda d: d["timing"].pop("nFAW"), ValueError, "nFAW"),
+    (lambda d: d["timing"].update(nRCD=-3), ValueError, "nRCD.*-3"),
+    (lambda d: d["timing"].update(nRCD=1.5), TypeError, "nRCD.*1.5"),
+    (lambda d: d["timing"].update(nXYZ=3), ValueError, "nXYZ"),
+    (lambda d: d["timing"].update(nCCD_L=1), ValueError, "nCCD_L"),
+    (lambda d: d["organization"].update(banks_per_group=0), ValueError, "banks_per_group"),
+    (lambda d: d.update(stacks="5"), TypeError, "stacks"),
+    (lambda d: d.update(refresh="yes"), TypeError, "refresh"),
+    (lambda d: d.pop("tck_ns"), ValueError, "tck_ns"),
+])
+def test_hw_config_errors(edit, exc, match) -> None:
+    d = _hw_dict()
+    edit(d)
+    with pytest.raises(exc, match=match):
+        HBM3Config.from_dict(d)
+
+
+def test_model_and_gpu_config_errors(tmp_path) -> None:
+    good = json.loads((HW_PATH.parent / "llama3-8b.json").read_text())
+    bad = dict(good, kv_heads=5)
+    with pytest.raises(ValueError, match="kv_heads 5"):
+        ModelConfig.from_dict(bad)
+    with pytest.raises(ValueError, match="layers"):
+        ModelConfig.from_dict({k: v for k, v in good.items() if k != "layers"})
+    with pytest.raises(TypeError, match="head_dim"):
+        ModelConfig.from_dict(dict(good, head_dim="128"))
+    g = json.loads((HW_PATH.parent / "h100.json").read_text())
+    with pytest.raises(ValueError, match="bandwidth_utilisation.*1.5"):
+        GPUConfig.from_dict(dict(g, bandwidth_utilisation=1.5))
+    with pytest.raises(ValueError, match="does not exist"):
+        ModelConfig.load(tmp_path / "missing.json")
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        HBM3Config.load(broken)
+    with pytest.raises(ValueError, match="unknown model 'gpt5'"):
+        ModelConfig.load("gpt5")
+    with pytest.raises(ValueError, match="unknown system"):
+        evaluate("tpu", MODELS["llama2-7b"], GPU, HW, 4096, 1)
+    with pytest.raises(ValueError, match="context"):
+        evaluate("gpu", MODELS["llama2-7b"], GPU, HW, 0, 1)
+    with pytest.raises(ValueError, match="bits per element must be 2 or 4, got 3"):
+        aqpim_numerics(MODELS["llama2-7b"], 3)
+
+
+def test_cli_reports_config_errors(tmp_path, capsys) -> None:
+    bad = tmp_path / "m.json"
+    bad.write_text(json.dumps({"layers": 2, "heads": 3, "kv_heads": 2, "head_dim": 64,
+                               "hidden": 192, "intermediate": 512, "vocab": 100}))
+    assert cli.main(["--model", str(bad), "--no-plots"]) == 2
+    assert "heads 3 is not a multiple of kv_heads 2" in capsys.readouterr().err
+    assert cli.main(["--hw", str(tmp_path / "nope.json"), "--no-plots"]) == 2
+    assert "nope.json" in capsys.readouterr().err
+    assert cli.main(["--systems", "gpu,abc", "--no-plots"]) == 2
+    assert "abc" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------
+# the two regimes
+# ----------------------------------------------------------------------------------------------
+def _att_speedup(model: ModelConfig, ctx: int, batch: int, hw: HBM3Config = HW) -> float:
+    fp = evaluate("fp16-pim", model, GPU, hw, ctx, batch)
+    aq = evaluate("aqpim-2b", model, GPU, hw, ctx, batch)
+    assert fp.fits and aq.fits, "regime (a) needs both designs to hold the KV cache"
+    return fp.attention_seconds / aq.attention_seconds
+
+
+@pytest.mark.parametrize("name", BUILTIN_MODELS)
+def test_regime_a_attention_speedup(name: str) -> None:
+    """Both designs hold the KV cache: PQ at 2 bits/element is at most 8x FP16, target >= 6x."""
+    model = MODELS[name]
+    byte_ratio = 16 / aqpim_numerics(model, 2).bits_per_element
+    assert byte_ratio == 8
+    long = _att_speedup(model, 131072, 1)
+    assert 6.0 <= long <= byte_ratio, f"{name}: {long:.2f}x at 128K"
+    for ctx in (4096, 32768):
+        assert _att_speedup(model, ctx, 1) <= byte_ratio
+
+
+def test_regime_a_fails_when_units_cannot_keep_up() -> None:
+    """The >= 6x check can fail: units slower than the bank (LUT-accumulate at 12 tCK per
+    column instead of 1) make the PQ stream unit-bound."""
+    units = {**HW.units, "aqpim": {**HW.units["aqpim"], "clock_divider": 12}}
+    slow = HW.replace(units=units)
+    assert _att_speedup(MODELS["llama2-7b"], 131072, 1, slow) < 6.0
+
+
+def test_regime_b_capacity_wall() -> None:
+    """Whole step: little gain where both fit; the FP16 cache spills where the PQ one fits, and
+    then PCIe takes 90-100 % of the FP16 PIM step."""
+    m = MODELS["llama2-7b"]
+    both = [evaluate(s, m, GPU, HW, 32768, 1) for s in ("fp16-pim", "aqpim-2b")]
+    assert all(r.fits for r in both)
+    assert 1.0 < both[0].seconds / both[1].seconds < 3.4  # FC weights dominate at batch 1
+    fp = evaluate("fp16-pim", m, GPU, HW, 32768, 16)
+    aq = evaluate("aqpim-2b", m, GPU, HW, 32768, 16)
+    assert not fp.fits and aq.fits
+    assert fp.spilled_bytes == m.kv_bytes(32768, 16) - (
+        HW.capacity_bytes // (16 * m.layers * m.kv_heads * m.kv_token_bytes())
+        * 16 * m.layers * m.kv_heads * m.kv_token_bytes())
+    assert 0.9 <= fp.pcie_share <= 1.0
+    assert fp.seconds / aq.seconds > 10
+    # time never falls as the batch or the context grows
+    for system in ("gpu", "fp16-pim", "aqpim-2b"):
+        prev = 0.0
+        for b, ctx in ((1, 4096), (1, 32768), (4, 32768), (16, 32768), (16, 131072)):
+            s = evaluate(system, m, GPU, HW, ctx, b).seconds
+            assert s >= prev * 0.999, (system, b, ctx)
+            prev = s
+
+
+def test_gpu_baseline_closed_form() -> None:
+    m = MODELS["llama3-8b"]
+    r = evaluate("gpu", m, GPU, HW, 8192, 1)
+    kv = 1 * m.layers * m.kv_heads * 8192 * 2 * m.head_dim * 2
+    assert r.breakdown["gpu_attention"] == pytest.approx(kv / (3352e9 * 0.85))
+    assert r.breakdown["fc"] == pytest.approx(2 * m.params / (3352e9 * 0.85))
+    assert r.fits
+
+
+# ----------------------------------------------------------------------------------------------
+# CLI and sweep time
+# ----------------------------------------------------------------------------------------------
+def test_cli_json_stdout(capsys) -> None:
+    assert cli.main(["--model", "llama3-8b", "--contexts", "4K,128K", "--batches", "1,16",
+                     "--json", "-", "--no-plots"]) == 0
+    cap = capsys.readouterr()
+    rep = json.loads(cap.out)
+    assert len(rep["results"]) == 2 * 2 * len(SYSTEMS)
+    assert {"regime_a", "regime_b", "paper_3_4x", "validation"} <= rep.keys()
+    assert rep["validation"]["refresh_off"]["model_over_bound"] <= 1.05
+    assert "aqpim-2b ms" in cap.err  # the table goes to stderr when JSON takes stdout
+
+
+def test_full_sweep_under_a_minute(tmp_path) -> None:
+    start = time.perf_counter()
+    assert cli.main(["--batches", "16", "--json", str(tmp_path / "r.json"), "--no-plots"]) == 0
+    elapsed = time.perf_counter() - start
+    assert elapsed < 60, f"3 models x 6 contexts x {len(SYSTEMS)} systems took {elapsed:.1f} s"
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert len(rep["results"]) == 3 * 6 * len(SYSTEMS)
+    assert rep["models"] == [MODELS[n].name for n in BUILTIN_MODELS]
+
+
+def test_cli_plots(tmp_path) -> None:
+    out = tmp_path / "perf"
+    assert cli.main(["--model", "llama2-7b", "--contexts", "4K,128K", "--batches", "1,16",
+                     "--out", str(out)]) == 0
+    names = {p.name for p in out.iterdir()}
+    assert {"attention_b1.png", "step_b16.png", "breakdown_b16.png", "speedup_map.png"} <= names
+    assert all((out / n).stat().st_size > 1000 for n in names)
+
+
+# ----------------------------------------------------------------------------------------------
+# driver trace through the model
+# ----------------------------------------------------------------------------------------------
+def test_trace_timing_from_driver(tmp_path) -> None:
+    from aqpim.sw.driver import Driver
+    from aqpim.sw.golden_device import GoldenDevice
+    from aqpim.sw.trace import TraceRecorder
+
+    from aqpim.isa import Geometry
+
+    num = Numerics(token_capacity=256)
+    rng = np.random.default_rng(3)
+    k = rng.standard_normal((2, 61, num.head_dim))
+    v = rng.standard_normal((2, 61, num.head_dim))
+    path = tmp_path / "t.jsonl"
+    with TraceRecorder(GoldenDevice(Geometry(num), 4), path) as rec:
+        drv = Driver(rec, kv_heads=2, iters=2)
+        drv.prefill(k[:, :60], v[:, :60])
+        drv.step(rng.standard_normal((2, num.head_dim)), k[:, 60], v[:, 60])
+    held = {p["bank"]: 0 for h in drv.mapping() for p in h["places"]}
+    for hs in drv.heads:
+        for i, (bank, _slot) in enumerate(hs.places):
+            held[bank] = hs.place_tokens(i)
+    tt = trace_timing(path, HW)
+    u = HW.units["aqpim"]
+    scores = [t for t in tt if t.opcode == "SCORE"]
+    aggs = [t for t in tt if t.opcode == "AGGREGATE"]
+    assert len(scores) == len(aggs) == 4
+    for t in scores:
+        cols = held[t.bank]  # 2 bits/element: M*b = 256 bits, one column per token
+        assert t.tokens == held[t.bank]
+        assert t.unit_cycles == 2 + cols * u["lut_accumulate_cycles_per_column"] + \
+            u["lut_accumulate_latency"]
+        assert t.dram_cycles >= T["nRCD"] + cols * HW.n_ccd_ab
+        assert t.recorded is None  # the golden device records no cycles
+    for t in aggs:
+        assert t.unit_cycles == (2 + held[t.bank] + u["softmax_histogram_latency"]
+                                 + num.centroids + u["value_mac_latency"])
