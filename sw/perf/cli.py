@@ -131,6 +131,37 @@ def summarise(results: list[Result]) -> dict[str, Any]:
     return {"regime_a": regime_a, "regime_b": regime_b, "paper_3_4x": paper}
 
 
+def crossings(models: list[ModelConfig], gpu: GPUConfig, hw: HBM3Config, batches: list[int],
+              lo: int = 1024, hi: int = 1 << 20, target: float = PAPER_SPEEDUP) -> list[dict]:
+    """Per model and batch: the shortest context (to 1K) where aqpim-2b's whole step is
+    ``target`` times faster than fp16-pim's, by bisection (the speedup grows with context),
+    with the FP16 cache's spilled share and PCIe share there. None when not reached by ``hi``.
+    """
+    out = []
+    for m in models:
+        for b in batches:
+            def speedup(ctx: int, m: ModelConfig = m, b: int = b) -> tuple[float, Result]:
+                fp = evaluate("fp16-pim", m, gpu, hw, ctx, b)
+                return fp.seconds / evaluate("aqpim-2b", m, gpu, hw, ctx, b).seconds, fp
+
+            row: dict[str, Any] = {"model": m.name, "batch": b, "context": None}
+            if speedup(hi)[0] >= target:
+                a, z = lo, hi
+                if speedup(a)[0] >= target:
+                    z = a
+                while z - a > 1024:
+                    mid = (a + z) // 2 // 1024 * 1024 or a + 1024
+                    if speedup(mid)[0] >= target:
+                        z = mid
+                    else:
+                        a = mid
+                sp, fp = speedup(z)
+                row.update(context=z, speedup=sp, fp16_spilled_share=fp.spilled_bytes / fp.kv_bytes,
+                           fp16_pcie_share=fp.pcie_share)
+            out.append(row)
+    return out
+
+
 def _table(results: list[Result], systems: list[str]) -> str:
     head = f"{'model':<12} {'batch':>5} {'context':>7} "
     head += " ".join(f"{s + ' ms':>12}" for s in systems)
@@ -329,8 +360,9 @@ def main(argv: list[str]) -> int:
 
     t0 = time.perf_counter()
     results = sweep(models, gpu, hw, args.contexts, args.batches, systems)
-    elapsed = time.perf_counter() - t0
     summary = summarise(results)
+    summary["paper_3_4x_crossing"] = crossings(models, gpu, hw, args.batches)
+    elapsed = time.perf_counter() - t0
     report = {
         "hardware": {"name": hw.name, "stacks": hw.stacks, "banks": hw.banks,
                      "capacity_gb": hw.capacity_bytes / 1e9,
@@ -349,7 +381,15 @@ def main(argv: list[str]) -> int:
     }
     table_to = err if args.json == "-" else sys.stdout
     print(_table(results, systems), file=table_to)
-    print(f"{len(results)} points in {elapsed:.2f} s", file=table_to)
+    for c in summary["paper_3_4x_crossing"]:
+        if c["context"] is None:
+            print(f"3.4x: {c['model']} batch {c['batch']}: not reached up to 1M tokens",
+                  file=table_to)
+        else:
+            print(f"3.4x: {c['model']} batch {c['batch']}: from {c['context']} tokens "
+                  f"(fp16 cache {c['fp16_spilled_share']:.1%} spilled, PCIe "
+                  f"{c['fp16_pcie_share']:.1%} of its step)", file=table_to)
+    print(f"{len(results)} points and the 3.4x crossings in {elapsed:.2f} s", file=table_to)
     if not args.no_plots:
         for path in _plots(results, Path(args.out), args.plot_batch, systems):
             print(f"wrote {path}", file=table_to)
