@@ -23,6 +23,7 @@ from aqpim.sw.perf.hbm3 import (
     Segment,
     closed_form_cycles,
     stream_all_bank,
+    trace_timing,
 )
 from aqpim.sw.perf.systems import (
     BUILTIN_MODELS,
@@ -33,7 +34,7 @@ from aqpim.sw.perf.systems import (
     evaluate,
 )
 
-__all__ = ["main", "sweep", "validation", "summarise"]
+__all__ = ["main", "sweep", "validation", "summarise", "crossings", "trace_report"]
 
 DEFAULT_CONTEXTS = (4096, 8192, 16384, 32768, 65536, 131072)
 DEFAULT_BATCHES = (1, 4, 16, 64)
@@ -160,6 +161,21 @@ def crossings(models: list[ModelConfig], gpu: GPUConfig, hw: HBM3Config, batches
                            fp16_pcie_share=fp.pcie_share)
             out.append(row)
     return out
+
+
+def trace_report(path: str | Path, hw: HBM3Config) -> dict[str, Any]:
+    """Per opcode of a driver trace: commands, model unit / DRAM cycles, recorded cycles."""
+    per: dict[str, dict[str, Any]] = {}
+    for t in trace_timing(path, hw):
+        d = per.setdefault(t.opcode, {"commands": 0, "unit_cycles": 0, "dram_cycles": 0,
+                                      "recorded_cycles": 0, "recorded_commands": 0})
+        d["commands"] += 1
+        d["unit_cycles"] += t.unit_cycles
+        d["dram_cycles"] += t.dram_cycles
+        if t.recorded is not None:
+            d["recorded_cycles"] += max(t.recorded)
+            d["recorded_commands"] += 1
+    return per
 
 
 def _table(results: list[Result], systems: list[str]) -> str:
@@ -336,6 +352,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--json", metavar="FILE|-", help="write the results as JSON ('-': stdout)")
     p.add_argument("--out", default="out/perf", help="folder for the plots")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--trace", metavar="FILE.jsonl",
+                   help="cost a recorded driver trace (aqpim.sw.trace) per command and stop")
     args = p.parse_args(argv)
 
     err = sys.stderr
@@ -357,6 +375,23 @@ def main(argv: list[str]) -> int:
     except (ValueError, TypeError) as e:
         print(f"aqpim bench perf: {e}", file=err)
         return 2
+
+    if args.trace:
+        try:
+            per = trace_report(args.trace, hw)
+        except (OSError, ValueError) as e:
+            print(f"aqpim bench perf: trace {args.trace!r}: {e}", file=err)
+            return 2
+        if args.json == "-":
+            json.dump({"trace": str(args.trace), "opcodes": per}, sys.stdout, indent=1)
+            sys.stdout.write("\n")
+            return 0
+        print(f"{'opcode':<13} {'commands':>8} {'unit cyc':>10} {'hbm3 tCK':>10} {'recorded':>10}")
+        for op, d in per.items():
+            rec = str(d["recorded_cycles"]) if d["recorded_commands"] else "-"
+            print(f"{op:<13} {d['commands']:>8} {d['unit_cycles']:>10} {d['dram_cycles']:>10} "
+                  f"{rec:>10}")
+        return 0
 
     t0 = time.perf_counter()
     results = sweep(models, gpu, hw, args.contexts, args.batches, systems)
