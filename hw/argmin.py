@@ -9,7 +9,7 @@ Latency: 0 (combinational; the encoder registers its output). Throughput: one se
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, unsigned
+from amaranth import Module, Mux, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -64,15 +64,26 @@ class ArgminTree(wiring.Component):
     def elaborate(self, platform: object) -> Module:
         m = Module()
         level = [(self.values[i], i) for i in range(self._count)]  # (value, index) pairs
+        depth = 0
         while len(level) > 1:
             nxt = []
             for k in range(0, len(level) - 1, 2):
                 (va, ia), (vb, ib) = level[k], level[k + 1]
-                take_b = vb < va  # strict: on a tie the lower index (a) stays
-                nxt.append((Mux(take_b, vb, va), Mux(take_b, ib, ia)))
+                # Each node is a named signal: reusing the expression would copy the whole
+                # subtree into every parent (exponential Verilog).
+                take_b = Signal(name=f"l{depth}_n{k // 2}_take")
+                v = Signal(self._value_bits, name=f"l{depth}_n{k // 2}_min")
+                i = Signal(self.index_bits, name=f"l{depth}_n{k // 2}_idx")
+                m.d.comb += [
+                    take_b.eq(vb < va),  # strict: on a tie the lower index (a) stays
+                    v.eq(Mux(take_b, vb, va)),
+                    i.eq(Mux(take_b, ib, ia)),
+                ]
+                nxt.append((v, i))
             if len(level) % 2:
                 nxt.append(level[-1])
             level = nxt
+            depth += 1
         value, index = level[0]
         m.d.comb += [self.min.eq(value), self.index.eq(index)]
         return m

@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """cocotb testbench of the PQ encoder (hw/encoder.py) against :func:`aqpim.sw.intmodel.encode`.
 
 Run through pytest (tests/test_encoder.py), which builds one Verilator model per parameter set
