@@ -596,6 +596,7 @@ class PimWorkload:
     partial_beats_per_bank: int  # per pass and bank: read-out of a partial
     roundtrip_bytes_per_token: int = 0  # per pass and token: scores out + weights in (FP16)
     tail_cycles: int = 0  # unit latency after the last column (value MAC, pipeline)
+    lut_load_cycles: int = 0  # per pass: the units take the LUT in (AQPIM: M*K entries)
     label: str = ""
 
     def __post_init__(self) -> None:
@@ -605,6 +606,7 @@ class PimWorkload:
             "tokens", "key_bits_per_token", "value_bits_per_token", "key_spacing",
             "value_spacing", "write_beats_per_job", "query_beats_per_pass",
             "partial_beats_per_bank", "roundtrip_bytes_per_token", "tail_cycles",
+            "lut_load_cycles",
         ):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int):
@@ -628,6 +630,7 @@ class ChannelPlan:
     tail_beats: int  # the last read-out, after the streaming
     tail_cycles: int
     exposed_roundtrip_beats: int  # FP16 score round trip that nothing overlaps
+    lut_load_cycles: int = 0  # per pass, units busy taking the LUT in
 
 
 def _cols(tokens: int, bits: int, column_bits: int) -> int:
@@ -678,6 +681,7 @@ def _plan(cfg: HBM3Config, w: PimWorkload, spread: int) -> ChannelPlan:
         tail_beats=per_round * w.partial_beats_per_bank,
         tail_cycles=w.tail_cycles,
         exposed_roundtrip_beats=exposed_rt,
+        lut_load_cycles=w.lut_load_cycles,
     )
 
 
@@ -686,7 +690,14 @@ def _layer_cycles(cfg: HBM3Config, plan: ChannelPlan, stream_cycles: float) -> t
     nbl = cfg.timing["nBL"]
     per_beat = nbl / cfg.org["pseudo_channels"]  # two pseudo-channel buses in parallel
     bus = math.ceil(plan.bus_beats * per_beat)
-    head = plan.head_beats * nbl
+    # The first pass waits for its LUT to arrive and be taken in; a later pass's LUT loads
+    # while the previous pass streams its values (the LUT-accumulate unit is idle then), so
+    # only what the value stream does not cover shows.
+    head = max(plan.head_beats * nbl, plan.lut_load_cycles)
+    passes = len(plan.segments) // 2
+    if passes > 1 and plan.lut_load_cycles:
+        value = closed_form_cycles(cfg, plan.segments[1].columns, plan.segments[1].spacing)
+        head += (passes - 1) * max(0, math.ceil(plan.lut_load_cycles - value))
     tail_bus = math.ceil(plan.tail_beats * per_beat)
     rt = math.ceil(plan.exposed_roundtrip_beats * per_beat)
     overlappable = max(0, bus - head - tail_bus - rt)
@@ -846,6 +857,8 @@ def command_unit_cycles(cfg: HBM3Config, num: Any, opcode: str, tokens: int, len
                                    * u("softmax_histogram_cycles_per_token")))
         return (io + cols * per_col + u("softmax_histogram_latency")
                 + num.centroids * u("value_mac_cycles_per_centroid") + u("value_mac_latency"))
+    if opcode == "LOAD_LUT":  # the unit takes one LUT entry per cycle
+        return io + num.subspaces * num.centroids * u("lut_load_cycles_per_entry")
     if opcode == "WRITE_KV":
         return io + (tokens * u("encoder_cycles_per_token"))
     if opcode == "READ_PARTIAL":

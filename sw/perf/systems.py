@@ -246,6 +246,7 @@ def aqpim_workload(model: ModelConfig, hw: HBM3Config, num: Numerics, batch: int
         query_beats_per_pass=1 + _beats(m * k * num.lut_bits),
         partial_beats_per_bank=1 + _beats((num.head_dim + 2) * 8 * u("partial_word_bytes")),
         tail_cycles=math.ceil(tail * div),
+        lut_load_cycles=math.ceil(m * k * u("lut_load_cycles_per_entry") * div),
         label=f"aqpim-{num.bits_per_element:g}b",
     )
 
