@@ -177,10 +177,27 @@ class Attention(wiring.Component):
             swp.data.eq(sc.scores),
             swp.en.eq(sc_fire & (wr_row < rows)),
         ]
-        beat_max = max_r
+        # Balanced max tree over the valid slots; each node a named signal (a Mux chain that
+        # reused its own output would double the expression at every slot).
+        level = [max_r]
         for k in range(tpc):
-            cand = Mux(k < sc.ntok, sc.scores[k], num.score_min)
-            beat_max = Mux(cand > beat_max, cand, beat_max)
+            cand = Signal(signed(num.score_bits), name=f"sc_cand{k}")
+            m.d.comb += cand.eq(Mux(k < sc.ntok, sc.scores[k], num.score_min))
+            level.append(cand)
+        depth = 0
+        while len(level) > 1:
+            depth += 1
+            nxt = []
+            for i in range(0, len(level), 2):
+                if i + 1 == len(level):
+                    nxt.append(level[i])
+                    continue
+                node = Signal(signed(num.score_bits), name=f"sc_max{depth}_{i // 2}")
+                a, c = level[i], level[i + 1]
+                m.d.comb += node.eq(Mux(c > a, c, a))
+                nxt.append(node)
+            level = nxt
+        beat_max = level[0]
         with m.If(sc_fire):
             m.d.sync += [max_r.eq(beat_max), tokens_r.eq(tokens_r + sc.ntok)]
             with m.If(wr_row < rows):
