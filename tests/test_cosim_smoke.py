@@ -107,3 +107,13 @@ def test_smoke_no_testcase_fails() -> None:
     with pytest.raises(AssertionError, match="no cocotb testcase ran"):
         build_and_run(PipeAdd, unit="pipe_add", params={"stages": 2},
                       test_module="test_cosim_smoke", testcase="does_not_exist")
+
+
+@pytest.mark.cosim
+@pytest.mark.slow
+def test_smoke_waves(tmp_path) -> None:
+    res = build_and_run(PipeAdd, unit="pipe_add", params={"stages": 2}, waves=True,
+                        test_module="test_cosim_smoke", test_params={"n": 20},
+                        build_root=tmp_path)
+    assert res.waves is not None and res.waves.stat().st_size > 0
+    assert res.build_dir.name.endswith("-waves")
