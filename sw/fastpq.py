@@ -1,12 +1,16 @@
 """Compiled (numba) kernels for the golden model's two hot loops: PQ encode and the LUT scan.
 
 Plain NumPy stayed below FAISS on both (docs/golden.md, benchmark section), so these kernels
-give the same results, element for element, from loops that LLVM can vectorise:
+give the same results, element for element, from loops that LLVM can vectorise.
+:func:`aqpim.sw.pq.encode` and the assignment step of ``pq.train_codebooks`` run on
+:func:`nearest_unchecked` for float32/float64 data; their plain NumPy form stays in
+``pq._assign_numpy`` as the reference the tests hold these kernels to.
 
 =================================  ===============================================================
 function                           equals
 =================================  ===============================================================
-:func:`encode`                     :func:`aqpim.sw.pq.encode` (float input, same codes)
+:func:`encode`, :func:`nearest`    :func:`aqpim.sw.pq.encode` (float input, same codes; ``nearest``
+                                   also returns the distances, for k-means)
 :func:`encode_int`                 :func:`aqpim.sw.intmodel.encode` (integer input, same codes)
 :func:`lut_scan`                   ``s_t = sum_m table[m, codes[m, t]]`` summed in m order, as
                                    :func:`aqpim.sw.bench.lut_scan`; integer tables: exact int64,
@@ -22,8 +26,8 @@ Exactness rules the kernels keep:
   does); numba compiles without ``fastmath``, so LLVM neither reorders the sum nor fuses the
   multiply and add into an FMA, and every distance is rounded exactly as NumPy rounds it. The
   argmin keeps the first minimum (strict ``<`` over ascending centroid index): ties go to the
-  lowest index. Integer input is computed in int32 when ``d * span^2`` fits, else in int64:
-  exact either way.
+  lowest index. Integer input is computed in int64, exact (the wrapper checks that
+  ``d * span^2`` fits).
 * **Scan** accumulates a token's score over m in ascending order, in the table's dtype for
   float tables (the rounding of ``scores += table[m][codes[m]]`` in NumPy) and in int64 for
   integer tables (exact).
@@ -46,6 +50,8 @@ import numpy as np
 
 __all__ = [
     "encode",
+    "nearest",
+    "nearest_unchecked",
     "encode_int",
     "lut_scan",
     "lut_scan_packed",
@@ -69,8 +75,9 @@ def _make_encode_kernel(d: int) -> Callable[..., None]:
     """Compile-on-demand encode kernel for sub-vectors of ``d`` elements (cached on disk)."""
 
     @numba.njit(cache=True, nogil=True)
-    def kernel(x, cb, init, out):  # pragma: no cover - compiled; tested through encode
-        """x (N, M*d), cb (M, K, d), init (1,) > every distance, out (N, M) int64."""
+    def kernel(x, cb, init, out, out_dist):  # pragma: no cover - compiled; tested via encode
+        """x (N, M*d), cb (M, K, d), init (1,) >= every distance; out (N, M) int64 codes and
+        out_dist (N, M) their distances."""
         n_pts = x.shape[0]
         m_sub, k_cen = cb.shape[0], cb.shape[1]
         xb = np.zeros((d, _BLOCK), dtype=init.dtype)
@@ -102,6 +109,7 @@ def _make_encode_kernel(d: int) -> Callable[..., None]:
                         idx[n] = jj if lt else idx[n]
                 for n in range(nb):
                     out[n0 + n, m] = idx[n]
+                    out_dist[n0 + n, m] = best[n]
 
     return kernel
 
@@ -219,8 +227,11 @@ def _codebook_shape(cb: np.ndarray) -> tuple[int, int, int]:
 # ----------------------------------------------------------------------------------------------
 # encode
 # ----------------------------------------------------------------------------------------------
-def encode(x: np.ndarray, codebooks: np.ndarray) -> np.ndarray:
-    """Nearest centroid per subspace, float input: the codes of :func:`aqpim.sw.pq.encode`.
+def nearest(x: np.ndarray, codebooks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest centroid per subspace and its squared distance, float input.
+
+    The codes of :func:`aqpim.sw.pq.encode`, plus ``sum_i (x_i - c_i)^2`` of the chosen
+    centroid in the computation dtype (what k-means needs for its assignment step).
 
     Parameters
     ----------
@@ -233,6 +244,8 @@ def encode(x: np.ndarray, codebooks: np.ndarray) -> np.ndarray:
     -------
     codes:
         int64, shape (N, M), values in [0, K); ties go to the lowest index.
+    dist:
+        shape (N, M), ``result_type(x, codebooks)``.
 
     Raises
     ------
@@ -250,14 +263,50 @@ def encode(x: np.ndarray, codebooks: np.ndarray) -> np.ndarray:
     dtype = np.result_type(x.dtype, cb.dtype)
     if dtype not in (np.float32, np.float64):
         raise TypeError(f"encode computes in float32 or float64, not {dtype}")
-    out = np.empty((x.shape[0], m), dtype=np.int64)
+    return nearest_unchecked(x, cb)
+
+
+def nearest_unchecked(x: np.ndarray, codebooks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`nearest` without the input checks, for callers that made them already.
+
+    ``x`` (N, M*d) and ``codebooks`` (M, K, d) must be finite float32/float64 arrays whose
+    common dtype is float32 or float64 (``pq._assign`` calls this once per k-means step).
+    """
+    n, m, d = x.shape[0], codebooks.shape[0], codebooks.shape[2]
+    dtype = np.result_type(x.dtype, codebooks.dtype)
+    codes = np.empty((n, m), dtype=np.int64)
+    dist = np.empty((n, m), dtype=dtype)
     _encode_kernel(d)(
         np.ascontiguousarray(x, dtype=dtype),
-        np.ascontiguousarray(cb, dtype=dtype),
+        np.ascontiguousarray(codebooks, dtype=dtype),
         np.array([np.inf], dtype=dtype),  # above every distance, overflowed ones included
-        out,
+        codes,
+        dist,
     )
-    return out
+    return codes, dist
+
+
+def encode(x: np.ndarray, codebooks: np.ndarray) -> np.ndarray:
+    """Nearest centroid per subspace, float input: the codes of :func:`aqpim.sw.pq.encode`.
+
+    Parameters
+    ----------
+    x:
+        float32 or float64, shape (N, D), finite.
+    codebooks:
+        float32 or float64, shape (M, K, d) with M * d = D, K a power of two >= 2.
+
+    Returns
+    -------
+    codes:
+        int64, shape (N, M), values in [0, K); ties go to the lowest index.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`nearest`.
+    """
+    return nearest(x, codebooks)[0]
 
 
 def encode_int(x: np.ndarray, codebook: np.ndarray) -> np.ndarray:
@@ -307,6 +356,7 @@ def encode_int(x: np.ndarray, codebook: np.ndarray) -> np.ndarray:
         np.ascontiguousarray(cb, dtype=np.int64),
         np.array([np.iinfo(np.int64).max], dtype=np.int64),  # >= every distance (checked)
         out,
+        np.empty(out.shape, dtype=np.int64),
     )
     return out
 

@@ -1,7 +1,8 @@
 """sw/fastpq.py: the numba kernels give exactly the NumPy references' codes and scores.
 
-References: ``pq.encode`` (float), ``intmodel.encode`` (integer), ``bench.lut_scan`` (float
-LUT, NumPy ``take`` per row) and ``intmodel.lut_accumulate`` (integer LUT). Data: random,
+References: ``pq._assign_numpy`` (float; ``pq.encode`` and k-means run on the kernel now),
+``intmodel.encode`` (integer), ``bench.lut_scan`` (float LUT, NumPy ``take`` per row) and
+``intmodel.lut_accumulate`` (integer LUT). Data: random,
 clustered, near-ties built so that float32 vs float64, the expanded form and the summation
 order each change some codes, and exact ties (duplicated centroids).
 """
@@ -13,6 +14,12 @@ import pytest
 from aqpim.sw import bench, fastpq, intmodel, pq
 
 from aqpim.numerics import Numerics
+
+
+def _ref(x: np.ndarray, cb: np.ndarray) -> np.ndarray:
+    """Codes from pq's plain NumPy assignment (direct form, first minimum)."""
+    codes, _ = pq._assign_numpy(pq._split(x, cb.shape[0]), cb)
+    return codes.T
 
 
 def _random(n: int, m: int, k: int, d: int, seed: int, dtype: type) -> tuple[np.ndarray, ...]:
@@ -55,23 +62,28 @@ def _near_ties(n: int, m: int, k: int, d: int, seed: int) -> tuple[np.ndarray, n
 def test_encode_equals_pq_encode(make, m: int, k: int, d: int, dtype: type) -> None:
     # 1000 points: the last block of 128 is partial.
     x, cb = make(1000, m, k, d, seed=m + k, dtype=dtype)
-    assert np.array_equal(fastpq.encode(x, cb), pq.encode(x, cb))
+    ref_codes, ref_dist = pq._assign_numpy(pq._split(x, m), cb)
+    codes, dist = fastpq.nearest(x, cb)
+    assert np.array_equal(codes, ref_codes.T)
+    assert dist.dtype == ref_dist.dtype and np.array_equal(dist, ref_dist.T)
+    assert np.array_equal(fastpq.encode(x, cb), codes)
+    assert np.array_equal(pq.encode(x, cb), codes)  # pq.encode runs on the kernel
 
 
 def test_encode_odd_sub_dim_and_mixed_dtypes() -> None:
     x, cb = _random(300, 8, 16, 3, seed=5, dtype=np.float64)
-    assert np.array_equal(fastpq.encode(x, cb), pq.encode(x, cb))
+    assert np.array_equal(fastpq.encode(x, cb), _ref(x, cb))
     # float32 data against float64 centroids is computed in float64, as NumPy does.
     x32 = x.astype(np.float32)
-    assert np.array_equal(fastpq.encode(x32, cb), pq.encode(x32, cb))
+    assert np.array_equal(fastpq.encode(x32, cb), _ref(x32, cb))
 
 
 @pytest.mark.parametrize("d", [2, 4])
 def test_encode_near_ties_round_like_numpy(d: int) -> None:
     x, cb = _near_ties(2000, 8, 16, d, seed=d)
-    c32 = pq.encode(x, cb)
+    c32 = _ref(x, cb)
     x64, cb64 = x.astype(np.float64), cb.astype(np.float64)
-    c64 = pq.encode(x64, cb64)
+    c64 = _ref(x64, cb64)
     # The data must be sensitive: float64 arithmetic and the expanded form change codes.
     assert np.count_nonzero(c32 != c64) > 20
     xs = x.reshape(-1, 8, d)
@@ -90,7 +102,7 @@ def test_encode_near_ties_sum_in_index_order() -> None:
     x, cb = _near_ties(2000, 8, 16, 4, seed=4)
     sq = (x.reshape(-1, 8, 1, 4) - cb[None]) ** 2
     pairwise = ((sq[..., 0] + sq[..., 1]) + (sq[..., 2] + sq[..., 3])).argmin(axis=2)
-    ref = pq.encode(x, cb)
+    ref = _ref(x, cb)
     assert np.count_nonzero(pairwise != ref) > 20
     assert np.array_equal(fastpq.encode(x, cb), ref)
 
@@ -102,14 +114,23 @@ def test_encode_exact_ties_take_lowest_index() -> None:
     cb[:, 15] = cb[:, 0]
     x = rng.integers(-2, 3, size=(700, 16)).astype(np.float32)
     codes = fastpq.encode(x, cb)
-    assert np.array_equal(codes, pq.encode(x, cb))
+    assert np.array_equal(codes, _ref(x, cb))
     assert np.any(codes == 3) and np.any(codes == 0)
     assert not np.any(codes == 9) and not np.any(codes == 15)
 
 
+@pytest.mark.parametrize("init", ["kmeans++", "random"])
+def test_training_on_the_kernel_equals_numpy_training(init: str, monkeypatch) -> None:
+    x, _ = _clustered(800, 8, 16, 2, seed=9, dtype=np.float64)
+    fast = pq.train_codebooks(x, subspaces=8, centroids=16, iters=6, seed=1, init=init)
+    monkeypatch.setattr(pq, "_assign", pq._assign_numpy)
+    slow = pq.train_codebooks(x, subspaces=8, centroids=16, iters=6, seed=1, init=init)
+    assert np.array_equal(fast, slow)
+
+
 def test_encode_empty_and_single() -> None:
     x, cb = _random(1, 4, 16, 2, seed=1, dtype=np.float32)
-    assert np.array_equal(fastpq.encode(x, cb), pq.encode(x, cb))
+    assert np.array_equal(fastpq.encode(x, cb), _ref(x, cb))
     assert fastpq.encode(x[:0], cb).shape == (0, 4)
 
 
