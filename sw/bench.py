@@ -8,10 +8,10 @@ hits both alike:
 * **encode**: :func:`aqpim.sw.fastpq.encode` (direct L2, float32; :func:`aqpim.sw.pq.encode`
   runs on the same kernel) against ``faiss.ProductQuantizer.compute_codes`` with FAISS's own
   trained centroids;
-* **LUT scan**, one query over T tokens, LUT construction plus scores plus the best token
-  (what ``IndexPQ.search`` with k=1 does): :func:`aqpim.sw.fastpq.lut_scan` on codes stored
-  (M, T) against ``faiss.IndexPQ.search`` (k=1) and, for 4-bit codes,
-  ``faiss.IndexPQFastScan.search``.
+* **LUT scan**, one query over T tokens, LUT construction (:func:`aqpim.sw.fastpq.ip_table`)
+  plus scores plus the best token (what ``IndexPQ.search`` with k=1 does):
+  :func:`aqpim.sw.fastpq.lut_scan` on codes stored (M, T) against ``faiss.IndexPQ.search``
+  (k=1) and, for 4-bit codes, ``faiss.IndexPQFastScan.search``.
 
 For 4-bit codes the golden scan works on the bytes as the bank stores them (two codes per
 byte): one 256-entry table per pair of subspaces, ``LUT2[a + 16 b] = LUT[2i, a] + LUT[2i+1, b]``,
@@ -113,8 +113,7 @@ def _numpy_encode(x: np.ndarray, cb: np.ndarray) -> np.ndarray:
 
 def _table(q: np.ndarray, cb: np.ndarray) -> np.ndarray:
     """Query LUT ``LUT[m, j] = q_m . C_m[j]`` (float32, as FAISS's inner-product table)."""
-    m = cb.shape[0]
-    return np.einsum("md,mkd->mk", q.reshape(m, -1), cb).astype(np.float32)
+    return fastpq.ip_table(q.astype(np.float32), cb.astype(np.float32))
 
 
 def run(tokens: int = 65536, encode_n: int = 16384, repeat: int = 5, seed: int = 0) -> dict:

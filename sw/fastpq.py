@@ -55,6 +55,7 @@ __all__ = [
     "encode_int",
     "lut_scan",
     "lut_scan_packed",
+    "ip_table",
     "pair_lut",
     "pack_pairs",
     "warm_up",
@@ -438,6 +439,57 @@ def lut_scan(table: np.ndarray, codes_mt: np.ndarray) -> np.ndarray:
     return scores[:n_tok]
 
 
+@numba.njit(cache=True, nogil=True)
+def _ip_table_kernel(q, cb, out):  # pragma: no cover - compiled; tested through ip_table
+    """out[m, j] = sum_i q[m*d + i] * cb[m, j, i], summed in index order.
+
+    The loop over centroids is innermost (each term added to its own output entry) so that it
+    vectorises; the order of the terms of every sum stays i = 0, 1, ...
+    """
+    m_sub, k_cen, d = cb.shape
+    for m in range(m_sub):
+        q0 = q[m * d]
+        for j in range(k_cen):
+            out[m, j] = q0 * cb[m, j, 0]
+        for i in range(1, d):
+            qi = q[m * d + i]
+            for j in range(k_cen):
+                out[m, j] += qi * cb[m, j, i]
+
+
+def ip_table(q: np.ndarray, codebooks: np.ndarray) -> np.ndarray:
+    """Inner-product query LUT ``LUT[m, j] = q_m . C_m[j]``, summed over d in index order.
+
+    What ``IndexPQ.search`` builds per query before its scan; ``einsum`` took about 50 us for
+    M=32, K=256, d=4 (as long as scanning 4096 tokens), this kernel a few.
+
+    Parameters
+    ----------
+    q:
+        float32 or float64, shape (D,), finite.
+    codebooks:
+        float32 or float64, shape (M, K, d) with M * d = D.
+
+    Returns
+    -------
+    table:
+        shape (M, K), ``result_type(q, codebooks)``.
+    """
+    q = _float("q", q, 1)
+    cb = _float("codebooks", codebooks, 3)
+    m, k, d = _codebook_shape(cb)
+    if q.shape[0] != m * d:
+        raise ValueError(f"q has D = {q.shape[0]}, codebooks need M * d = {m} * {d} = {m * d}")
+    dtype = np.result_type(q.dtype, cb.dtype)
+    if dtype not in (np.float32, np.float64):
+        raise TypeError(f"ip_table computes in float32 or float64, not {dtype}")
+    out = np.empty((m, k), dtype=dtype)
+    _ip_table_kernel(
+        np.ascontiguousarray(q, dtype=dtype), np.ascontiguousarray(cb, dtype=dtype), out
+    )
+    return out
+
+
 def pair_lut(table: np.ndarray) -> np.ndarray:
     """(M, 16) 4-bit LUT -> (M/2, 256): ``out[i, a + 16 b] = table[2i, a] + table[2i+1, b]``.
 
@@ -516,8 +568,9 @@ def warm_up(sub_dims: tuple[int, ...] = (2, 4)) -> dict[str, float | int]:
         encode_int(np.zeros((3, 2, d), dtype=np.int64), np.ones((2, 2, d), dtype=np.int64))
     for dtype in (np.float32, np.float64, np.int64):
         lut_scan(np.ones((2, 4), dtype=dtype), np.zeros((2, 8), dtype=np.uint8))
+    ip_table(np.ones(4, dtype=np.float32), np.ones((2, 2, 2), dtype=np.float32))
     seconds = time.perf_counter() - t
-    kernels = [_scan_kernel, *(_encode_kernel(d) for d in sub_dims)]
+    kernels = [_scan_kernel, _ip_table_kernel, *(_encode_kernel(d) for d in sub_dims)]
     return {
         "seconds": seconds,
         "cache_hits": sum(sum(k.stats.cache_hits.values()) for k in kernels),

@@ -223,6 +223,24 @@ def test_scan_byte_kernel_equals_word_kernel() -> None:
     assert np.array_equal(scores, fastpq.lut_scan(table, codes))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_ip_table_sums_in_index_order(dtype: type) -> None:
+    rng = np.random.default_rng(4)
+    q = rng.standard_normal(128).astype(dtype)
+    cb = rng.standard_normal((32, 256, 4)).astype(dtype)
+    ref = np.empty((32, 256), dtype=dtype)  # scalar loop, NumPy scalars of the same dtype
+    for m in range(32):
+        for j in range(256):
+            s = q[4 * m] * cb[m, j, 0]
+            for i in range(1, 4):
+                s = s + q[4 * m + i] * cb[m, j, i]
+            ref[m, j] = s
+    got = fastpq.ip_table(q, cb)
+    assert got.dtype == dtype and np.array_equal(got, ref)
+    with pytest.raises(ValueError, match="D = 127"):
+        fastpq.ip_table(q[:127], cb)
+
+
 # ----------------------------------------------------------------------------------------------
 # bad input
 # ----------------------------------------------------------------------------------------------
