@@ -190,6 +190,7 @@ class GoldenBank:
             out = intmodel.hist_times_centroids(hist, hd.codebook[1], n)
             self.partial = intmodel.BankPartial(max=mx, sum=int(w.sum()), out=out)
             self.partial_head = cmd.head
+            self.scores_head = None  # the attention pass pair consumes the scores
             return []
         if op == Opcode.READ_PARTIAL:
             p = self.partial

@@ -17,7 +17,7 @@ __all__ = ["RandomStream", "random_command"]
 
 # relative weights of the opcodes (codebook loads dominate so that WRITE_KV can succeed)
 _WEIGHTS = {
-    Opcode.NOP: 1, Opcode.RESET: 0.3, Opcode.LOAD_CB: 8, Opcode.WRITE_KV: 5,
+    Opcode.NOP: 1, Opcode.RESET: 0.15, Opcode.LOAD_CB: 8, Opcode.WRITE_KV: 5,
     Opcode.LOAD_LUT: 2, Opcode.SCORE: 3, Opcode.AGGREGATE: 3, Opcode.READ_PARTIAL: 2,
     Opcode.READ_STATUS: 1, Opcode.READ_CODES: 2, Opcode.READ_CB: 1, Opcode.READ_LUT: 1,
 }
@@ -47,6 +47,9 @@ class RandomStream:
         self.p_bad = p_bad
         self.max_tokens = max_tokens
         self.tokens = [0] * geometry.heads
+        # shadow of the loaded codebook subspaces, so loads favour the missing ones and the
+        # stream reaches the deep states (scores, partials) in a few dozen commands
+        self.loaded = [[set(), set()] for _ in range(geometry.heads)]
 
     def feedback(self, cmd: Command, resp: Response) -> None:
         """Track token counts from what the bank accepted."""
@@ -54,14 +57,20 @@ class RandomStream:
             return
         if cmd.opcode == Opcode.RESET:
             self.tokens = [0] * self.g.heads
+            self.loaded = [[set(), set()] for _ in range(self.g.heads)]
+        elif cmd.opcode == Opcode.LOAD_CB:
+            self.loaded[cmd.head][cmd.kv].add(cmd.subspace)
         elif cmd.opcode == Opcode.WRITE_KV:
             self.tokens[cmd.head] += cmd.count
 
     def next(self) -> Command:
         """One command (valid unless corrupted with probability ``p_bad``)."""
         r, g, n = self.rng, self.g, self.g.num
-        op = r.choices(list(_WEIGHTS), weights=list(_WEIGHTS.values()))[0]
         head = r.randrange(g.heads)
+        weights = dict(_WEIGHTS)
+        if any(len(s) < n.subspaces for s in self.loaded[head]):
+            weights[Opcode.LOAD_CB] = 30  # reach WRITE_KV / AGGREGATE early in a stream
+        op = r.choices(list(weights), weights=list(weights.values()))[0]
 
         def elems(count: int, lo: int, hi: int) -> list[int]:
             # mostly small values, sometimes the format's extremes
@@ -69,7 +78,10 @@ class RandomStream:
                     for _ in range(count)]
 
         if op == Opcode.LOAD_CB:
-            cmd = isa.load_cb(g, head=head, kv=r.randrange(2), subspace=r.randrange(n.subspaces),
+            kv = r.randrange(2)
+            missing = sorted(set(range(n.subspaces)) - self.loaded[head][kv])
+            sub = r.choice(missing) if missing and r.random() < 0.9 else r.randrange(n.subspaces)
+            cmd = isa.load_cb(g, head=head, kv=kv, subspace=sub,
                               centroids=elems(n.centroids * n.sub_dim, n.elem_min, n.elem_max))
         elif op == Opcode.WRITE_KV:
             cnt = r.randint(1, self.max_tokens)
@@ -119,3 +131,47 @@ def random_command(rng: random.Random, geometry: Geometry) -> Command:
     s = RandomStream(geometry, rng.randrange(1 << 30))
     s.tokens = [rng.randrange(4) for _ in range(geometry.heads)]
     return s.next()
+
+
+def build_stream(
+    geometry: Geometry, seed: int, commands: int, *, observe_rejected: bool = True,
+    p_bad: float = 0.15, max_tokens: int = 3,
+) -> tuple[list[Command], list[Response], int]:
+    """A random command stream and the golden bank's responses to it.
+
+    After every rejected command (with ``observe_rejected``) the read commands of
+    :func:`aqpim.sw.device.observe` are appended, so a device whose state a rejected command
+    changed answers one of them differently. Returns (commands, expected responses, number
+    of random commands that were rejected).
+    """
+    from aqpim.sw.device import observe
+    from aqpim.sw.golden_device import GoldenBank, GoldenDevice
+
+    stream = RandomStream(geometry, seed, p_bad=p_bad, max_tokens=max_tokens)
+    dev = GoldenDevice(geometry, 1)
+    bank: GoldenBank = dev.banks[0]
+    cmds: list[Command] = []
+    resps: list[Response] = []
+    rejected = 0
+
+    class _Recorder:  # records the reads observe() issues, answered by the golden bank
+        geometry = dev.geometry
+        num_banks = 1
+
+        def execute(self, b: int | None, cmd: Command) -> list[Response]:
+            r = bank.execute(cmd)
+            cmds.append(cmd)
+            resps.append(r)
+            return [r]
+
+    for _ in range(commands):
+        cmd = stream.next()
+        r = bank.execute(cmd)
+        stream.feedback(cmd, r)
+        cmds.append(cmd)
+        resps.append(r)
+        if not r.ok:
+            rejected += 1
+            if observe_rejected:
+                observe(_Recorder(), 0)  # type: ignore[arg-type]
+    return cmds, resps, rejected
