@@ -12,15 +12,17 @@ Block diagram (one sub-vector takes T = K / P passes through P parallel lanes)::
             running min over the T passes (strict <, so earlier = lower index wins) --> o_code
     i_cb --> CodebookStore write port (accepted only when no sub-vector is in flight)
 
-Latency: ``T + 3`` cycles from the input handshake to ``o_code.valid`` (issue, memory read,
-distance register, argmin register; the last of the T reads issues T - 1 cycles after the
-handshake). Throughput: one sub-vector every ``T = ceil(K / P)`` cycles (one per cycle at
+Latency: ``T + 3`` cycles from the input handshake to the earliest output handshake
+(``o_code.valid`` rises T + 2 clock edges after the input handshake edge: the last of the T
+reads issues T - 1 cycles after it, then memory read, distance register, argmin register and
+output register). Throughput: one sub-vector every ``T = ceil(K / P)`` cycles (one per cycle at
 P = K) while the output is not back-pressured. Back-pressure on ``o_code`` stalls the whole
 pipeline (one global enable); nothing is dropped.
 
 Codebook writes (``i_cb``) have priority: while ``i_cb.valid`` is high no new sub-vector is
-accepted, and the write is accepted once the sub-vectors already accepted have left the
-pipeline. So every sub-vector is encoded against the codebook as it was when it was accepted.
+accepted, and the write is accepted once the sub-vectors already accepted have reached the
+output register. So every sub-vector is encoded against the codebook as it was when it was
+accepted.
 """
 
 from __future__ import annotations
@@ -125,7 +127,7 @@ class PQEncoder(wiring.Component):
 
     @property
     def latency(self) -> int:
-        """Cycles from the input handshake to the output's valid: T + 3."""
+        """Cycles from the input handshake to the earliest output handshake: T + 3."""
         return self.iterations + 3
 
     @property
