@@ -3,7 +3,7 @@
 The co-simulation helpers in ``aqpim.sim`` drive Verilog under cocotb; these do the same job on
 ``amaranth.sim`` (no build), with random idle cycles on every source and random backpressure on
 every sink, seeded. Payloads go in and come out as plain integers (the flat bit vector of the
-payload layout), packed and unpacked with :func:`pack` / :func:`field`.
+payload layout), packed and unpacked with :func:`aqpim.sim.attn_stimulus.pack` / ``unpack``.
 """
 
 from __future__ import annotations
@@ -13,52 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 
-from amaranth.hdl import Shape
-from amaranth.lib import data
 from amaranth.sim import Simulator
-
-
-def pack(layout: data.Layout, value: object) -> int:
-    """Flatten a Python value (dict for structs, list for arrays, int) into a layout's bits.
-
-    An int for a struct or array is taken as its raw bits.
-    """
-    if isinstance(value, int):
-        return value & ((1 << _size(layout)) - 1)
-    if isinstance(layout, data.StructLayout):
-        assert isinstance(value, dict)
-        word = 0
-        for name, fld in layout:
-            word |= pack(fld.shape, value.get(name, 0)) << fld.offset
-        return word
-    if isinstance(layout, data.ArrayLayout):
-        width = _size(layout.elem_shape)
-        word = 0
-        for i, v in enumerate(value):
-            word |= pack(layout.elem_shape, v) << (i * width)
-        return word
-    raise TypeError(f"cannot pack {value!r} into {layout!r}")
-
-
-def unpack(shape: object, word: int) -> object:
-    """Inverse of :func:`pack` (signed fields come back negative where their sign bit is set)."""
-    if isinstance(shape, data.StructLayout):
-        return {name: unpack(fld.shape, (word >> fld.offset) & ((1 << _size(fld.shape)) - 1))
-                for name, fld in shape}
-    if isinstance(shape, data.ArrayLayout):
-        w = _size(shape.elem_shape)
-        return [unpack(shape.elem_shape, (word >> (i * w)) & ((1 << w) - 1))
-                for i in range(shape.length)]
-    shape = Shape.cast(shape)
-    if shape.signed and word >> (shape.width - 1):
-        return word - (1 << shape.width)
-    return word
-
-
-def _size(shape: object) -> int:
-    if isinstance(shape, data.Layout):
-        return shape.size
-    return Shape.cast(shape).width
 
 
 @dataclass

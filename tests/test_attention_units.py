@@ -1,0 +1,298 @@
+"""Quick tests of the attention units on Amaranth's own simulator (no Verilog build).
+
+Every check is against the integer golden model (aqpim.sw.intmodel), with random idle cycles
+on every input stream and random backpressure on every output stream. The Verilator
+co-simulation of the same cases is tests/test_attention.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from aqpim.hw.attention import Attention
+from aqpim.hw.histogram import Histogram
+from aqpim.hw.lut_accumulate import LUTAccumulate
+from aqpim.hw.softmax import Softmax
+from aqpim.hw.value_mac import ValueMAC
+from aqpim.sim.attn_stimulus import (
+    KINDS,
+    codebook_beats,
+    column_beats,
+    lut_beats,
+    make_case,
+    pack,
+    unpack,
+)
+from aqpim.sw import intmodel
+from attn_simlib import Sink, Source, run_phases
+
+from aqpim.numerics import Numerics, exp2_weight
+
+# Small configurations that keep amaranth.sim fast yet cover tpc = 1, 2, 8 and 32.
+NUM_TPC8 = Numerics(head_dim=16, subspaces=8, centroids=16, token_capacity=64)
+NUM_TPC2 = Numerics(head_dim=32, subspaces=16, centroids=256, token_capacity=48)
+NUM_TPC32 = Numerics(head_dim=8, subspaces=4, centroids=4, lut_bits=8, lut_frac_bits=4,
+                     exp_bits=6, token_capacity=100)
+NUM_TPC1 = Numerics(head_dim=64, subspaces=64, centroids=16, token_capacity=16)
+
+
+# ----------------------------------------------------------------------------------------------
+# parameters
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("factory", "kwargs", "error", "text"),
+    [
+        (LUTAccumulate, {"subspaces": 3, "head_dim": 3}, ValueError, "must divide"),
+        (LUTAccumulate, {"centroids": 12}, ValueError, "12"),
+        (LUTAccumulate, {"subspaces": 64.0}, TypeError, "64.0"),
+        (LUTAccumulate, {"numerics": {"subspaces": 4}}, TypeError, "Numerics"),
+        (Softmax, {"tag_bits": -1}, ValueError, "-1"),
+        (Softmax, {"tag_bits": True}, TypeError, "True"),
+        (Histogram, {"forwarding": 1}, TypeError, "forwarding"),
+        (ValueMAC, {"subspaces": 48}, ValueError, "48"),
+        (Attention, {"token_capacity": 0}, ValueError, "token_capacity"),
+    ],
+)
+def test_bad_parameters_raise(factory, kwargs, error, text) -> None:
+    with pytest.raises(error, match=text):
+        factory(**kwargs)
+
+
+def test_parameters_are_read_only() -> None:
+    dut = LUTAccumulate(subspaces=32, centroids=256)
+    assert dut.tokens_per_column == 1 and dut.numerics.lut_bits == 16
+    with pytest.raises(AttributeError):
+        dut.tokens_per_column = 2  # type: ignore[misc]
+
+
+# ----------------------------------------------------------------------------------------------
+# LUT-accumulate
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("num", [NUM_TPC8, NUM_TPC2, NUM_TPC32], ids=["tpc8", "tpc2", "tpc32"])
+@pytest.mark.parametrize("kind", ["wide", "lut_max", "lut_min", "extremes"])
+def test_lut_accumulate(num: Numerics, kind: str) -> None:
+    rng = np.random.default_rng(11)
+    dut = LUTAccumulate(numerics=num)
+    tokens = 3 * dut.tokens_per_column + 1  # last column partly filled
+    case = make_case(kind, tokens, num, rng)
+    snk = Sink(dut.o_scores, -(-tokens // dut.tokens_per_column))
+    cols = column_beats(dut.i_cols.payload.shape(), case.key_codes, num)
+    run_phases(dut, [
+        ([Source(dut.i_lut, lut_beats(dut.i_lut.payload.shape(), case.lut))], []),
+        ([Source(dut.i_cols, cols)], [snk]),
+    ], seed=5)
+    got = []
+    for word in snk.beats:
+        beat = unpack(dut.o_scores.payload.shape(), word)
+        got += beat["scores"][:beat["ntok"]]
+    assert got == intmodel.lut_accumulate(case.lut, case.key_codes, num).tolist()
+
+
+def test_lut_accumulate_one_column_per_cycle() -> None:
+    """No idle, no backpressure: columns are taken on consecutive cycles, scores follow."""
+    num = dataclasses.replace(NUM_TPC8, token_capacity=512)
+    dut = LUTAccumulate(numerics=num)
+    case = make_case("random", 40 * dut.tokens_per_column, num, np.random.default_rng(2))
+    src = Source(dut.i_cols, column_beats(dut.i_cols.payload.shape(), case.key_codes, num),
+                 idle=0.0)
+    snk = Sink(dut.o_scores, 40, backpressure=0.0)
+    run_phases(dut, [
+        ([Source(dut.i_lut, lut_beats(dut.i_lut.payload.shape(), case.lut), idle=0.0)], []),
+        ([src], [snk]),
+    ], seed=1)
+    assert np.diff(src.sent_at).tolist() == [1] * 39
+    assert np.diff(snk.got_at).tolist() == [1] * 39
+    assert snk.got_at[0] - src.sent_at[0] == dut.latency
+
+
+# ----------------------------------------------------------------------------------------------
+# softmax
+# ----------------------------------------------------------------------------------------------
+def test_softmax_every_delta() -> None:
+    """Every delta of a small format (0 .. score_max - score_min) against the golden model."""
+    num = Numerics(head_dim=2, subspaces=2, centroids=2, lut_bits=8, lut_frac_bits=3,
+                   exp_bits=5, token_capacity=8)
+    dut = Softmax(numerics=num, tag_bits=12)
+    mx = num.score_max
+    deltas = list(range(num.score_max - num.score_min + 1))
+    scores = [mx - dl for dl in deltas]
+    in_l, out_l = dut.i.payload.shape(), dut.o.payload.shape()
+    snk = Sink(dut.o, len(scores))
+
+    async def setup(ctx) -> None:
+        ctx.set(dut.max, mx)
+
+    run_phases(dut, [([Source(dut.i, [pack(in_l, {"score": s, "tag": i % 4096})
+                                       for i, s in enumerate(scores)])], [snk])],
+               seed=7, setup=setup)
+    beats = [unpack(out_l, w) for w in snk.beats]
+    _, golden = intmodel.softmax_weights(np.array(scores), num)
+    assert [b["weight"] for b in beats] == golden.tolist()
+    assert [b["weight"] for b in beats] == [
+        exp2_weight(dl, num.lut_frac_bits, num.exp_bits, num.exp_rom) for dl in deltas]
+    assert [b["tag"] for b in beats] == [i % 4096 for i in range(len(scores))]
+
+
+def test_softmax_default_format_range_ends() -> None:
+    num = Numerics()
+    dut = Softmax(numerics=num)
+    one = 1 << num.lut_frac_bits
+    edge = (num.exp_bits + 1) * one
+    deltas = sorted({0, 1, one - 1, one, edge - 2, edge - 1, edge, edge + 1,
+                     num.score_max - num.score_min - 1, num.score_max - num.score_min})
+    mx = num.score_max
+    scores = np.array([mx - dl for dl in deltas])
+    snk = Sink(dut.o, len(deltas))
+
+    async def setup(ctx) -> None:
+        ctx.set(dut.max, mx)
+
+    run_phases(dut, [([Source(dut.i, [pack(dut.i.payload.shape(), {"score": int(s)})
+                                       for s in scores])], [snk])], seed=3, setup=setup)
+    got = [unpack(dut.o.payload.shape(), w)["weight"] for w in snk.beats]
+    assert got == intmodel.softmax_weights(scores, num)[1].tolist()
+    assert got[0] == num.weight_one and got[-1] == 0
+
+
+# ----------------------------------------------------------------------------------------------
+# histogram
+# ----------------------------------------------------------------------------------------------
+def _run_histogram(num: Numerics, weights: np.ndarray, codes: np.ndarray, *,
+                   forwarding: bool = True, idle: float = 0.3, seed: int = 1):
+    dut = Histogram(numerics=num, forwarding=forwarding)
+    tl = dut.i_tok.payload.shape()
+    beats = [pack(tl, {"codes": [int(c) for c in codes[t]], "weight": int(weights[t]),
+                       "last": int(t == len(weights) - 1)}) for t in range(len(weights))]
+    if not beats:  # no tokens: one weight-0 token ends the pass
+        beats = [pack(tl, {"last": 1})]
+    src = Source(dut.i_tok, beats, idle=idle)
+    snk = Sink(dut.o_bins, num.centroids, backpressure=idle)
+    run_phases(dut, [([src], [snk])], seed=seed)
+    hist = np.zeros((num.subspaces, num.centroids), dtype=np.int64)
+    for j, word in enumerate(snk.beats):
+        beat = unpack(dut.o_bins.payload.shape(), word)
+        assert beat["index"] == j and beat["last"] == (j == num.centroids - 1)
+        hist[:, j] = beat["bins"]
+    return hist, src
+
+
+@pytest.mark.parametrize("kind", ["random", "one_code", "alternating"])
+@pytest.mark.parametrize("idle", [0.0, 0.4])
+def test_histogram(kind: str, idle: float) -> None:
+    num = NUM_TPC8
+    rng = np.random.default_rng(4)
+    case = make_case(kind, 50, num, rng)
+    w = rng.integers(0, num.weight_one + 1, 50)
+    hist, src = _run_histogram(num, w, case.value_codes, idle=idle)
+    assert np.array_equal(hist, intmodel.histogram(w, case.value_codes, num))
+    if idle == 0.0:  # one token per cycle, never refused
+        assert np.diff(src.sent_at).tolist() == [1] * 49
+
+
+def test_histogram_zero_tokens_and_reuse() -> None:
+    num = NUM_TPC8
+    hist, _ = _run_histogram(num, np.zeros(0, dtype=np.int64), np.zeros((0, 8), dtype=np.int64))
+    assert not hist.any()
+
+
+def test_histogram_without_forwarding_is_wrong() -> None:
+    """The checker catches the back-to-back hazard: a design without forwarding fails."""
+    num = NUM_TPC8
+    case = make_case("one_code", 20, num, np.random.default_rng(3))
+    w = np.full(20, 5)
+    good, _ = _run_histogram(num, w, case.value_codes, idle=0.0)
+    bad, _ = _run_histogram(num, w, case.value_codes, idle=0.0, forwarding=False)
+    golden = intmodel.histogram(w, case.value_codes, num)
+    assert np.array_equal(good, golden)
+    assert not np.array_equal(bad, golden)
+
+
+# ----------------------------------------------------------------------------------------------
+# value MAC
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("num", [NUM_TPC8, NUM_TPC32], ids=["K16", "K4"])
+def test_value_mac(num: Numerics) -> None:
+    rng = np.random.default_rng(8)
+    dut = ValueMAC(numerics=num)
+    cap = num.token_capacity * num.weight_one
+    cases = [
+        (rng.integers(0, num.weight_one + 1, (num.subspaces, num.centroids)),
+         rng.integers(num.elem_min, num.elem_max + 1,
+                      (num.subspaces, num.centroids, num.sub_dim))),
+    ]
+    # the bound: every subspace's whole weight on one bin, centroid at the format's minimum
+    hist = np.zeros((num.subspaces, num.centroids), dtype=np.int64)
+    hist[:, -1] = cap
+    cases.append((hist, np.full((num.subspaces, num.centroids, num.sub_dim), num.elem_min)))
+    bl = dut.i_bins.payload.shape()
+    for seed, (hist, cv) in enumerate(cases):
+        bins = [pack(bl, {"bins": [int(x) for x in hist[:, j]], "index": j,
+                          "last": int(j == num.centroids - 1)}) for j in range(num.centroids)]
+        snk = Sink(dut.o_out, 1)
+        run_phases(dut, [
+            ([Source(dut.i_cb, codebook_beats(dut.i_cb.payload.shape(), cv))], []),
+            ([Source(dut.i_bins, bins)], [snk]),
+        ], seed=seed)
+        out = unpack(dut.o_out.payload.shape(), snk.beats[0])["out"]
+        assert out == intmodel.hist_times_centroids(hist, cv, num).tolist()
+
+
+# ----------------------------------------------------------------------------------------------
+# the whole bank attention path
+# ----------------------------------------------------------------------------------------------
+def run_attention(num: Numerics, cases: list, *, seed: int, forwarding: bool = True) -> list:
+    """Run the cases back to back on one Attention DUT (reloading LUT and codebook each time)."""
+    dut = Attention(numerics=num, forwarding=forwarding)
+    col_l = dut.i_key.payload.shape()
+    phases = []
+    sinks = []
+    for case in cases:
+        snk = Sink(dut.o_partial, 1)
+        sinks.append(snk)
+        phases.append(([Source(dut.i_lut, lut_beats(dut.i_lut.payload.shape(), case.lut)),
+                        Source(dut.i_vcb, codebook_beats(dut.i_vcb.payload.shape(),
+                                                         case.value_codebook))], []))
+        phases.append(([Source(dut.i_key, column_beats(col_l, case.key_codes, num)),
+                        Source(dut.i_val, column_beats(col_l, case.value_codes, num))], [snk]))
+    run_phases(dut, phases, seed=seed)
+    return [unpack(dut.o_partial.payload.shape(), s.beats[0]) for s in sinks]
+
+
+def _check(got: dict, case) -> None:
+    exp = case.expected
+    assert (got["max"], got["sum"], got["tokens"], got["overflow"]) == (
+        exp.max, exp.sum, case.tokens, 0), case.kind
+    assert got["out"] == exp.out.tolist(), case.kind
+
+
+@pytest.mark.parametrize(
+    "num",
+    [NUM_TPC8, NUM_TPC32, pytest.param(NUM_TPC2, marks=pytest.mark.slow)],
+    ids=["tpc8", "tpc32", "tpc2"],
+)
+def test_attention_every_kind(num: Numerics) -> None:
+    rng = np.random.default_rng(21)
+    tpc = intmodel.tokens_per_column(num)
+    counts = [num.token_capacity, 2 * tpc + 1, 1, 0]
+    cases = [make_case(kind, counts[i % len(counts)], num, rng) for i, kind in enumerate(KINDS)]
+    cases += [make_case("random", 0, num, rng), make_case("random", 1, num, rng)]
+    for got, case in zip(run_attention(num, cases, seed=9), cases, strict=True):
+        _check(got, case)
+
+
+@pytest.mark.slow  # M = 64 is slow on amaranth.sim; the Verilator test covers it by default
+def test_attention_tpc1() -> None:
+    num = NUM_TPC1
+    rng = np.random.default_rng(5)
+    cases = [make_case("one_code", 16, num, rng), make_case("random", 7, num, rng)]
+    for got, case in zip(run_attention(num, cases, seed=2), cases, strict=True):
+        _check(got, case)
+
+
+def test_attention_without_forwarding_fails() -> None:
+    num = NUM_TPC8
+    case = make_case("one_code", 30, num, np.random.default_rng(6))
+    (got,) = run_attention(num, [case], seed=4, forwarding=False)
+    assert got["out"] != case.expected.out.tolist()
