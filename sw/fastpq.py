@@ -125,17 +125,45 @@ _BYTE = np.uint64(255)
 _S8, _S16, _S24, _S32, _S40, _S48, _S56 = (np.uint64(8 * i) for i in range(1, 8))
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _add_word(row, v, a0, a1, a2, a3, a4, a5, a6, a7):  # pragma: no cover - compiled
+    """Add the table entries of the eight codes packed in the 64-bit word ``v``."""
+    # uint64 constants throughout: uint64 mixed with int64 would promote to float64.
+    a0 += row[v & _BYTE]
+    a1 += row[(v >> _S8) & _BYTE]
+    a2 += row[(v >> _S16) & _BYTE]
+    a3 += row[(v >> _S24) & _BYTE]
+    a4 += row[(v >> _S32) & _BYTE]
+    a5 += row[(v >> _S40) & _BYTE]
+    a6 += row[(v >> _S48) & _BYTE]
+    a7 += row[(v >> _S56) & _BYTE]
+    return a0, a1, a2, a3, a4, a5, a6, a7
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _store8(scores, t, a0, a1, a2, a3, a4, a5, a6, a7):  # pragma: no cover - compiled
+    scores[t] = a0
+    scores[t + 1] = a1
+    scores[t + 2] = a2
+    scores[t + 3] = a3
+    scores[t + 4] = a4
+    scores[t + 5] = a5
+    scores[t + 6] = a6
+    scores[t + 7] = a7
+
+
 @numba.njit(cache=True, nogil=True)
 def _scan_kernel(table, codes, scores):  # pragma: no cover - compiled; tested through lut_scan
     """table (M, K); codes (M, T) uint8 with T % 8 == 0; scores (T,) zeroed, accumulator dtype.
 
-    Eight tokens at a time: one 64-bit word of a row holds their eight codes, and their eight
-    partial scores stay in registers across the M rows (8 independent add chains hide the add
-    latency). Rows lie T bytes apart, so walking down a column of words hits one cache set
-    over and over; each block of 64 tokens (one cache line per row) is first copied into a
-    small (8, M) buffer. Measured at M=32, K=256: 110M tokens/s, against 86M without the copy
-    and 60M for per-row passes over a block of scores in memory. Reads the words little-endian
-    (see :func:`lut_scan`).
+    Sixteen tokens at a time: one 64-bit word of a row holds eight tokens' codes, and the
+    sixteen partial scores of two words stay in registers across the M rows (16 independent
+    add chains hide the add latency). Rows lie T bytes apart, so walking down a column of
+    words hits one cache set over and over; each block of 64 tokens (one cache line per row)
+    is first copied into a small (8, M) buffer. Measured at M=32, K=256, one thread: 116M
+    tokens/s, against 110M with eight tokens at a time, 86M without the copy and 60M for
+    per-row passes over a block of scores in memory. Reads the words little-endian (see
+    :func:`lut_scan`).
     """
     m_sub = table.shape[0]
     words = codes.view(np.uint64)
@@ -146,30 +174,30 @@ def _scan_kernel(table, codes, scores):  # pragma: no cover - compiled; tested t
         for m in range(m_sub):
             for u in range(wn):
                 buf[u, m] = words[m, w0 + u]
-        for u in range(wn):
-            col = buf[u]
+        for u in range(0, wn - 1, 2):
+            c0, c1 = buf[u], buf[u + 1]
             t = 8 * (w0 + u)
             a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = scores[t]  # zero, in the score dtype
+            b0 = b1 = b2 = b3 = b4 = b5 = b6 = b7 = scores[t]
             for m in range(m_sub):
                 row = table[m]
-                v = col[m]
-                # uint64 constants throughout: uint64 mixed with int64 would promote to float64.
-                a0 += row[v & _BYTE]
-                a1 += row[(v >> _S8) & _BYTE]
-                a2 += row[(v >> _S16) & _BYTE]
-                a3 += row[(v >> _S24) & _BYTE]
-                a4 += row[(v >> _S32) & _BYTE]
-                a5 += row[(v >> _S40) & _BYTE]
-                a6 += row[(v >> _S48) & _BYTE]
-                a7 += row[(v >> _S56) & _BYTE]
-            scores[t] = a0
-            scores[t + 1] = a1
-            scores[t + 2] = a2
-            scores[t + 3] = a3
-            scores[t + 4] = a4
-            scores[t + 5] = a5
-            scores[t + 6] = a6
-            scores[t + 7] = a7
+                a0, a1, a2, a3, a4, a5, a6, a7 = _add_word(
+                    row, c0[m], a0, a1, a2, a3, a4, a5, a6, a7
+                )
+                b0, b1, b2, b3, b4, b5, b6, b7 = _add_word(
+                    row, c1[m], b0, b1, b2, b3, b4, b5, b6, b7
+                )
+            _store8(scores, t, a0, a1, a2, a3, a4, a5, a6, a7)
+            _store8(scores, t + 8, b0, b1, b2, b3, b4, b5, b6, b7)
+        if wn % 2:  # the block's last word alone
+            c0 = buf[wn - 1]
+            t = 8 * (w0 + wn - 1)
+            a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = scores[t]
+            for m in range(m_sub):
+                a0, a1, a2, a3, a4, a5, a6, a7 = _add_word(
+                    table[m], c0[m], a0, a1, a2, a3, a4, a5, a6, a7
+                )
+            _store8(scores, t, a0, a1, a2, a3, a4, a5, a6, a7)
 
 
 @numba.njit(cache=True, nogil=True)
