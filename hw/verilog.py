@@ -30,6 +30,11 @@ __all__ = ["LINT_WAIVERS", "UNITS", "build_unit", "lint", "main", "unit_params"]
 # unit name -> "module:Class". Other units add one line each.
 UNITS: dict[str, str] = {
     "encoder": "aqpim.hw.encoder:PQEncoder",
+    "lut_accumulate": "aqpim.hw.lut_accumulate:LUTAccumulate",
+    "softmax": "aqpim.hw.softmax:Softmax",
+    "histogram": "aqpim.hw.histogram:Histogram",
+    "value_mac": "aqpim.hw.value_mac:ValueMAC",
+    "attention": "aqpim.hw.attention:Attention",
 }
 
 # Warnings of `verilator -Wall` that Amaranth's generated Verilog raises by construction.
