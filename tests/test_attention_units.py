@@ -296,3 +296,18 @@ def test_attention_without_forwarding_fails() -> None:
     case = make_case("one_code", 30, num, np.random.default_rng(6))
     (got,) = run_attention(num, [case], seed=4, forwarding=False)
     assert got["out"] != case.expected.out.tolist()
+
+
+# ----------------------------------------------------------------------------------------------
+# the fixed-point exp2 against float exp2 over its whole input range
+# ----------------------------------------------------------------------------------------------
+def test_exp2_error_bound() -> None:
+    from aqpim.sim.exp2_error import measure
+
+    for num in (Numerics(), Numerics(lut_frac_bits=10, exp_bits=20)):
+        r = measure(num)
+        assert r["deltas"] == num.score_max - num.score_min + 1
+        assert r["max_abs_lsb"] < r["bound_lsb"] == 1.0
+        assert r["max_rel_n0"] <= 0.5 / (1 << num.exp_bits) * 2  # 1/2 LSB of weights >= 1/2
+        # the first zero weight is where the shift passes P: delta = (P + 1) * 2^F at most
+        assert r["zero_from"] <= (num.exp_bits + 1) << num.lut_frac_bits
