@@ -167,7 +167,7 @@ class AttentionTB(Testbench):
         self.checked += 1
 
 
-def _e2e(tb: AttentionTB, spec: dict[str, Any]) -> tuple[list[AttnCase], Any, Any]:
+def _e2e(tb: AttentionTB, spec: dict[str, Any]) -> tuple[list[AttnCase], Any, Any, Any]:
     """A synthetic head split over banks by the golden model's own end-to-end path."""
     from aqpim.sw import reference, synthetic
 
@@ -181,7 +181,8 @@ def _e2e(tb: AttentionTB, spec: dict[str, Any]) -> tuple[list[AttnCase], Any, An
     for idx, part in zip(ia.banks, ia.partials, strict=True):
         kc, vc = ia.key_codes[idx], ia.value_codes[idx]
         cases.append(AttnCase("e2e", ia.lut, ia.value_codebook_int, kc, vc, part))
-    return cases, ia, reference.exact_attention(q, k, v)
+    float_pq = reference.pq_attention(q, k, v, ia.key_codebooks, ia.value_codebooks)
+    return cases, ia, reference.exact_attention(q, k, v), float_pq
 
 
 @cocotb.test()
@@ -200,7 +201,7 @@ async def attention_cases(dut: Any) -> None:
 
     spec = tb.test_params.get("e2e")
     if spec:
-        cases, ia, exact = _e2e(tb, spec)
+        cases, ia, exact, float_pq = _e2e(tb, spec)
         partials = []
         for case in cases:
             got = await tb.run_case(case)
@@ -212,12 +213,19 @@ async def attention_cases(dut: Any) -> None:
         if not (np.array_equal(merged, golden) and np.array_equal(merged, ia.out)):
             tb.errors.append(f"end-to-end: RTL merge differs from golden by "
                              f"{np.max(np.abs(merged - golden))}")
-        err = merged - exact
+        def rel(a: np.ndarray, b: np.ndarray) -> float:
+            return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
         report["e2e"] = {
             "tokens": int(spec["tokens"]), "banks": int(spec["banks"]),
-            "max_abs_err": float(np.max(np.abs(err))),
-            "rel_l2_err": float(np.linalg.norm(err) / np.linalg.norm(exact)),
+            # RTL (fixed point, merged) against exact float attention: PQ + fixed-point error
+            "max_abs_err": float(np.max(np.abs(merged - exact))),
+            "rel_l2_err": rel(merged, exact),
             "max_abs_exact": float(np.max(np.abs(exact))),
+            # the split: float PQ attention (same codebooks) against exact is the PQ error,
+            # the RTL against float PQ the fixed-point (and W-bit quantization) error
+            "float_pq_rel_l2_err": rel(float_pq, exact),
+            "rtl_vs_float_pq_rel_l2_err": rel(merged, float_pq),
         }
         dut._log.info(f"end-to-end vs exact float attention: {report['e2e']}")
 

@@ -71,7 +71,10 @@ def test_attention_quick(name: str, tmp_path) -> None:
 def test_attention_full(name: str, tmp_path) -> None:
     data = _run(name, FULL_CASES, E2E, tmp_path)
     assert data["columns_per_cycle"] == 1.0 and data["tokens_per_cycle"] == 1.0
-    assert data["e2e"]["rel_l2_err"] < 0.5  # PQ error, reported; the exact check is in the TB
+    # The exact check (RTL merge == golden merge) is in the testbench; the error against
+    # float attention is reported. Against float PQ with the same codebooks, what is left is
+    # the fixed-point and 8-bit quantization error, which must stay small.
+    assert data["e2e"]["rtl_vs_float_pq_rel_l2_err"] < 0.1
 
 
 @pytest.mark.cosim
