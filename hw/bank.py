@@ -47,7 +47,7 @@ from aqpim import isa
 from aqpim.isa import Geometry, Opcode, Status
 from aqpim.numerics import Numerics
 
-__all__ = ["BankController", "header_layout", "response_layout"]
+__all__ = ["BankArray", "BankController", "header_layout", "response_layout"]
 
 W = isa.WORD_BITS
 
@@ -547,4 +547,43 @@ class BankController(wiring.Component):
                 m.d.sync += [cur_tok.eq(cur_tok + 1), tok_done.eq(tok_done + 1)]
                 with m.If(((cur_tok + 1) & (tpc - 1)) == 0 if tpc > 1 else Const(1, 1)):
                     m.d.sync += [kcol.eq(0), vcol.eq(0)]
+        return m
+
+
+class BankArray(wiring.Component):
+    """``banks`` independent bank controllers in one design (for co-simulation of a device).
+
+    Ports ``i_cmd{b}`` / ``o_rsp{b}`` of bank ``b`` are those of :class:`BankController`; the
+    banks share nothing but the clock, as banks of one channel do (the all-bank broadcast is
+    the host driving every ``i_cmd`` with the same words). Latency and throughput are the
+    controller's. Parameters: ``banks`` (1..16) and the controller's keyword parameters
+    (Numerics fields, ``lanes``) as plain ints, so the runner can build it from a dict.
+    """
+
+    def __init__(self, *, banks: int = 1, lanes: int | None = None, **fields: int) -> None:
+        if isinstance(banks, bool) or not isinstance(banks, int):
+            raise TypeError(f"banks must be an int, got {banks!r}")
+        if not 1 <= banks <= 16:
+            raise ValueError(f"banks must be in [1, 16], got {banks}")
+        self._banks = [BankController(lanes=lanes, **fields) for _ in range(banks)]
+        members = {}
+        for b in range(banks):
+            members[f"i_cmd{b}"] = In(stream.Signature(unsigned(W)))
+            members[f"o_rsp{b}"] = Out(stream.Signature(unsigned(W)))
+        super().__init__(members)
+
+    @property
+    def banks(self) -> int:
+        return len(self._banks)
+
+    @property
+    def geometry(self) -> Geometry:
+        return self._banks[0].geometry
+
+    def elaborate(self, platform: object) -> Module:
+        m = Module()
+        for b, bank in enumerate(self._banks):
+            m.submodules[f"bank{b}"] = bank
+            wiring.connect(m, wiring.flipped(getattr(self, f"i_cmd{b}")), bank.i_cmd)
+            wiring.connect(m, bank.o_rsp, wiring.flipped(getattr(self, f"o_rsp{b}")))
         return m

@@ -1,0 +1,178 @@
+"""RTL device: bank controllers (hw/bank.py) under cocotb + Verilator behind the Device protocol.
+
+:class:`RtlDevice` builds a :class:`aqpim.hw.bank.BankArray` of ``num_banks`` banks with
+:func:`aqpim.sim.runner.build_and_run` (one build folder per parameter set, rebuilt only when
+the Verilog changes) and runs the cocotb test ``serve`` of :mod:`aqpim.sim.test_bank_tb` in a
+background thread. The test connects back over a Unix socket and executes each command this
+device sends (JSON lines, see the testbench), with random idle cycles on the command streams
+and random back-pressure on the responses. Every command's cycle count per bank is kept in
+:attr:`RtlDevice.last_cycles` and :attr:`RtlDevice.cycles` (the trace recorder stores them).
+
+Closing the device ends the simulation; a failed cocotb test (watchdog, stream rule) raises
+there, and any later command raises too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import socket
+import tempfile
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO
+
+from aqpim.sw.device import check_bank
+
+from aqpim import isa
+from aqpim.isa import Command, Geometry, Response
+from aqpim.numerics import Numerics
+
+__all__ = ["RtlDevice"]
+
+
+class RtlDevice:
+    """``num_banks`` RTL banks in one co-simulation.
+
+    Parameters
+    ----------
+    geometry:
+        Numerics of every bank (``heads`` must be 1: the RTL bank has one head slot).
+    num_banks:
+        Banks in the simulated array (1..16).
+    lanes:
+        Encoder lanes (default K: one sub-vector per cycle).
+    seed:
+        Seed of the testbench's idle/back-pressure randomness.
+    idle, backpressure:
+        Probabilities of an idle input cycle / a stalled output cycle.
+    watchdog:
+        Cycles one command may take before the testbench declares a hang.
+    start_timeout:
+        Seconds to wait for the build and the simulator to connect.
+    """
+
+    def __init__(
+        self,
+        geometry: Geometry,
+        num_banks: int,
+        *,
+        lanes: int | None = None,
+        seed: int = 0,
+        idle: float = 0.2,
+        backpressure: float = 0.2,
+        watchdog: int = 400_000,
+        start_timeout: float = 1800.0,
+    ) -> None:
+        if not isinstance(geometry, Geometry):
+            raise TypeError(f"geometry must be a Geometry, got {type(geometry).__name__}")
+        if geometry.heads != 1:
+            raise ValueError(f"the RTL bank has one head slot; geometry.heads = {geometry.heads}")
+        if isinstance(num_banks, bool) or not isinstance(num_banks, int):
+            raise TypeError(f"num_banks must be an int, got {num_banks!r}")
+        if not 1 <= num_banks <= 16:
+            raise ValueError(f"num_banks must be in [1, 16], got {num_banks}")
+        self._g = geometry
+        self._n = num_banks
+        self.last_cycles: list[int] | None = None
+        self.cycles: list[tuple[int | None, int, list[int]]] = []  # (bank, opcode, cycles)
+        self._error: BaseException | None = None
+        self._closed = False
+
+        fields = {f.name: getattr(geometry.num, f.name)
+                  for f in dataclasses.fields(Numerics) if f.init}
+        params = {"banks": num_banks, "lanes": lanes or geometry.num.centroids, **fields}
+        self._tmp = tempfile.TemporaryDirectory(prefix="aqpim-rtl-")
+        path = str(Path(self._tmp.name) / "bank.sock")
+        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        srv.bind(path)
+        srv.listen(1)
+        srv.settimeout(1.0)
+        test_params = {"socket": path, "banks": num_banks, "idle": idle,
+                       "backpressure": backpressure, "watchdog": watchdog}
+
+        def run() -> None:
+            from aqpim.hw.bank import BankArray
+            from aqpim.sim.runner import build_and_run
+
+            try:
+                self.result = build_and_run(
+                    BankArray, unit="bank_array", params=params,
+                    test_module="aqpim.sim.test_bank_tb", testcase="serve",
+                    test_params=test_params, seed=seed,
+                )
+            except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+                self._error = e
+
+        self._thread = threading.Thread(target=run, name="aqpim-rtl", daemon=True)
+        self._thread.start()
+        waited = 0.0
+        conn = None
+        while conn is None:
+            try:
+                conn, _ = srv.accept()
+            except TimeoutError:
+                waited += 1.0
+                if not self._thread.is_alive() or waited > start_timeout:
+                    srv.close()
+                    self._closed = True
+                    raise RuntimeError(
+                        f"RTL simulation did not start: {self._error!r}"
+                    ) from self._error
+        srv.close()
+        self._conn = conn
+        self._f: IO[str] = conn.makefile("rw", encoding="ascii")
+
+    @property
+    def geometry(self) -> Geometry:
+        return self._g
+
+    @property
+    def num_banks(self) -> int:
+        return self._n
+
+    def execute(self, bank: int | None, cmd: Command) -> list[Response]:
+        check_bank(bank, self._n)
+        if self._closed:
+            raise RuntimeError("RTL device is closed")
+        words = isa.encode_command(cmd)
+        self._f.write(json.dumps({"bank": bank, "words": [format(w, "x") for w in words]}) + "\n")
+        self._f.flush()
+        line = self._f.readline()
+        if not line:
+            self._thread.join(timeout=60)
+            self._closed = True
+            raise RuntimeError(f"RTL simulation ended during {cmd!r}: {self._error}") from (
+                self._error
+            )
+        reply = json.loads(line)
+        self.last_cycles = list(reply["cycles"])
+        self.cycles.append((bank, int(cmd.opcode), self.last_cycles))
+        return [isa.decode_response([int(w, 16) for w in r]) for r in reply["resps"]]
+
+    def execute_batch(self, items: Sequence[tuple[int | None, Command]]) -> list[list[Response]]:
+        return [self.execute(bank, cmd) for bank, cmd in items]
+
+    def close(self) -> None:
+        """End the simulation; raise if the cocotb test failed."""
+        if not self._closed:
+            self._closed = True
+            try:
+                self._f.write(json.dumps({"quit": True}) + "\n")
+                self._f.flush()
+            except OSError:
+                pass
+            self._thread.join()
+            self._f.close()
+            self._conn.close()
+            self._tmp.cleanup()
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err
+
+    def __enter__(self) -> RtlDevice:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
