@@ -873,6 +873,12 @@ def plot(report: dict, out: Path) -> list[Path]:
         if rs:
             ax.plot([r["bits"]["total"] for r in rs], [r["float"]["rel_err"] for r in rs],
                     "s-", color=color, label=label)
+    # Prefill codebooks at short contexts cost many bits; keep the axis on the useful range.
+    far = [r["setting"]["name"] for r in res if r["bits"]["total"] > 8]
+    ax.set_xlim(0, 8)
+    if far:
+        ax.text(0.99, 0.01, "off axis (> 8 bits): " + ", ".join(far), transform=ax.transAxes,
+                ha="right", va="bottom", fontsize=6)
     ax.set_xlabel("bits per element (overheads counted)")
     ax.set_ylabel("attention-output relative error")
     ax.set_yscale("log")
@@ -954,7 +960,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError) as exc:
         print(f"aqpim eval accuracy: {exc}", file=sys.stderr)
         return 2
-    stride = args.stride or (32 if args.quick else 8)
+    stride = args.stride or (32 if args.quick else 16)
     max_heads = args.max_heads or (2 if args.quick else None)
     t0 = time.time()
     report = evaluate(
