@@ -71,11 +71,22 @@ class BankController(wiring.Component):
         numerics: Numerics | None = None,
         heads: int = 1,
         lanes: int | None = None,
-        **fields: int,
+        head_dim: int | None = None,
+        subspaces: int | None = None,
+        centroids: int | None = None,
+        elem_bits: int | None = None,
+        lut_bits: int | None = None,
+        lut_frac_bits: int | None = None,
+        exp_bits: int | None = None,
+        token_capacity: int | None = None,
     ) -> None:
         from aqpim.hw.attn_params import numerics_from  # noqa: I001
 
-        num = numerics_from(numerics, **fields)
+        num = numerics_from(
+            numerics, head_dim=head_dim, subspaces=subspaces, centroids=centroids,
+            elem_bits=elem_bits, lut_bits=lut_bits, lut_frac_bits=lut_frac_bits,
+            exp_bits=exp_bits, token_capacity=token_capacity,
+        )
         if isinstance(heads, bool) or not isinstance(heads, int):
             raise TypeError(f"heads must be an int, got {heads!r}")
         if heads != 1:
@@ -560,7 +571,25 @@ class BankArray(wiring.Component):
     (Numerics fields, ``lanes``) as plain ints, so the runner can build it from a dict.
     """
 
-    def __init__(self, *, banks: int = 1, lanes: int | None = None, **fields: int) -> None:
+    def __init__(
+        self,
+        *,
+        banks: int = 1,
+        lanes: int | None = None,
+        head_dim: int | None = None,
+        subspaces: int | None = None,
+        centroids: int | None = None,
+        elem_bits: int | None = None,
+        lut_bits: int | None = None,
+        lut_frac_bits: int | None = None,
+        exp_bits: int | None = None,
+        token_capacity: int | None = None,
+    ) -> None:
+        fields = {
+            "head_dim": head_dim, "subspaces": subspaces, "centroids": centroids,
+            "elem_bits": elem_bits, "lut_bits": lut_bits, "lut_frac_bits": lut_frac_bits,
+            "exp_bits": exp_bits, "token_capacity": token_capacity,
+        }
         if isinstance(banks, bool) or not isinstance(banks, int):
             raise TypeError(f"banks must be an int, got {banks!r}")
         if not 1 <= banks <= 16:

@@ -35,6 +35,7 @@ UNITS: dict[str, str] = {
     "histogram": "aqpim.hw.histogram:Histogram",
     "value_mac": "aqpim.hw.value_mac:ValueMAC",
     "attention": "aqpim.hw.attention:Attention",
+    "bank": "aqpim.hw.bank:BankController",
 }
 
 # Warnings of `verilator -Wall` that Amaranth's generated Verilog raises by construction.
