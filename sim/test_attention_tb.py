@@ -243,6 +243,7 @@ async def attention_cases(dut: Any) -> None:
         tb.errors.append(f"pass 1 took {col_rate} columns/cycle, expected 1")
     if tb.tok_cycles and tok_rate != 1.0:
         tb.errors.append(f"pass 2 took {tok_rate} tokens/cycle, expected 1")
+    report["errors"] = list(tb.errors)
     if tb.test_params.get("report"):
         Path(tb.test_params["report"]).write_text(json.dumps(report, indent=1) + "\n")
     tb.assert_ok()

@@ -81,5 +81,7 @@ def test_attention_full(name: str, tmp_path) -> None:
 @pytest.mark.slow
 def test_attention_without_forwarding_fails(tmp_path) -> None:
     """The testbench catches a histogram without read-after-write forwarding."""
-    with pytest.raises(AssertionError, match="one_code"):
+    with pytest.raises(AssertionError, match="cocotb testcases failed"):
         _run("M64K16", [["one_code", 40]], None, tmp_path, forwarding=False)
+    errors = json.loads((tmp_path / "report.json").read_text())["errors"]
+    assert len(errors) == 1 and errors[0].startswith("one_code T=40") and "out differs" in errors[0]

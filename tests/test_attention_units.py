@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """Quick tests of the attention units on Amaranth's own simulator (no Verilog build).
 
 Every check is against the integer golden model (aqpim.sw.intmodel), with random idle cycles
