@@ -219,6 +219,109 @@ def test_quick_end_to_end_pq_beats_uniform(tmp_path, monkeypatch):
     assert pq2["bits"]["total"] <= u2["bits"]["total"]
     assert pq2["float"]["rel_err"] < 0.5 * u2["float"]["rel_err"]
     assert pq2["int"]["rel_err"] < 0.5 * u2["float"]["rel_err"]
+    # "best" (quick) has split key/value widths and the query-aware transform: the integer
+    # model (two Numerics) must track the float reference.
+    assert by["best"]["setting"]["key_d"] == 4
+    assert abs(by["best"]["int"]["rel_err"] - by["best"]["float"]["rel_err"]) < 0.02
     assert "torch" in rep["task"]["skipped"]
     assert (out / "error_vs_bits.png").stat().st_size > 1000
     assert (out / "accuracy.txt").read_text().startswith("setting")
+
+
+# ----------------------------------------------------------------------------------------------
+# query-aware key transform, split key/value codes, stored calibration
+# ----------------------------------------------------------------------------------------------
+def test_key_transform_keeps_scores_and_cuts_score_error():
+    """q' . k' = q . k exactly; and k-means in the Sigma_q^(1/2) space gives a smaller mean
+    squared score error E[(q . (k - c))^2] than k-means on raw keys when queries are
+    anisotropic (their large-variance channels are where the key error matters)."""
+    from aqpim.sw import pq
+    from aqpim.sw.eval import calibrate
+
+    rng = np.random.default_rng(11)
+    dim, n = 8, 2000
+    # In every subspace (pair of channels) one channel matters to the queries, one does not.
+    q = rng.normal(size=(n, dim)) * np.array([6, 0.2, 6, 0.2, 6, 0.2, 6, 0.2])
+    k = rng.normal(size=(n, dim))
+    a = calibrate.key_transform(q, k, 2, qaware=True, rotate=True)
+    np.testing.assert_allclose((q @ np.linalg.inv(a).T) @ (k @ a).T, q @ k.T, atol=1e-9)
+    errs = {}
+    for qaware in (False, True):
+        a = calibrate.key_transform(q, k, 2, qaware=qaware, rotate=False)
+        cb = pq.train_codebooks(k @ a, subspaces=4, centroids=4, iters=20, seed=0)
+        kh = pq.decode(pq.encode(k @ a, cb), cb) @ np.linalg.inv(a)
+        errs[qaware] = np.mean(((k - kh) @ q[:200].T) ** 2)
+    assert errs[True] < 0.5 * errs[False]
+    r = calibrate.key_transform(q, k, 2, qaware=False, rotate=True)
+    np.testing.assert_allclose(r.T @ r, np.eye(dim), atol=1e-12)  # rotation only: orthogonal
+
+
+def test_split_bits_accounting_by_hand():
+    s = acc.Setting("p", "pq", d=4, centroids=256, key_d=4, key_centroids=64, sinks=1,
+                    recent=8, codebooks="calib")
+    assert (s.kd, s.kk, s.split) == (4, 64, True)
+    b = acc.bits_per_element(s, tokens=512, head_dim=32, prefill=256, key_group=128,
+                             value_group=32, amortise=32768)
+    # keys 6/4 = 1.5 bits, values 8/4 = 2 bits per element: mean 1.75 over 503 PQ tokens
+    assert b["codes"] == pytest.approx(1.75 * 503 / 512)
+    books = ((64 * 32 * 8 + 8 * 16) + (256 * 32 * 8 + 8 * 16)) / (2 * 32768 * 32)
+    assert b["codebooks"] == pytest.approx(books)
+    assert acc.Setting("e", "pq", d=2, centroids=16, key_d=2).split is False
+
+
+def test_calib_modules_are_held_out():
+    from aqpim.sw.eval import calibrate, capture
+
+    assert not set(calibrate.CALIB_MODULES) & set(capture.STDLIB_MODULES)
+    assert len(set(calibrate.CALIB_MODULES)) == len(calibrate.CALIB_MODULES)
+
+
+def test_committed_calibration_fits_the_sample_and_the_defaults():
+    from aqpim.sw.eval import calibrate
+
+    cal = calibrate.load_calibration()
+    acts = acc.load_acts()
+    assert cal.matches(acts) is None
+    assert cal.tokens >= 16384
+    for s in acc.default_settings():
+        if s.kind == "pq" and s.codebooks == "calib":
+            for b in (calibrate.Book("K", s.kd, s.kk, rotate=s.rotate, qaware=s.qaware),
+                      calibrate.Book("V", s.d, s.centroids, rotate=s.rotate)):
+                assert cal.has(b), (s.name, b.name)
+    xf, cb, sc = cal.get(calibrate.Book("K", 4, 64, qaware=True), 2, 1)
+    assert xf.shape == (32, 32) and cb.shape == (8, 64, 4) and sc.shape == (8,)
+    assert np.all(sc > 0)
+    other = acc.check_acts(_good())  # 1 layer, 2 heads, D = 8: not what the books are for
+    assert "heads" in cal.matches(other)
+    with pytest.raises(ValueError, match="no such calibration"):
+        calibrate.load_calibration("/nonexistent/calib.npz")
+
+
+def test_stored_calibration_beats_other_window_codebooks():
+    """On one real head, the stored held-out codebooks (24K tokens, query-aware) give a lower
+    error than codebooks trained on the sample's other window (512 tokens), and the integer
+    model stays within 0.01 of the float PQ reference with split key/value widths."""
+    from aqpim.sw.eval import calibrate
+
+    acts, cal = acc.load_acts(), calibrate.load_calibration()
+    lay, h, win = 3, 1, acts.window
+    q, k, v = (x[lay, :win, h] for x in (acts.q, acts.k, acts.v))
+    cq, ck, cv = (x[lay, win:2 * win, h] for x in (acts.q, acts.k, acts.v))
+    best = next(s for s in acc.default_settings() if s.name == "best")
+    kw = dict(prefill=256, stride=32, calib_q=cq, calib_k=ck, calib_v=cv,
+              stored=acc.Stored(cal, lay, h))
+    r_cal = acc.evaluate_sequence(q, k, v, best, **kw)
+    from dataclasses import replace
+
+    r_off = acc.evaluate_sequence(q, k, v, replace(best, codebooks="offline"), integer=False,
+                                  **kw)
+    assert r_cal["float"]["rel_err"] < r_off["float"]["rel_err"]
+    assert abs(r_cal["int"]["rel_err"] - r_cal["float"]["rel_err"]) < 0.01
+
+
+def test_calib_settings_skip_without_calibration(tmp_path):
+    a = _clustered(64, 2)
+    acts = acc.check_acts(a)
+    s = acc.Setting("c", "pq", d=2, centroids=16, codebooks="calib")
+    rep = acc.evaluate(acts, [s], stride=16, progress=False)
+    assert "no stored calibration" in rep["skipped"]["c"] and not rep["results"]

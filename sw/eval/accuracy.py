@@ -262,24 +262,50 @@ class Setting:
     codebooks: str = "offline"
     refresh: int = 0
     rotate: bool = False
+    qaware: bool = False
+    key_d: int = 0  # keys' own sub-vector size; 0: same as ``d`` (which is the values')
+    key_centroids: int = 0  # keys' own K; 0: same as ``centroids``
     note: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in ("fp16", "uniform", "pq"):
             raise ValueError(f"kind must be fp16, uniform or pq, got {self.kind!r}")
-        if self.codebooks not in ("offline", "prefill"):
-            raise ValueError(f"codebooks must be 'offline' or 'prefill', got {self.codebooks!r}")
-        for key in ("d", "centroids", "bits", "sinks", "recent", "refresh"):
+        if self.codebooks not in ("offline", "prefill", "calib"):
+            raise ValueError(
+                f"codebooks must be 'offline', 'prefill' or 'calib', got {self.codebooks!r}"
+            )
+        for key in ("d", "centroids", "bits", "sinks", "recent", "refresh", "key_d",
+                    "key_centroids"):
             val = getattr(self, key)
             if isinstance(val, bool) or not isinstance(val, int) or val < 0:
                 raise ValueError(f"{key} must be an int >= 0, got {val!r}")
         if self.refresh and self.codebooks != "prefill":
             raise ValueError("refresh needs prefill codebooks")
+        if self.kind == "pq":
+            for key in ("d", "centroids", "kd", "kk"):
+                if getattr(self, key) < 1:
+                    raise ValueError(f"{key} must be >= 1 for PQ, got {getattr(self, key)}")
+
+    @property
+    def kd(self) -> int:
+        """Keys' sub-vector size (``key_d``, else ``d``)."""
+        return self.key_d or self.d
+
+    @property
+    def kk(self) -> int:
+        """Keys' centroids per subspace (``key_centroids``, else ``centroids``)."""
+        return self.key_centroids or self.centroids
+
+    @property
+    def split(self) -> bool:
+        """Keys and values use different (d, K)."""
+        return (self.kd, self.kk) != (self.d, self.centroids)
 
 
 def _codebook_bits(s: Setting, head_dim: int) -> int:
-    """One codebook generation of one cache: K * D integer centroids and M FP16 steps."""
-    return s.centroids * head_dim * ELEM_BITS + (head_dim // s.d) * 16
+    """One codebook generation of both caches: K * D integer centroids and M FP16 steps each."""
+    return sum(c * head_dim * ELEM_BITS + (head_dim // d) * 16
+               for d, c in ((s.kd, s.kk), (s.d, s.centroids)))
 
 
 def bits_per_element(
@@ -300,10 +326,10 @@ def bits_per_element(
         code = s.bits * frac
         scale = (baselines.uniform_bits(s.bits, key_group, value_group) - s.bits) * frac
         return {"total": code + scale + fp, "codes": code, "scales": scale, "fp16_tokens": fp}
-    code = math.log2(s.centroids) / s.d * frac
+    code = (math.log2(s.kk) / s.kd + math.log2(s.centroids) / s.d) / 2 * frac
     gens = 1 + (_refreshes(s, tokens, prefill) if s.refresh else 0)
     over = tokens if s.codebooks == "prefill" else amortise
-    cbits = gens * _codebook_bits(s, head_dim) / (over * head_dim)
+    cbits = gens * _codebook_bits(s, head_dim) / (2 * over * head_dim)
     return {"total": code + fp + cbits, "codes": code, "fp16_tokens": fp, "codebooks": cbits}
 
 
@@ -324,48 +350,76 @@ def hardware_cost(s: Setting) -> str:
         parts.append(f"k-means + codebook rewrite every {s.refresh} tokens, 1 LUT/segment")
     if s.rotate:
         parts.append("rotation folded into W_q/W_k/W_v/W_o (host D^2 MACs/token with RoPE)")
+    if s.qaware:
+        parts.append("Sigma_q^(1/2) folded into W_k, Sigma_q^(-1/2) into W_q")
+    if s.codebooks == "calib":
+        parts.append("stored offline codebooks (no run-time k-means)")
+    if s.split:
+        parts.append(f"keys (d={s.kd}, K={s.kk}) and values (d={s.d}, K={s.centroids}) need "
+                     "separate key/value widths in the bank")
     return "; ".join(parts) or "none"
 
 
 def default_settings(quick: bool = False) -> list[Setting]:
-    """The evaluated grid: baselines, the plain PQ (d, K) grid, the best setting and ablations.
+    """The evaluated grid: baselines, the plain PQ (d, K) grid, the best settings, ablations.
 
-    ``best`` (d=4, K=256: 2-bit codes) keeps one attention sink and a recent window of 8 tokens
-    in FP16, uses offline calibration codebooks and the PCA rotation; each ``best-*`` variant
-    changes exactly one of those choices; ``best4`` is the same at d=2, K=256 (4-bit codes).
-    ``quick`` keeps a small subset (for tests).
+    ``best`` (about 2 bits per element, overheads counted) has keys at d=4, K=64 (1.5-bit
+    codes) and values at d=4, K=256 (2-bit codes): the value error dominates once the keys are
+    query-aware. It keeps one attention sink and a recent window of 8 tokens in FP16, and uses
+    the stored offline codebooks (``"calib"``: 24576 held-out calibration tokens) with the
+    query-aware key transform and the PCA rotation. Each ``best-*`` variant changes exactly one
+    of those choices. ``best-eq`` and ``best-eq-win16`` spend the bits uniform 2-bit has
+    (2-bit codes for both caches); ``best4`` is the 4-bit mode (d=2, K=256 for both).
+    ``old-best`` is the setting before the stored calibration (other-window codebooks, no
+    query-aware transform). ``quick`` keeps a small subset (for tests).
     """
     out = [Setting("fp16", "fp16", group="baseline")]
     for b in (2, 3, 4):
         out.append(Setting(f"uniform-{b}", "uniform", group="baseline", bits=b))
-    best = Setting("best", "pq", group="ablation", d=4, centroids=256, sinks=1, recent=8,
-                   codebooks="offline", rotate=True)
-    best4 = replace(best, name="best4", d=2, centroids=256, note="4-bit codes")
+    best = Setting("best", "pq", group="ablation", d=4, centroids=256, key_d=4,
+                   key_centroids=64, sinks=1, recent=8, codebooks="calib", rotate=True,
+                   qaware=True, note="keys d4 K64, values d4 K256")
+    best4 = Setting("best4", "pq", group="best4", d=2, centroids=256, sinks=1, recent=8,
+                    codebooks="calib", rotate=True, qaware=True, note="4-bit codes")
     if quick:
+        qb = Setting("best", "pq", group="ablation", d=2, centroids=16, key_d=4,
+                     key_centroids=16, sinks=1, recent=8, codebooks="offline", rotate=True,
+                     qaware=True, note="quick: keys d4 K16, values d2 K16")
         out += [Setting("pq-d2-K16", "pq", d=2, centroids=16),
                 Setting("pq-d4-K16", "pq", d=4, centroids=16),
-                replace(best, name="best", d=2, centroids=16, note="quick: d=2, K=16"),
-                replace(best, name="best-nowin", d=2, centroids=16, sinks=0, recent=0,
+                qb,
+                replace(qb, name="best-nowin", sinks=0, recent=0,
                         note="quick: no FP16 sinks/window")]
         return out
     for b in (2, 3, 4):
         out.append(replace(best, name=f"uniform-{b}+win", kind="uniform", group="baseline",
-                           bits=b, rotate=False))
+                           bits=b, rotate=False, qaware=False, key_d=0, key_centroids=0,
+                           codebooks="offline", note=""))
     for d in (2, 4, 8):
         for k in (16, 64, 256):
             out.append(Setting(f"pq-d{d}-K{k}", "pq", group="grid", d=d, centroids=k))
+    eq = replace(best, name="best-eq", key_d=0, key_centroids=0,
+                 note="2-bit codes for keys and values")
     out += [
         best,
         replace(best, name="best-nowin", sinks=0, recent=0, note="no FP16 sinks/window"),
         replace(best, name="best-sinkonly", recent=0, note="FP16 sink, no recent window"),
-        replace(best, name="best-win16", recent=16, note="recent window of 16"),
-        replace(best, name="best-norot", rotate=False, note="no rotation"),
+        replace(best, name="best-noqaware", qaware=False, note="no query-aware key transform"),
+        replace(best, name="best-norot", rotate=False, note="no PCA rotation"),
+        replace(best, name="best-offline", codebooks="offline",
+                note="codebooks from the other window (512 tokens)"),
         replace(best, name="best-prefill", codebooks="prefill", note="prefill k-means"),
         replace(best, name="best-prefill+refresh", codebooks="prefill", refresh=64,
                 note="prefill k-means, refresh every 64"),
-        replace(best, name="best-d2K16", d=2, centroids=16, note="d=2, K=16 (2-bit codes)"),
+        eq,
+        replace(eq, name="best-eq-win16", recent=16, note="2-bit codes, window of 16"),
+        replace(best, name="old-best", group="reference", key_d=0, key_centroids=0,
+                codebooks="offline", qaware=False,
+                note="before: d4 K256, other-window codebooks, rotation"),
         best4,
-        replace(best4, name="best4-norot", rotate=False, note="4-bit codes, no rotation"),
+        replace(best4, name="best4-noqaware", qaware=False, note="4-bit, no query-aware"),
+        replace(best4, name="best4-offline", codebooks="offline",
+                note="4-bit, other-window codebooks"),
     ]
     return out
 
@@ -417,33 +471,35 @@ class _Codebooks:
         return np.searchsorted(np.asarray(self.starts), np.arange(tokens), side="right") - 1
 
 
-def _train(x: np.ndarray, s: Setting, seed: int) -> np.ndarray:
+def _train(x: np.ndarray, d: int, centroids: int, seed: int) -> np.ndarray:
     return pq.train_codebooks(
-        x, subspaces=x.shape[1] // s.d, centroids=s.centroids, iters=25, seed=seed
+        x, subspaces=x.shape[1] // d, centroids=centroids, iters=25, seed=seed
     )
 
 
 def _make_codebooks(
-    x: np.ndarray, calib: np.ndarray | None, s: Setting, prefill: int, seed: int
+    x: np.ndarray, calib: np.ndarray | None, s: Setting, d: int, centroids: int, prefill: int,
+    seed: int,
 ) -> _Codebooks:
-    """Codebook generations for one cache (``x`` is the sequence, already rotated)."""
+    """Codebook generations for one cache (``x`` is the sequence, already transformed)."""
     if s.codebooks == "offline":
-        return _Codebooks([0], [_train(calib, s, seed)])
-    starts, cbs = [0], [_train(x[:prefill], s, seed)]
+        return _Codebooks([0], [_train(calib, d, centroids, seed)])
+    starts, cbs = [0], [_train(x[:prefill], d, centroids, seed)]
     for b in range(prefill + s.refresh, x.shape[0], s.refresh) if s.refresh else ():
         data = np.concatenate([x[:prefill], x[b - s.refresh:b]])
         starts.append(b)
-        cbs.append(_train(data, s, seed + len(starts)))
+        cbs.append(_train(data, d, centroids, seed + len(starts)))
     return _Codebooks(starts, cbs)
 
 
-def _int_prepare(cb: _Codebooks, train: np.ndarray, num: Numerics) -> None:
-    """Steps fixed when the first codebook is made (from its data and centroids); every
-    generation is quantized with them (later data that falls outside saturates, as in the
-    bank)."""
-    first = cb.cbs[0]
-    rows = first.transpose(1, 0, 2).reshape(first.shape[1], -1)
-    cb.scales = intmodel.subspace_scales(np.concatenate([train, rows]), num)
+def _int_prepare(cb: _Codebooks, train: np.ndarray | None, num: Numerics) -> None:
+    """Steps fixed when the first codebook is made (from its data and centroids, unless the
+    stored calibration already fixed them); every generation is quantized with them (later
+    data that falls outside saturates, as in the bank)."""
+    if cb.scales is None:
+        first = cb.cbs[0]
+        rows = first.transpose(1, 0, 2).reshape(first.shape[1], -1)
+        cb.scales = intmodel.subspace_scales(np.concatenate([train, rows]), num)
     cb.ints = []
     for c in cb.cbs:
         flat = c.transpose(1, 0, 2).reshape(c.shape[1], -1)
@@ -475,15 +531,27 @@ def _metrics(out: np.ndarray, ref: np.ndarray, s: np.ndarray, s_ref: np.ndarray,
     }
 
 
+@dataclass(frozen=True)
+class Stored:
+    """Stored offline codebooks of one head (``codebooks="calib"``): a
+    :class:`~aqpim.sw.eval.calibrate.Calibration`, the layer and the heads-axis index."""
+
+    calibration: object
+    layer: int
+    head: int
+
+
 def evaluate_sequence(
     q: np.ndarray, k: np.ndarray, v: np.ndarray, s: Setting, *, prefill: int, stride: int,
     calib_k: np.ndarray | None = None, calib_v: np.ndarray | None = None,
+    calib_q: np.ndarray | None = None, stored: Stored | None = None,
     key_group: int = 128, value_group: int | None = None, integer: bool = True, seed: int = SEED,
 ) -> dict[str, dict[str, float]]:
     """Metrics of one setting on one head's sequence; ``{"float": {...}, "int": {...}}``.
 
     ``q``, ``k``, ``v`` are (T, D); decode positions are ``prefill, prefill + stride, ...``;
-    ``calib_k``/``calib_v`` are the offline calibration data (same head, other sequences).
+    ``calib_q``/``calib_k``/``calib_v`` are the offline calibration data (same head, other
+    sequences); ``stored`` the stored calibration codebooks (``codebooks="calib"``).
     """
     tokens, dim = k.shape
     pos = np.arange(prefill, tokens, stride)
@@ -498,34 +566,77 @@ def evaluate_sequence(
         kh = baselines.uniform_keys(k, s.bits, key_group)
         vh = baselines.uniform_values(v, s.bits, value_group or dim)
     else:
-        return _evaluate_pq(q, k, v, s, pos, causal, full, ref, s_ref, prefill, calib_k, calib_v,
-                            integer, seed)
+        return _evaluate_pq(q, k, v, s, pos, causal, full, ref, s_ref, prefill,
+                            (calib_q, calib_k, calib_v), stored, integer, seed)
     k_eff = np.where(full[:, :, None], k[None], kh[None])
     v_eff = np.where(full[:, :, None], v[None], vh[None])
     out, sc = _attend(qp, k_eff, v_eff, causal)
     return {"float": _metrics(out, ref, sc, s_ref, causal)}
 
 
-def _evaluate_pq(q, k, v, s, pos, causal, full, ref, s_ref, prefill, calib_k, calib_v, integer,
+def _transforms(q, k, v, s, prefill, calib, stored):  # noqa: ANN001, ANN202
+    """Key transform A, value transform Rv and the codebooks (stored ones, or None)."""
+    from aqpim.sw.eval import calibrate
+
+    if s.codebooks == "calib":
+        if stored is None:
+            raise ValueError(f"{s.name}: 'calib' codebooks need a stored calibration")
+        kb = calibrate.Book("K", s.kd, s.kk, rotate=s.rotate, qaware=s.qaware)
+        vb = calibrate.Book("V", s.d, s.centroids, rotate=s.rotate)
+        a, cbk, sck = stored.calibration.get(kb, stored.layer, stored.head)
+        rv, cbv, scv = stored.calibration.get(vb, stored.layer, stored.head)
+        return a, rv, (cbk, sck, cbv, scv)
+    cq, ck, cv = calib
+    if s.codebooks == "offline":
+        if ck is None:
+            raise ValueError("offline codebooks need calibration data (a second sequence)")
+        src = (cq if cq is not None else q[:0], ck, cv)
+    else:
+        src = (q[:prefill], k[:prefill], v[:prefill])
+    if s.qaware and src[0].shape[0] == 0:
+        raise ValueError("the query-aware key transform needs calibration queries")
+    a = calibrate.key_transform(src[0], src[1], s.kd, qaware=s.qaware, rotate=s.rotate)
+    rv = calibrate.value_transform(src[2], s.d, rotate=s.rotate)
+    return a, rv, None
+
+
+def _split_partial(lut: np.ndarray, key_codes: np.ndarray, value_codes: np.ndarray,
+                   value_codebook: np.ndarray, num_k: Numerics, num_v: Numerics
+                   ) -> intmodel.BankPartial:
+    """:func:`intmodel.bank_partial` with the key side (LUT-accumulate, softmax) at ``num_k``
+    and the value side (histogram, product) at ``num_v``: the same units in the same order,
+    so with ``num_k == num_v`` it is bank_partial exactly."""
+    if num_k == num_v:
+        return intmodel.bank_partial(lut, key_codes, value_codes, value_codebook, num_k)
+    scores = intmodel.lut_accumulate(lut, key_codes, num_k)
+    mx, w = intmodel.softmax_weights(scores, num_k)
+    hist = intmodel.histogram(w, value_codes, num_v)
+    out = intmodel.hist_times_centroids(hist, value_codebook, num_v)
+    return intmodel.BankPartial(max=mx, sum=int(w.sum()), out=out)
+
+
+def _evaluate_pq(q, k, v, s, pos, causal, full, ref, s_ref, prefill, calib, stored, integer,
                  seed):  # noqa: ANN001 - private helper of evaluate_sequence
     tokens, dim = k.shape
-    if s.codebooks == "offline" and calib_k is None:
-        raise ValueError("offline codebooks need calibration data (a second sequence)")
-    rk = rv = np.eye(dim)
-    if s.rotate:
-        src_k = calib_k if s.codebooks == "offline" else k[:prefill]
-        src_v = calib_v if s.codebooks == "offline" else v[:prefill]
-        rk, rv = rotation(src_k, s.d), rotation(src_v, s.d)
-    kr, vr, qr = k @ rk, v @ rv, q @ rk
-    ck = None if calib_k is None else calib_k @ rk
-    cv = None if calib_v is None else calib_v @ rv
-    cbk = _make_codebooks(kr, ck, s, prefill, seed)
-    cbv = _make_codebooks(vr, cv, s, prefill, seed + 1000)
+    a, rv, books = _transforms(q, k, v, s, prefill, calib, stored)
+    # Keys k @ A and queries q @ inv(A)^T keep every score q.k; values rotate back at the end.
+    a_q = np.linalg.inv(a).T
+    rv_back = np.linalg.inv(rv)
+    kr, vr, qr = k @ a, v @ rv, q @ a_q
+    cq, ck, cv = calib
+    ck = None if ck is None else ck @ a
+    cv = None if cv is None else cv @ rv
+    if books is not None:
+        cbk = _Codebooks([0], [books[0]], scales=books[1])
+        cbv = _Codebooks([0], [books[2]], scales=books[3])
+    else:
+        cbk = _make_codebooks(kr, ck, s, s.kd, s.kk, prefill, seed)
+        cbv = _make_codebooks(vr, cv, s, s.d, s.centroids, prefill, seed + 1000)
     seg_k, seg_v = cbk.segment_of(tokens), cbv.segment_of(tokens)
     khr = np.empty_like(kr)
     vhr = np.empty_like(vr)
-    codes_k = np.empty((tokens, dim // s.d), np.int64)
-    codes_v = np.empty_like(codes_k)
+    codes_k = np.empty((tokens, dim // s.kd), np.int64)
+    codes_v = np.empty((tokens, dim // s.d), np.int64)
     for g, cb in enumerate(cbk.cbs):
         sel = seg_k == g
         codes_k[sel] = pq.encode(kr[sel], cb)
@@ -534,31 +645,33 @@ def _evaluate_pq(q, k, v, s, pos, causal, full, ref, s_ref, prefill, calib_k, ca
         sel = seg_v == g
         codes_v[sel] = pq.encode(vr[sel], cb)
         vhr[sel] = pq.decode(codes_v[sel], cb)
-    # Float PQ reference: decoded centroids in the rotated space, output rotated back. LUT
+    # Float PQ reference: decoded centroids in the transformed space, output rotated back. LUT
     # scores sum_m q_m . C_m[code] equal q . decode(codes), so decoding is the same math.
     qp = qr[pos]
     k_eff = np.where(full[:, :, None], kr[None], khr[None])
     v_eff = np.where(full[:, :, None], vr[None], vhr[None])
     out, sc = _attend(qp, k_eff, v_eff, causal)
-    res = {"float": _metrics(out @ rv.T, ref, sc, s_ref, causal)}
+    res = {"float": _metrics(out @ rv_back, ref, sc, s_ref, causal)}
     if not integer:
         return res
 
-    # Integer model: steps from the first codebook's training data.
-    num = Numerics(head_dim=dim, subspaces=dim // s.d, centroids=s.centroids,
-                   token_capacity=max(4096, tokens))
+    # Integer model: steps from the first codebook's training data (or the stored ones).
+    cap = max(4096, tokens)
+    num_k = Numerics(head_dim=dim, subspaces=dim // s.kd, centroids=s.kk, token_capacity=cap)
+    num_v = Numerics(head_dim=dim, subspaces=dim // s.d, centroids=s.centroids,
+                     token_capacity=cap)
     train_k = ck if s.codebooks == "offline" else kr[:prefill]
     train_v = cv if s.codebooks == "offline" else vr[:prefill]
-    _int_prepare(cbk, train_k, num)
-    _int_prepare(cbv, train_v, num)
-    ik = np.empty((tokens, num.subspaces), np.int64)
-    iv = np.empty_like(ik)
+    _int_prepare(cbk, train_k, num_k)
+    _int_prepare(cbv, train_v, num_v)
+    ik = np.empty((tokens, num_k.subspaces), np.int64)
+    iv = np.empty((tokens, num_v.subspaces), np.int64)
     for g, cbi in enumerate(cbk.ints):
         sel = seg_k == g
-        ik[sel] = intmodel.encode(intmodel.quantize(kr[sel], cbk.scales, num), cbi, num)
+        ik[sel] = intmodel.encode(intmodel.quantize(kr[sel], cbk.scales, num_k), cbi, num_k)
     for g, cbi in enumerate(cbv.ints):
         sel = seg_v == g
-        iv[sel] = intmodel.encode(intmodel.quantize(vr[sel], cbv.scales, num), cbi, num)
+        iv[sel] = intmodel.encode(intmodel.quantize(vr[sel], cbv.scales, num_v), cbi, num_v)
     outs = np.empty((pos.size, dim))
     scores = np.full((pos.size, tokens), -np.inf)
     for i, t in enumerate(pos):
@@ -569,15 +682,15 @@ def _evaluate_pq(q, k, v, s, pos, causal, full, ref, s_ref, prefill, calib_k, ca
             # A token's key and value may sit in different generations only if the two
             # caches refresh differently; they refresh together, so one segment holds both.
             sel = comp[seg_k[comp] == g]
-            lut = intmodel.build_lut(qr[t], cbk.ints[g], cbk.scales, num)
-            sc_int = intmodel.lut_accumulate(lut, ik[sel], num)
-            scores[i, sel] = sc_int / (1 << num.lut_frac_bits)
-            parts.append(intmodel.bank_partial(lut, ik[sel], iv[sel], cbv.ints[g], num))
+            lut = intmodel.build_lut(qr[t], cbk.ints[g], cbk.scales, num_k)
+            sc_int = intmodel.lut_accumulate(lut, ik[sel], num_k)
+            scores[i, sel] = sc_int / (1 << num_k.lut_frac_bits)
+            parts.append(_split_partial(lut, ik[sel], iv[sel], cbv.ints[g], num_k, num_v))
         fidx = np.flatnonzero(fmask)
         extra = intmodel.float_partial(qr[t], kr[fidx], vr[fidx])
         if extra is not None:
             scores[i, fidx] = (kr[fidx] @ qr[t]) * (LOG2E / math.sqrt(dim))
-        outs[i] = intmodel.host_merge(parts, cbv.scales, num, extra) @ rv.T
+        outs[i] = intmodel.host_merge(parts, cbv.scales, num_v, extra) @ rv_back
     res["int"] = _metrics(outs, ref, scores, s_ref, causal)
     return res
 
@@ -589,8 +702,15 @@ def evaluate(
     acts: Acts, settings: list[Setting], *, prefill_frac: float = 0.5, stride: int = 4,
     key_group: int = 128, value_group: int | None = None, amortise: int = 32768,
     integer: bool = True, max_heads: int | None = None, progress: bool = True,
+    calibration: object | None = None,
 ) -> dict:
-    """Run every setting on every (layer, head, sequence); return the JSON-ready results."""
+    """Run every setting on every (layer, head, sequence); return the JSON-ready results.
+
+    ``calibration`` (a :class:`~aqpim.sw.eval.calibrate.Calibration` for these activations)
+    supplies the stored codebooks of ``codebooks="calib"`` settings; without it they are
+    skipped.
+    """
+    from aqpim.sw.eval import calibrate
     from tqdm import tqdm
 
     dim, win = acts.head_dim, acts.window
@@ -605,15 +725,24 @@ def evaluate(
         step = max(1, len(pairs) // max_heads)
         pairs = pairs[::step][:max_heads]
     runnable, skipped = [], {}
+    why_not = "no stored calibration (--calib)" if calibration is None else (
+        calibration.matches(acts))
     for s in settings:
-        if s.kind == "pq" and dim % s.d:
-            skipped[s.name] = f"d={s.d} does not divide head_dim {dim}"
+        if s.kind == "pq" and (dim % s.d or dim % s.kd):
+            skipped[s.name] = f"d={s.d}/{s.kd} does not divide head_dim {dim}"
+        elif s.kind == "pq" and s.codebooks == "calib" and why_not:
+            skipped[s.name] = why_not
+        elif s.kind == "pq" and s.codebooks == "calib" and not all(
+            calibration.has(b) for b in (
+                calibrate.Book("K", s.kd, s.kk, rotate=s.rotate, qaware=s.qaware),
+                calibrate.Book("V", s.d, s.centroids, rotate=s.rotate))):
+            skipped[s.name] = "the calibration file lacks its codebooks"
         elif s.kind == "pq" and s.codebooks == "offline" and acts.sequences < 2:
             skipped[s.name] = "offline codebooks need >= 2 sequences (pass --window)"
-        elif s.kind == "pq" and s.codebooks == "prefill" and prefill < s.centroids:
-            skipped[s.name] = f"prefill of {prefill} tokens < K = {s.centroids}"
-        elif s.kind == "pq" and s.codebooks == "offline" and (acts.sequences - 1) * win < (
-            s.centroids
+        elif s.kind == "pq" and s.codebooks == "prefill" and prefill < max(s.centroids, s.kk):
+            skipped[s.name] = f"prefill of {prefill} tokens < K = {max(s.centroids, s.kk)}"
+        elif s.kind == "pq" and s.codebooks == "offline" and (acts.sequences - 1) * win < max(
+            s.centroids, s.kk
         ):
             skipped[s.name] = f"calibration of {(acts.sequences - 1) * win} tokens < K"
         else:
@@ -626,12 +755,14 @@ def evaluate(
         sl = slice(w * win, (w + 1) * win)
         q, k, v = acts.q[lay, sl, h], acts.k[lay, sl, h], acts.v[lay, sl, h]
         other = np.r_[0:w * win, (w + 1) * win:acts.q.shape[1]]
+        cq = acts.q[lay, other, h] if other.size else None
         ck = acts.k[lay, other, h] if other.size else None
         cv = acts.v[lay, other, h] if other.size else None
+        stored = None if calibration is None else Stored(calibration, lay, h)
         for s in runnable:
             r = evaluate_sequence(q, k, v, s, prefill=prefill, stride=stride, calib_k=ck,
-                                  calib_v=cv, key_group=key_group, value_group=vg,
-                                  integer=integer, seed=SEED)
+                                  calib_v=cv, calib_q=cq, stored=stored, key_group=key_group,
+                                  value_group=vg, integer=integer, seed=SEED)
             for kind, m in r.items():
                 per[s.name][kind].append((lay, acts.heads[h], w, m))
             bar.update(1)
@@ -667,6 +798,8 @@ def evaluate(
         "key_group": key_group,
         "value_group": vg,
         "amortise_tokens": amortise,
+        "calibration": None if calibration is None or why_not else {
+            "source": calibration.source, "tokens": calibration.tokens},
         "topk": TOPK,
         "results": results,
         "skipped": skipped,
@@ -743,11 +876,13 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def task_metric(settings: list[Setting], *, calib_windows: int = 2, seed: int = SEED) -> dict:
+def task_metric(settings: list[Setting], *, calib_windows: int = 4, seed: int = SEED) -> dict:
     """Sentence embeddings of all-MiniLM-L6-v2 with PQ (or uniform) K/V against exact ones.
 
-    Calibration codebooks (and rotations) come from K/V of every head captured on stdlib
-    docstrings (:mod:`.capture`); then every layer's key and value projections are replaced by
+    Calibration codebooks and transforms (``calib`` and ``offline`` settings alike) come from
+    Q/K/V of every head captured on the held-out docstrings of
+    :data:`~aqpim.sw.eval.calibrate.CALIB_MODULES`; then every layer's key and value
+    projections are replaced by
     their quantized reconstruction (the first ``sinks`` tokens kept exact; an encoder has no
     recent window, so none is kept) and the mean-pooled, normalised embeddings of
     :data:`SENTENCE_PAIRS` are compared with the exact ones: mean cosine per sentence, and the
@@ -756,10 +891,11 @@ def task_metric(settings: list[Setting], *, calib_windows: int = 2, seed: int = 
     Raises ImportError when torch or the model package is missing.
     """
     import torch
-    from aqpim.sw.eval import capture
+    from aqpim.sw.eval import calibrate, capture
 
     model, tok = capture.load_minilm()
-    cal = capture.capture_qkv(capture.stdlib_text(), windows=calib_windows, window=512)
+    cal = capture.capture_qkv(capture.stdlib_text(calibrate.CALIB_MODULES),
+                              windows=calib_windows, window=512)
     cfg = model.config
     nh, hd = cfg.num_attention_heads, cfg.hidden_size // cfg.num_attention_heads
     sentences = [s for p in SENTENCE_PAIRS for s in p]
@@ -798,8 +934,14 @@ def task_metric(settings: list[Setting], *, calib_windows: int = 2, seed: int = 
                 for kind in ("K", "V"):
                     for h in range(nh):
                         x = cal[kind][i, :, h].astype(np.float64)
-                        r = rotation(x, s.d) if s.rotate else np.eye(hd)
-                        books[(i, kind, h)] = (r, _train(x @ r, s, seed))
+                        if kind == "K":
+                            r = calibrate.key_transform(cal["Q"][i, :, h].astype(np.float64), x,
+                                                        s.kd, qaware=s.qaware, rotate=s.rotate)
+                            cb = _train(x @ r, s.kd, s.kk, seed)
+                        else:
+                            r = calibrate.value_transform(x, s.d, rotate=s.rotate)
+                            cb = _train(x @ r, s.d, s.centroids, seed + 1000)
+                        books[(i, kind, h)] = (r, np.linalg.inv(r), cb)
 
         def transform(i: int, kind: str, h: int, x: np.ndarray, s: Setting = s,
                       books: dict = books) -> np.ndarray:
@@ -807,8 +949,8 @@ def task_metric(settings: list[Setting], *, calib_windows: int = 2, seed: int = 
                 y = (baselines.uniform_keys(x, s.bits, 128) if kind == "K"
                      else baselines.uniform_values(x, s.bits, hd))
             else:
-                r, cb = books[(i, kind, h)]
-                y = pq.decode(pq.encode(x @ r, cb), cb) @ r.T
+                r, r_inv, cb = books[(i, kind, h)]
+                y = pq.decode(pq.encode(x @ r, cb), cb) @ r_inv
             y[: s.sinks] = x[: s.sinks]
             return y
 
@@ -855,7 +997,8 @@ def plot(report: dict, out: Path) -> list[Path]:
     paths = []
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for group, marker, color in (("grid", "o", "tab:blue"), ("ablation", "*", "tab:green")):
-        rs = [r for r in res if r["setting"]["kind"] == "pq" and r["setting"]["group"] == group]
+        rs = [r for r in res if r["setting"]["kind"] == "pq"
+              and (r["setting"]["group"] == "grid") == (group == "grid")]
         if rs:
             ax.scatter([r["bits"]["total"] for r in rs], [r["float"]["rel_err"] for r in rs],
                        marker=marker, color=color, s=60 if marker == "*" else 30,
@@ -891,9 +1034,9 @@ def plot(report: dict, out: Path) -> list[Path]:
     plt.close(fig)
     paths.append(p)
 
-    rs = [r for r in res if r["setting"]["group"] == "ablation"]
+    rs = [r for r in res if r["setting"]["kind"] == "pq" and r["setting"]["group"] != "grid"]
     if rs:
-        fig, ax = plt.subplots(figsize=(7, 4))
+        fig, ax = plt.subplots(figsize=(9, 4.5))
         x = np.arange(len(rs))
         ax.bar(x - 0.2, [r["float"]["rel_err"] for r in rs], 0.4, label="float PQ")
         ax.bar(x + 0.2, [r.get("int", r["float"])["rel_err"] for r in rs], 0.4,
@@ -942,6 +1085,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="uniform: channels per value group (default head_dim)")
     ap.add_argument("--amortise", type=int, default=32768,
                     help="tokens offline codebooks are amortised over")
+    ap.add_argument("--calib", type=Path, default=None,
+                    help="stored offline codebooks for 'calib' settings (default: the committed "
+                    "MiniLM calibration, with the committed sample only)")
     ap.add_argument("--no-int", action="store_true", help="skip the integer model")
     ap.add_argument("--no-plots", action="store_true")
     ap.add_argument("--task", choices=("auto", "on", "off"), default="auto",
@@ -960,6 +1106,15 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError) as exc:
         print(f"aqpim eval accuracy: {exc}", file=sys.stderr)
         return 2
+    calibration = None
+    if args.calib is not None or args.acts is None:
+        from aqpim.sw.eval import calibrate
+
+        try:
+            calibration = calibrate.load_calibration(args.calib)
+        except ValueError as exc:
+            print(f"aqpim eval accuracy: {exc}", file=sys.stderr)
+            return 2
     stride = args.stride or (32 if args.quick else 16)
     max_heads = args.max_heads or (2 if args.quick else None)
     t0 = time.time()
@@ -967,6 +1122,7 @@ def main(argv: list[str] | None = None) -> int:
         acts, default_settings(args.quick), prefill_frac=args.prefill_frac, stride=stride,
         key_group=args.key_group, value_group=args.value_group, amortise=args.amortise,
         integer=not args.no_int, max_heads=max_heads, progress=not args.no_progress,
+        calibration=calibration,
     )
     report["targets"] = targets(report)
     task_wanted = args.task == "on" or (args.task == "auto" and not args.quick)
@@ -977,7 +1133,7 @@ def main(argv: list[str] | None = None) -> int:
             report["task"] = {"skipped": "torch is not installed (pip install '.[eval]')"}
             print("task-level metric skipped: torch is not installed (pip install '.[eval]')")
         else:
-            names = ("best", "best4", "uniform-2", "uniform-3", "uniform-4")
+            names = ("best", "best-eq", "best4", "uniform-2", "uniform-3", "uniform-4")
             sel = [s for s in default_settings() if s.name in names]
             report["task"] = task_metric(sel)
     else:
