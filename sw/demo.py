@@ -1,30 +1,43 @@
-"""``aqpim demo``: one multi-head PQ-attention decode step through the integer golden model.
+"""``aqpim demo``: PQ-attention decode steps through the driver on the RTL and the golden model.
 
-Synthetic LLM-like K/V/Q (:mod:`aqpim.sw.synthetic`) for H heads x T tokens; per head,
-:func:`aqpim.sw.reference.int_attention` (codebooks trained on the compressed tokens, tokens
-spread over banks, per-bank integer partials, host merge with full-precision sinks and recent
-window). Each head's output is compared with exact attention and with the float PQ reference
-that uses the same float codebooks, so the two error sources are seen apart: PQ itself
-(float PQ vs exact) and the integer contract (integer vs float PQ).
+Default (the main job, :func:`run_rtl`): synthetic LLM-like K/V/Q (:mod:`aqpim.sw.synthetic`)
+for 2 KV heads x 1024 tokens, D = 128, M = 64, K = 16 (2 bits per element) over 4 banks. The
+host driver (:class:`aqpim.sw.driver.Driver`) runs prefill and a few decode steps on the RTL
+bank array under cocotb + Verilator (:class:`aqpim.sw.rtl_device.RtlDevice`, built once per
+configuration into ``build/sim``) and, command for command, on the golden device; each step's
+outputs must be equal bit for bit. Printed per step: mismatches, bank cycles, the error against
+exact attention and against float PQ with the same codebooks. Then a performance estimate from
+:mod:`aqpim.sw.perf`: the recorded command trace timed on HBM3-PIM, and the model's decode
+attention time of this shape for AQPIM, FP16 PIM (AttAcc-style) and the GPU.
 
-:func:`run_golden` is the reusable core (a later step adds the RTL next to it).
+``--golden-only`` (the fast path, :func:`run_golden`): H heads x T tokens through
+:func:`aqpim.sw.reference.int_attention` (codebooks trained on the compressed tokens, per-bank
+integer partials, host merge with full-precision sinks and recent window). Each head's output is
+compared with exact attention and with the float PQ reference that uses the same float
+codebooks, so the two error sources are seen apart: PQ itself (float PQ vs exact) and the
+integer contract (integer vs float PQ).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import os
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 from aqpim.sw import reference, synthetic
 
+from aqpim.isa import Geometry
 from aqpim.numerics import Numerics
 
-__all__ = ["DemoConfig", "compare", "run_golden", "main"]
+__all__ = ["DemoConfig", "RtlDemoConfig", "compare", "run_golden", "run_rtl", "main"]
 
 
 @dataclass(frozen=True)
@@ -121,20 +134,378 @@ def run_golden(config: DemoConfig) -> dict[str, object]:
     }
 
 
+
+# ----------------------------------------------------------------------------------------------
+# the main job: the driver on the RTL bank array and on the golden device
+# ----------------------------------------------------------------------------------------------
+CAPACITY_ROUND = 64  # token capacity rounds up to this, so nearby configs share one RTL build
+
+
+@dataclass(frozen=True)
+class RtlDemoConfig:
+    """Parameters of the RTL demo: prefill, then ``steps`` decode steps on both devices.
+
+    ``capacity`` is the token capacity of each RTL bank (0: just enough for the prompt and
+    the steps, rounded up to a multiple of 64). The default is the issue's configuration:
+    2 KV heads, D = 128, 1024 tokens over 4 banks (its 4-bank Verilator build takes about
+    3-6 minutes on 2 cores the first time, then well under a second; docs/driver.md).
+    """
+
+    heads: int = 2
+    tokens: int = 1024
+    steps: int = 2
+    head_dim: int = 128
+    subspaces: int = 64
+    centroids: int = 16
+    banks: int = 4
+    capacity: int = 0
+    iters: int = 8
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("heads", "tokens", "steps", "head_dim", "subspaces", "centroids", "banks",
+                     "capacity", "iters", "seed"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise TypeError(f"{name} must be an int, got {v!r}")
+            low = 0 if name in ("steps", "capacity", "iters", "seed") else 1
+            if v < low:
+                raise ValueError(f"{name} must be >= {low}, got {v}")
+        if not 1 <= self.banks <= 16:
+            raise ValueError(f"banks must be in [1, 16] for the RTL array, got {self.banks}")
+        if self.heads > self.banks or self.banks % self.heads:
+            # one head slot per RTL bank: each head owns banks / heads banks
+            raise ValueError(f"heads {self.heads} must divide banks {self.banks} (one head "
+                             "slot per RTL bank)")
+        need = self.per_bank_tokens
+        if self.capacity and self.capacity < need:
+            raise ValueError(f"capacity {self.capacity} < {need} tokens per bank "
+                             f"({self.tokens} + {self.steps} per head over "
+                             f"{self.banks // self.heads} banks)")
+
+    @property
+    def per_bank_tokens(self) -> int:
+        """Most tokens one bank holds after the last step (round-robin placement)."""
+        return -(-(self.tokens + self.steps) * self.heads // self.banks)
+
+    def numerics(self) -> Numerics:
+        """The contract's parameters, with the banks' token capacity."""
+        cap = self.capacity or -(-self.per_bank_tokens // CAPACITY_ROUND) * CAPACITY_ROUND
+        return Numerics(head_dim=self.head_dim, subspaces=self.subspaces,
+                        centroids=self.centroids, token_capacity=cap)
+
+
+def _bank_cycles(cycles: list[tuple[int | None, int, list[int]]], banks: int) -> list[int]:
+    """Cycles each bank was busy over a list of RtlDevice command records."""
+    tot = [0] * banks
+    for bank, _op, cyc in cycles:
+        for b, c in zip(range(banks) if bank is None else [bank], cyc, strict=True):
+            tot[b] += c
+    return tot
+
+
+def _same_banks(cfg: RtlDemoConfig, hw: object, context: int) -> dict[str, float]:
+    """FP16 PIM and GPU time for the same attention: the FP16 K and V of the busiest bank
+    streamed in all-bank mode at nCCD_AB (AttAcc: 16 MACs per column command keep pace),
+    plus its score round trip (FP16 scores out, softmax weights back over the bus); the GPU
+    reading the whole FP16 cache at 0.85 of its HBM bandwidth."""
+    from aqpim.sw.perf.hbm3 import ChannelTimer, Segment, stream_all_bank
+    from aqpim.sw.perf.systems import GPUConfig
+
+    per_bank = -(-context * cfg.heads // cfg.banks)
+    col_bytes = hw.org["column_bytes"]
+    cols = -(-per_bank * cfg.head_dim * 2 // col_bytes)  # FP16 K (and again V) per bank
+    stream = stream_all_bank(ChannelTimer(hw), [Segment(cols), Segment(cols)]).cycles
+    roundtrip = 2 * -(-per_bank * 2 // col_bytes) * hw.timing["nBL"]
+    gpu = GPUConfig.load("h100")
+    fp16_bytes = 2 * cfg.heads * context * cfg.head_dim * 2
+    return {"fp16_pim_tck": stream + roundtrip,
+            "fp16_pim_seconds": (stream + roundtrip) * hw.tck_ns * 1e-9,
+            "gpu_seconds": gpu.read_seconds(fp16_bytes, 1), "gpu": gpu.name}
+
+
+def _model_estimate(cfg: RtlDemoConfig, num: Numerics, context: int) -> dict[str, object]:
+    """Decode attention of this shape (1 layer, ``heads`` KV heads) per system, from the model."""
+    from aqpim.sw.perf.hbm3 import HBM3Config
+    from aqpim.sw.perf.systems import GPUConfig, ModelConfig, aqpim_numerics, evaluate
+
+    bits = num.bits_per_element
+    model = ModelConfig(name="demo step", layers=1, heads=cfg.heads, kv_heads=cfg.heads,
+                        head_dim=cfg.head_dim, hidden=cfg.heads * cfg.head_dim,
+                        intermediate=cfg.heads * cfg.head_dim, vocab=1)
+    system = {2.0: "aqpim-2b", 4.0: "aqpim-4b"}.get(bits)
+    try:
+        same = system is not None and aqpim_numerics(model, int(bits)) == Numerics(
+            head_dim=num.head_dim, subspaces=num.subspaces, centroids=num.centroids)
+    except ValueError:
+        same = False
+    if not same:
+        return {"note": f"the model's AQPIM systems use M = 64 at 2 or 4 bits/element; this "
+                        f"configuration (M = {num.subspaces}, {bits:g} bits) has no match"}
+    hw, gpu = HBM3Config.load(), GPUConfig.load("h100")
+    out: dict[str, object] = {"hardware": f"{hw.name}, {hw.stacks} stacks", "gpu": gpu.name,
+                              "context": context, "attention_seconds": {}}
+    for s in (system, "fp16-pim", "gpu"):
+        out["attention_seconds"][s] = evaluate(s, model, gpu, hw, context, 1).attention_seconds
+    return out
+
+
+def run_rtl(config: RtlDemoConfig, *, trace: str | Path | None = None,
+            verbose: bool = False) -> dict[str, object]:
+    """Prefill and decode steps through the driver on the RTL bank array and the golden device.
+
+    Parameters
+    ----------
+    config:
+        The configuration (:class:`RtlDemoConfig`).
+    trace:
+        Where to keep the RTL command trace (:mod:`aqpim.sw.trace` format, cycles included);
+        default a temporary file.
+    verbose:
+        Print progress (build, prefill, each step) to stderr as it happens.
+
+    Returns
+    -------
+    dict
+        JSON-ready: ``config``, ``numerics``, ``seconds`` (build, prefill, steps), ``prefill``
+        (commands, bank cycles), ``steps`` (per step: tokens, ``mismatched_elements``,
+        ``bit_exact``, commands, ``bank_cycles`` per bank, ``rtl_vs_exact``, ``rtl_vs_pq``,
+        ``pq_vs_exact`` as rel_err/cosine), ``bit_exact``, ``perf`` (trace timing per step,
+        model estimate).
+
+    Raises
+    ------
+    TypeError, ValueError
+        On a bad configuration, before anything is built.
+    """
+    import tempfile
+
+    from aqpim.sw import pq
+    from aqpim.sw.driver import Driver
+    from aqpim.sw.golden_device import GoldenDevice
+    from aqpim.sw.perf.hbm3 import HBM3Config, trace_timing
+    from aqpim.sw.rtl_device import RtlDevice
+    from aqpim.sw.trace import TraceRecorder
+
+    if not isinstance(config, RtlDemoConfig):
+        raise TypeError(f"config must be an RtlDemoConfig, got {type(config).__name__}")
+    num = config.numerics()
+    geom = Geometry(num)
+    if config.tokens < num.centroids:
+        raise ValueError(f"tokens {config.tokens} < K = {num.centroids} (k-means needs K "
+                         "points)")
+
+    def say(msg: str) -> None:
+        if verbose:
+            print(f"[demo] {msg}", file=sys.stderr, flush=True)
+
+    t_all = config.tokens + config.steps
+    data = synthetic.generate(heads=config.heads, tokens=t_all, head_dim=config.head_dim,
+                              seed=config.seed)
+    q, k, v = data["q"], data["k"], data["v"]
+    tmp = None
+    if trace is None:
+        tmp = tempfile.TemporaryDirectory(prefix="aqpim-demo-")
+        trace = Path(tmp.name) / "trace.jsonl"
+    trace = Path(trace)
+    seconds: dict[str, float] = {}
+    steps: list[dict[str, object]] = []
+    # Float codebooks as the driver trains them (same data, iterations and seed), for the
+    # float-PQ reference of each step.
+    fcb = [(pq.train_codebooks(k[h, :config.tokens], subspaces=num.subspaces,
+                               centroids=num.centroids, iters=config.iters, seed=config.seed),
+            pq.train_codebooks(v[h, :config.tokens], subspaces=num.subspaces,
+                               centroids=num.centroids, iters=config.iters, seed=config.seed))
+           for h in range(config.heads)]
+    try:
+        say(f"building / starting the RTL bank array ({config.banks} banks, D={num.head_dim}, "
+            f"M={num.subspaces}, K={num.centroids}, capacity {num.token_capacity}; the first "
+            "build of a configuration takes minutes)")
+        t0 = time.perf_counter()
+        # No idle cycles or back-pressure: the recorded cycles are the bank's own latency
+        # (the co-simulation tests randomise both).
+        with RtlDevice(geom, config.banks, seed=config.seed, idle=0.0, backpressure=0.0) as rtl:
+            seconds["build_and_start"] = time.perf_counter() - t0
+            with TraceRecorder(rtl, trace) as rec:
+                golden = Driver(GoldenDevice(geom, config.banks), kv_heads=config.heads,
+                                iters=config.iters, seed=config.seed)
+                hw = Driver(rec, kv_heads=config.heads, iters=config.iters, seed=config.seed)
+                say(f"prefill: {config.heads} heads x {config.tokens} tokens")
+                t0 = time.perf_counter()
+                for drv in (golden, hw):
+                    drv.prefill(k[:, :config.tokens], v[:, :config.tokens])
+                seconds["prefill"] = time.perf_counter() - t0
+                prefill = {"commands": len(rtl.cycles),
+                           "bank_cycles": _bank_cycles(rtl.cycles, config.banks)}
+                marks = [len(rtl.cycles)]
+                t0 = time.perf_counter()
+                for s in range(config.steps):
+                    t = config.tokens + s
+                    # each step a slightly different query, as consecutive decode steps
+                    qs = q + 0.05 * s * np.roll(q, 1, axis=1)
+                    out_g = golden.step(qs, k[:, t], v[:, t])
+                    out_r = hw.step(qs, k[:, t], v[:, t])
+                    marks.append(len(rtl.cycles))
+                    rec_cycles = rtl.cycles[marks[-2]:marks[-1]]
+                    diff = int(np.count_nonzero(out_r != out_g))
+                    row: dict[str, object] = {
+                        "tokens": t + 1, "mismatched_elements": diff, "bit_exact": diff == 0,
+                        "commands": len(rec_cycles),
+                        "bank_cycles": _bank_cycles(rec_cycles, config.banks),
+                    }
+                    pairs: dict[str, list[dict[str, float]]] = {
+                        "rtl_vs_exact": [], "rtl_vs_pq": [], "pq_vs_exact": []}
+                    for h in range(config.heads):
+                        kk, vv = k[h, :t + 1], v[h, :t + 1]
+                        exact = reference.exact_attention(qs[h], kk, vv)
+                        fpq = reference.pq_attention(qs[h], kk, vv, *fcb[h])
+                        pairs["rtl_vs_exact"].append(compare(out_r[h], exact))
+                        pairs["rtl_vs_pq"].append(compare(out_r[h], fpq))
+                        pairs["pq_vs_exact"].append(compare(fpq, exact))
+                    for name, vals in pairs.items():
+                        row[name] = {m: float(np.mean([x[m] for x in vals]))
+                                     for m in ("rel_err", "cosine")}
+                    steps.append(row)
+                    say(f"step {s}: {t + 1} tokens, {'bit-exact' if diff == 0 else 'MISMATCH'}"
+                        f", {max(row['bank_cycles'])} bank cycles")
+                seconds["steps"] = time.perf_counter() - t0
+        # Performance: the recorded trace on HBM3-PIM timing (aqpim.sw.perf), step by step,
+        # with the encoder lanes of the RTL that ran (RtlDevice builds lanes = K).
+        hwcfg = HBM3Config.load()
+        hwcfg = hwcfg.replace(units={**hwcfg.units, "aqpim": {
+            **hwcfg.units["aqpim"], "encoder_lanes": num.centroids}})
+        timing = trace_timing(trace, hwcfg)
+        perf_steps = []
+        for s in range(config.steps):
+            ents = timing[marks[s]:marks[s + 1]]
+            dram = [0] * config.banks
+            unit = [0] * config.banks
+            for e in ents:
+                for b in range(config.banks) if e.bank is None else [e.bank]:
+                    dram[b] += e.dram_cycles
+                    unit[b] += e.unit_cycles
+            perf_steps.append({
+                "hbm3_tck": max(dram),
+                "hbm3_seconds": max(dram) * hwcfg.tck_ns * 1e-9,
+                "model_unit_cycles": max(unit),
+                "rtl_cycles": max(steps[s]["bank_cycles"]),
+            })
+        perf = {"tck_ns": hwcfg.tck_ns, "trace_steps": perf_steps,
+                "same_banks": _same_banks(config, hwcfg, t_all),
+                "model": _model_estimate(config, num, t_all)}
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    return {
+        "config": asdict(config),
+        "numerics": {"head_dim": num.head_dim, "subspaces": num.subspaces,
+                     "centroids": num.centroids, "token_capacity": num.token_capacity,
+                     "bits_per_element": num.bits_per_element},
+        "seconds": seconds,
+        "prefill": prefill,
+        "steps": steps,
+        "bit_exact": all(st["bit_exact"] for st in steps),
+        "perf": perf,
+    }
+
+
+def _us(sec: float) -> str:
+    return f"{sec * 1e6:.2f} us"
+
+
+def _rtl_report(res: dict[str, object]) -> str:
+    c, n, sec = res["config"], res["numerics"], res["seconds"]
+    lines = [
+        "AQPIM demo: decode steps through the host driver on the RTL bank array "
+        "(cocotb + Verilator) and on the golden device",
+        f"config: {c['heads']} KV heads x {c['tokens']} tokens + {c['steps']} decode steps, "
+        f"D={n['head_dim']}, M={n['subspaces']}, K={n['centroids']} "
+        f"({n['bits_per_element']:g} bits/element), {c['banks']} banks "
+        f"(token capacity {n['token_capacity']} each), k-means {c['iters']} iterations, "
+        f"seed {c['seed']}",
+        f"prefill: {res['prefill']['commands']} commands, "
+        f"{max(res['prefill']['bank_cycles'])} cycles on the busiest bank",
+        "",
+        f"{'step':>4} {'tokens':>6} {'RTL==golden':>11} {'mism.':>5} {'cmds':>4} "
+        f"{'cycles':>7}  {'RTL vs exact':>17}  {'RTL vs float PQ':>17}  {'PQ vs exact':>17}",
+        f"{'':>4} {'':>6} {'':>11} {'':>5} {'':>4} {'':>7}  "
+        + "  ".join(f"{'rel err':>8} {'cosine':>8}" for _ in range(3)),
+    ]
+    for i, st in enumerate(res["steps"]):
+        errs = "  ".join(f"{st[p]['rel_err']:>8.4f} {st[p]['cosine']:>8.5f}"
+                         for p in ("rtl_vs_exact", "rtl_vs_pq", "pq_vs_exact"))
+        lines.append(f"{i:>4} {st['tokens']:>6} {'yes' if st['bit_exact'] else 'NO':>11} "
+                     f"{st['mismatched_elements']:>5} {st['commands']:>4} "
+                     f"{max(st['bank_cycles']):>7}  {errs}")
+    lines.append("cycles: the busiest bank's clock cycles for the step's commands (the RTL "
+                 "records every command from first word in to last word out)")
+    p = res["perf"]
+    lines += ["", "performance estimate (aqpim.sw.perf, HBM3-PIM 5.2 Gbps, "
+              f"tCK {p['tck_ns']} ns):"]
+    for i, ps in enumerate(p["trace_steps"]):
+        lines.append(f"  step {i} trace on HBM3-PIM timing: {ps['hbm3_tck']} tCK = "
+                     f"{_us(ps['hbm3_seconds'])} on the busiest bank (unit cycles: model "
+                     f"{ps['model_unit_cycles']}, RTL {ps['rtl_cycles']})")
+    sb = p["same_banks"]
+    aq = p["trace_steps"][-1]["hbm3_seconds"] if p["trace_steps"] else float("nan")
+    lines.append(f"  same attention on the same {c['banks']} banks, FP16 PIM (AttAcc-style, K/V "
+                 f"streamed at nCCD_AB + score round trip): {sb['fp16_pim_tck']} tCK = "
+                 f"{_us(sb['fp16_pim_seconds'])} ({sb['fp16_pim_seconds'] / aq:.2f}x the AQPIM "
+                 "trace)")
+    lines.append(f"  GPU ({sb['gpu']}, FP16 cache at 0.85 of HBM bandwidth): "
+                 f"{_us(sb['gpu_seconds'])}")
+    m = p["model"]
+    if "note" in m:
+        lines.append(f"  model: {m['note']}")
+    else:
+        att = m["attention_seconds"]
+        aq = next(s for s in att if s.startswith("aqpim"))
+        lines.append(f"  model, decode attention of this shape (1 layer, {c['heads']} KV heads, "
+                     f"{m['context']} tokens, batch 1) on {m['hardware']}, GPU {m['gpu']}:")
+        for s, t in att.items():
+            rel = "" if s == aq else f"  ({t / att[aq]:.2f}x the {aq} time)"
+            lines.append(f"    {s:<9} {_us(t)}{rel}")
+        lines.append("    (a short context on a whole device: fixed costs dominate; "
+                     "`aqpim bench perf` sweeps models, contexts and batches)")
+    lines.append("")
+    lines.append(f"{'BIT-EXACT' if res['bit_exact'] else 'MISMATCH'}: RTL vs golden over "
+                 f"{len(res['steps'])} steps; {sec.get('build_and_start', 0):.1f} s build + "
+                 f"start, {sec.get('prefill', 0):.1f} s prefill, {sec.get('steps', 0):.1f} s "
+                 "steps")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# command line
+# ----------------------------------------------------------------------------------------------
+GOLDEN_ONLY = ("sinks", "recent", "layout")
+RTL_ONLY = ("steps", "capacity", "trace")
+
+
 def _parser() -> argparse.ArgumentParser:
-    d = DemoConfig()
-    p = argparse.ArgumentParser(prog="aqpim demo", description=__doc__.splitlines()[0])
-    p.add_argument("--heads", type=int, default=d.heads)
-    p.add_argument("--tokens", type=int, default=d.tokens)
-    p.add_argument("--head-dim", type=int, default=d.head_dim)
-    p.add_argument("--subspaces", "-M", type=int, default=d.subspaces)
-    p.add_argument("--centroids", "-K", type=int, default=d.centroids)
-    p.add_argument("--banks", type=int, default=d.banks)
-    p.add_argument("--sinks", type=int, default=d.sinks)
-    p.add_argument("--recent", type=int, default=d.recent)
-    p.add_argument("--layout", choices=reference.LAYOUTS, default=d.layout)
-    p.add_argument("--iters", type=int, default=d.iters, help="k-means iterations")
-    p.add_argument("--seed", type=int, default=d.seed)
+    p = argparse.ArgumentParser(
+        prog="aqpim demo", description=__doc__.splitlines()[0],
+        epilog="Defaults differ by mode: RTL (default) "
+               + ", ".join(f"{k}={v}" for k, v in asdict(RtlDemoConfig()).items())
+               + "; --golden-only "
+               + ", ".join(f"{k}={v}" for k, v in asdict(DemoConfig()).items()))
+    p.add_argument("--golden-only", action="store_true",
+                   help="fast path: the integer golden model only (no RTL build)")
+    p.add_argument("--heads", type=int)
+    p.add_argument("--tokens", type=int)
+    p.add_argument("--head-dim", type=int)
+    p.add_argument("--subspaces", "-M", type=int)
+    p.add_argument("--centroids", "-K", type=int)
+    p.add_argument("--banks", type=int)
+    p.add_argument("--iters", type=int, help="k-means iterations")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--steps", type=int, help="decode steps (RTL mode)")
+    p.add_argument("--capacity", type=int,
+                   help="token capacity per RTL bank (0: enough, rounded up to 64)")
+    p.add_argument("--trace", metavar="FILE.jsonl", help="keep the RTL command trace (RTL mode)")
+    p.add_argument("--sinks", type=int, help="full-precision sink tokens (--golden-only)")
+    p.add_argument("--recent", type=int, help="full-precision recent window (--golden-only)")
+    p.add_argument("--layout", choices=reference.LAYOUTS, help="token layout (--golden-only)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     return p
 
@@ -162,24 +533,56 @@ def _report(res: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``aqpim demo``; returns the exit status."""
-    args = _parser().parse_args(argv)
-    opts = {k: v for k, v in vars(args).items() if k != "json"}
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Send file descriptor 1 to stderr meanwhile: Verilator's build log and cocotb's
+    simulator log (child processes) must not mix with the report or the JSON on stdout."""
+    sys.stdout.flush()
+    saved = os.dup(1)
     try:
-        cfg = DemoConfig(**opts)
-        if cfg.heads < 1 or cfg.tokens < 1:
-            raise ValueError(f"heads and tokens must be >= 1, got {cfg.heads}, {cfg.tokens}")
-        res = run_golden(cfg)
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``aqpim demo``; returns the exit status (1: RTL != golden)."""
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    given = {k: v for k, v in vars(args).items()
+             if v is not None and k not in ("json", "golden_only")}
+    try:
+        if args.golden_only:
+            bad = [k for k in RTL_ONLY if k in given]
+            if bad:
+                raise ValueError(f"--{bad[0]} applies to the RTL mode, not --golden-only")
+            cfg = DemoConfig(**given)
+            if cfg.heads < 1 or cfg.tokens < 1:
+                raise ValueError(f"heads and tokens must be >= 1, got {cfg.heads}, {cfg.tokens}")
+            res = run_golden(cfg)
+        else:
+            bad = [k for k in GOLDEN_ONLY if k in given]
+            if bad:
+                raise ValueError(f"--{bad[0]} needs --golden-only (the driver keeps every "
+                                 "token in PQ form)")
+            trace = given.pop("trace", None)
+            cfg = RtlDemoConfig(**given)
+            with _stdout_to_stderr():
+                res = run_rtl(cfg, trace=trace, verbose=True)
     except (TypeError, ValueError) as exc:
         print(f"aqpim demo: {exc}", file=sys.stderr)
         return 2
-    res.pop("outputs")
+    if args.golden_only:
+        res.pop("outputs")
     if args.json:
         json.dump(res, sys.stdout, indent=2)
         print()
     else:
-        print(_report(res))
+        print(_report(res) if args.golden_only else _rtl_report(res))
+    if not args.golden_only:
+        return 0 if res["bit_exact"] else 1
     values = [v for hd in res["heads"] for p in hd.values() for v in p.values()]
     return 0 if all(math.isfinite(v) for v in values) else 1
 

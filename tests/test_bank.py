@@ -117,7 +117,7 @@ def test_random_stream_amaranth(seed: int) -> None:
 # cocotb + Verilator: the RTL device against the golden device
 # ----------------------------------------------------------------------------------------------
 SMALL = Numerics(head_dim=32, subspaces=16, centroids=16, token_capacity=64)  # tpc = 4
-FULL = Numerics(head_dim=128, subspaces=64, centroids=16, token_capacity=512)  # tpc = 1
+FULL = Numerics(head_dim=128, subspaces=64, centroids=16, token_capacity=576)  # the demo's build
 
 
 def _exact_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:

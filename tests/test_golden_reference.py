@@ -139,7 +139,8 @@ def test_synthetic_properties() -> None:
 
 
 def test_demo_runs_and_reports(capsys: pytest.CaptureFixture[str]) -> None:
-    assert demo.main(["--heads", "2", "--tokens", "256", "--json", "--iters", "5"]) == 0
+    assert demo.main(["--golden-only", "--heads", "2", "--tokens", "256", "--json",
+                      "--iters", "5"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["storage"]["bits_per_element"] == 2.0
     assert res["storage"]["compression_codes"] == 8.0
@@ -147,7 +148,18 @@ def test_demo_runs_and_reports(capsys: pytest.CaptureFixture[str]) -> None:
     m = res["mean"]
     assert m["int_vs_pq"]["rel_err"] < m["pq_vs_exact"]["rel_err"]
     assert 0.5 < m["int_vs_exact"]["cosine"] <= 1.0
-    assert demo.main(["--heads", "1", "--tokens", "256", "--iters", "2"]) == 0
+    assert demo.main(["--golden-only", "--heads", "1", "--tokens", "256", "--iters", "2"]) == 0
     assert "int vs exact" in capsys.readouterr().out
+    assert demo.main(["--golden-only", "--centroids", "12"]) == 2
+    assert "power of two" in capsys.readouterr().err
+    # bad RTL configurations are refused before anything is built
     assert demo.main(["--centroids", "12"]) == 2
     assert "power of two" in capsys.readouterr().err
+    assert demo.main(["--heads", "3"]) == 2
+    assert "must divide banks" in capsys.readouterr().err
+    assert demo.main(["--sinks", "4"]) == 2
+    assert "--golden-only" in capsys.readouterr().err
+    assert demo.main(["--golden-only", "--steps", "2"]) == 2
+    assert "RTL mode" in capsys.readouterr().err
+    assert demo.main(["--capacity", "100"]) == 2
+    assert "capacity 100 < 513" in capsys.readouterr().err

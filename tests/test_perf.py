@@ -441,18 +441,18 @@ def test_trace_timing_from_driver(tmp_path) -> None:
             held[bank] = hs.place_tokens(i)
     tt = trace_timing(path, HW)
     u = HW.units["aqpim"]
+    cc = u["command_cycles"]
     scores = [t for t in tt if t.opcode == "SCORE"]
     aggs = [t for t in tt if t.opcode == "AGGREGATE"]
     assert len(scores) == len(aggs) == 4
     for t in scores:
         cols = held[t.bank]  # 2 bits/element: M*b = 256 bits, one column per token
         assert t.tokens == held[t.bank]
-        assert t.unit_cycles == 2 + cols * u["lut_accumulate_cycles_per_column"] + \
-            u["lut_accumulate_latency"]
+        assert t.unit_cycles == cc["base"] + cc["score"] + \
+            cols * u["lut_accumulate_cycles_per_column"]
         assert t.dram_cycles >= T["nRCD"] + cols * HW.n_ccd_ab
         assert t.recorded is None  # the golden device records no cycles
     for t in aggs:
-        assert t.unit_cycles == (2 + held[t.bank] + u["softmax_histogram_latency"]
-                                 + num.centroids + u["value_mac_latency"])
+        assert t.unit_cycles == (cc["base"] + cc["aggregate"] + held[t.bank] + num.centroids)
     assert cli.main(["--trace", str(path), "--json", "-"]) == 0
     assert cli.main(["--trace", str(tmp_path / "none.jsonl")]) == 2

@@ -837,33 +837,80 @@ class CommandTiming:
     recorded: tuple[int, ...] | None
 
 
-def command_unit_cycles(cfg: HBM3Config, num: Any, opcode: str, tokens: int, length: int) -> int:
+def command_unit_cycles(cfg: HBM3Config, num: Any, opcode: str, tokens: int, length: int, *,
+                        count: int = 0, accepted: bool = True) -> int:
     """Model cycles one bank spends on a command (unit clock), from ``units.aqpim``.
 
-    Interface: one header beat and ``length`` data beats in, one response header and the
-    response's data beats out, one beat per cycle. SCORE streams the head's key-code columns
-    through the LUT-accumulate unit; AGGREGATE streams the value-code columns through softmax +
-    histogram, then multiplies the histogram by the value centroids.
+    The quantity the RTL device records: from the first header beat offered to the last
+    response beat taken, with no idle input cycles and no back-pressure. The bank controller
+    (hw/bank.py) takes one header or data beat per cycle, hands the beat's groups (centroids,
+    LUT entries, sub-vectors) to its unit one per cycle, and returns one response beat per
+    cycle; ``units.aqpim.command_cycles`` holds its fixed overheads, measured on the RTL and
+    checked command by command against co-simulation (tests/test_perf.py).
+
+    Parameters
+    ----------
+    cfg:
+        Hardware config (its ``units.aqpim``).
+    num:
+        The bank's :class:`aqpim.numerics.Numerics`.
+    opcode:
+        Opcode name (``"SCORE"``, ...); an unknown name costs a rejected command.
+    tokens:
+        Tokens the bank holds (SCORE, AGGREGATE) or the command writes (WRITE_KV).
+    length:
+        The command's data beats.
+    count:
+        READ_CODES: code columns read back.
+    accepted:
+        False for a command the bank rejected: it drains its data beats and answers.
     """
+    from aqpim.isa import Geometry
+
     u = lambda k: cfg.unit("aqpim", k)  # noqa: E731
+    cc = u("command_cycles")
+    g = Geometry(num)
+    base = cc["base"]  # header in, the one-cycle check, response header out
+    if not accepted or opcode not in _ACCEPTED_COST:
+        return base + cc["reject"] + length
     column_bits = cfg.org["column_bytes"] * 8
-    code_bits = num.subspaces * num.code_bits
-    cols = _cols(tokens, code_bits, column_bits)
-    io = 2 + length
-    if opcode == "SCORE":
-        return io + cols * u("lut_accumulate_cycles_per_column") + u("lut_accumulate_latency")
-    if opcode == "AGGREGATE":
-        per_col = max(1, math.ceil(column_bits / code_bits
-                                   * u("softmax_histogram_cycles_per_token")))
-        return (io + cols * per_col + u("softmax_histogram_latency")
-                + num.centroids * u("value_mac_cycles_per_centroid") + u("value_mac_latency"))
-    if opcode == "LOAD_LUT":  # the unit takes one LUT entry per cycle
-        return io + num.subspaces * num.centroids * u("lut_load_cycles_per_entry")
+    cols = _cols(tokens, num.subspaces * num.code_bits, column_bits)
+    if opcode == "SCORE":  # key-code columns into the LUT-accumulate unit; 0 tokens: one beat
+        return base + cc["score"] + max(cols, 1) * u("lut_accumulate_cycles_per_column")
+    if opcode == "AGGREGATE":  # softmax + histogram per token, then histogram x centroids
+        return (base + cc["aggregate"] + max(tokens, 1) * u("softmax_histogram_cycles_per_token")
+                + num.centroids * u("value_mac_cycles_per_centroid"))
+    if opcode == "LOAD_CB":  # each beat, then its centroids one per cycle
+        return base + cc["load"] + length + num.centroids
+    if opcode == "LOAD_LUT":
+        return (base + cc["load"] + length
+                + num.subspaces * num.centroids * u("lut_load_cycles_per_entry"))
     if opcode == "WRITE_KV":
-        return io + (tokens * u("encoder_cycles_per_token"))
-    if opcode == "READ_PARTIAL":
-        return io + _cols(num.head_dim + 2, 8 * u("partial_word_bytes"), column_bits)
-    return io
+        # 2M sub-vectors per token through the encoder, K / lanes cycles each; a beat's load
+        # cycle hides behind a busy encoder unless it takes one sub-vector per cycle.
+        per_sub = -(-num.centroids // u("encoder_lanes"))
+        return (base + cc["write_kv"] + per_sub + tokens * 2 * num.subspaces * per_sub
+                + length * max(0, 2 - per_sub))
+    reads = {"READ_PARTIAL": g.partial_beats, "READ_STATUS": g.status_beats}
+    if opcode in reads:  # from registers
+        return base + reads[opcode]
+    mem = {"READ_CODES": count, "READ_CB": g.cb_beats, "READ_LUT": g.lut_beats}
+    if opcode in mem:  # from memory: one cycle of read latency first
+        return base + cc["read_memory"] + mem[opcode]
+    return base  # NOP, RESET
+
+
+_ACCEPTED_COST = ("NOP", "RESET", "LOAD_CB", "WRITE_KV", "LOAD_LUT", "SCORE", "AGGREGATE",
+                  "READ_PARTIAL", "READ_STATUS", "READ_CODES", "READ_CB", "READ_LUT")
+
+
+def _response_beats(geometry: Any, opcode: str, count: int, accepted: bool) -> int:
+    """Data beats of a command's response (the header not counted)."""
+    if not accepted:
+        return 0
+    return {"READ_PARTIAL": geometry.partial_beats, "READ_STATUS": geometry.status_beats,
+            "READ_CODES": count, "READ_CB": geometry.cb_beats,
+            "READ_LUT": geometry.lut_beats}.get(opcode, 0)
 
 
 def trace_timing(path: str | Path, cfg: HBM3Config) -> list[CommandTiming]:
@@ -896,18 +943,26 @@ def trace_timing(path: str | Path, cfg: HBM3Config) -> list[CommandTiming]:
                 tokens[key] = max(tokens.get(key, 0), e.cmd.addr + e.cmd.count)
         held = max((tokens.get((b, e.cmd.head), 0) for b in banks), default=0)
         n = e.cmd.count if name == "WRITE_KV" else held
-        unit = command_unit_cycles(cfg, num, name, n, e.cmd.length)
-        if name in ("SCORE", "AGGREGATE"):
+        # A broadcast that some banks took costs what those banks do (they set the pace).
+        accepted = bool(ok)
+        unit = command_unit_cycles(cfg, num, name, n, e.cmd.length, count=e.cmd.count,
+                                   accepted=accepted)
+        div = cfg.unit("aqpim", "clock_divider")
+        if accepted and name in ("SCORE", "AGGREGATE"):
             cols = _cols(held, num.subspaces * num.code_bits, cfg.org["column_bytes"] * 8)
-            div = cfg.unit("aqpim", "clock_divider")
             if name == "SCORE":
                 per_col = cfg.unit("aqpim", "lut_accumulate_cycles_per_column")
             else:
                 per_col = (cfg.org["column_bytes"] * 8 / (num.subspaces * num.code_bits)
                            * cfg.unit("aqpim", "softmax_histogram_cycles_per_token"))
             spacing = math.ceil(per_col * div)
-            dram = stream_all_bank(ChannelTimer(cfg), [Segment(cols, spacing)]).cycles
-        else:  # beats over the pseudo-channel bus, nBL each
-            dram = unit * nbl
+            stream = stream_all_bank(ChannelTimer(cfg), [Segment(cols, spacing)]).cycles
+            # the column stream on DRAM timing, plus what the units do around it
+            dram = stream + math.ceil(max(0, unit - cols * per_col) * div)
+        else:
+            # beats cross the pseudo-channel bus at nBL each while the units work at
+            # tCK x clock_divider: the slower of the two
+            beats = 1 + e.cmd.length + _response_beats(geometry, name, e.cmd.count, accepted)
+            dram = max(math.ceil(unit * div), beats * nbl)
         out.append(CommandTiming(i, name, e.bank, n, unit, dram, e.cycles))
     return out
