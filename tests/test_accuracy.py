@@ -288,8 +288,8 @@ def test_committed_calibration_fits_the_sample_and_the_defaults():
             for b in (calibrate.Book("K", s.kd, s.kk, rotate=s.rotate, qaware=s.qaware),
                       calibrate.Book("V", s.d, s.centroids, rotate=s.rotate)):
                 assert cal.has(b), (s.name, b.name)
-    xf, cb, sc = cal.get(calibrate.Book("K", 4, 64, qaware=True), 2, 1)
-    assert xf.shape == (32, 32) and cb.shape == (8, 64, 4) and sc.shape == (8,)
+    xf, cb, sc = cal.get(calibrate.Book("K", 8, 256, qaware=True), 2, 1)
+    assert xf.shape == (32, 32) and cb.shape == (4, 256, 8) and sc.shape == (4,)
     assert np.all(sc > 0)
     other = acc.check_acts(_good())  # 1 layer, 2 heads, D = 8: not what the books are for
     assert "heads" in cal.matches(other)
@@ -325,3 +325,21 @@ def test_calib_settings_skip_without_calibration(tmp_path):
     s = acc.Setting("c", "pq", d=2, centroids=16, codebooks="calib")
     rep = acc.evaluate(acts, [s], stride=16, progress=False)
     assert "no stored calibration" in rep["skipped"]["c"] and not rep["results"]
+
+
+@pytest.mark.parametrize("head_dim", [32, 128])
+def test_best_settings_pack_into_bank_columns(head_dim):
+    """The recommended settings must be storable by the bank: whole codes of each cache fill a
+    256-bit column (M * log2 K divides 256), at MiniLM's D = 32 and Llama's D = 128."""
+    from aqpim.sw import intmodel
+
+    from aqpim.numerics import Numerics
+
+    by = {s.name: s for s in acc.default_settings()}
+    # best4 (d=2, K=256) at D = 128 is 64 x 8 = 512 bits per token: two columns, which the
+    # bank's packing (intmodel.pack_columns) does not do yet (docs/accuracy.md).
+    for name in ("best", "best-eq") + (("best4",) if head_dim == 32 else ()):
+        s = by[name]
+        for d, k in ((s.kd, s.kk), (s.d, s.centroids)):
+            num = Numerics(head_dim=head_dim, subspaces=head_dim // d, centroids=k)
+            assert intmodel.tokens_per_column(num) >= 1, (name, d, k)

@@ -363,12 +363,13 @@ def hardware_cost(s: Setting) -> str:
 def default_settings(quick: bool = False) -> list[Setting]:
     """The evaluated grid: baselines, the plain PQ (d, K) grid, the best settings, ablations.
 
-    ``best`` (about 2 bits per element, overheads counted) has keys at d=4, K=64 (1.5-bit
+    ``best`` (about 2 bits per element, overheads counted) has keys at d=8, K=256 (1-bit
     codes) and values at d=4, K=256 (2-bit codes): the value error dominates once the keys are
-    query-aware. It keeps one attention sink and a recent window of 8 tokens in FP16, and uses
-    the stored offline codebooks (``"calib"``: 24576 held-out calibration tokens) with the
-    query-aware key transform and the PCA rotation. Each ``best-*`` variant changes exactly one
-    of those choices. ``best-eq`` and ``best-eq-win16`` spend the bits uniform 2-bit has
+    query-aware, and both code widths pack whole codes into a 256-bit column. It keeps one
+    attention sink and a recent window of 16 tokens in FP16, and uses the stored offline
+    codebooks (``"calib"``: 24576 held-out calibration tokens) with the query-aware key
+    transform and the PCA rotation. Each ``best-*`` variant changes exactly one of those
+    choices. ``best-eq`` and ``best-eq-win16`` spend the bits uniform 2-bit has
     (2-bit codes for both caches); ``best4`` is the 4-bit mode (d=2, K=256 for both).
     ``old-best`` is the setting before the stored calibration (other-window codebooks, no
     query-aware transform). ``quick`` keeps a small subset (for tests).
@@ -376,9 +377,9 @@ def default_settings(quick: bool = False) -> list[Setting]:
     out = [Setting("fp16", "fp16", group="baseline")]
     for b in (2, 3, 4):
         out.append(Setting(f"uniform-{b}", "uniform", group="baseline", bits=b))
-    best = Setting("best", "pq", group="ablation", d=4, centroids=256, key_d=4,
-                   key_centroids=64, sinks=1, recent=8, codebooks="calib", rotate=True,
-                   qaware=True, note="keys d4 K64, values d4 K256")
+    best = Setting("best", "pq", group="ablation", d=4, centroids=256, key_d=8,
+                   key_centroids=256, sinks=1, recent=16, codebooks="calib", rotate=True,
+                   qaware=True, note="keys d8 K256, values d4 K256, window 16")
     best4 = Setting("best4", "pq", group="best4", d=2, centroids=256, sinks=1, recent=8,
                     codebooks="calib", rotate=True, qaware=True, note="4-bit codes")
     if quick:
@@ -398,12 +399,13 @@ def default_settings(quick: bool = False) -> list[Setting]:
     for d in (2, 4, 8):
         for k in (16, 64, 256):
             out.append(Setting(f"pq-d{d}-K{k}", "pq", group="grid", d=d, centroids=k))
-    eq = replace(best, name="best-eq", key_d=0, key_centroids=0,
-                 note="2-bit codes for keys and values")
+    eq = replace(best, name="best-eq", key_d=0, key_centroids=0, recent=8,
+                 note="2-bit codes for keys and values, window 8")
     out += [
         best,
         replace(best, name="best-nowin", sinks=0, recent=0, note="no FP16 sinks/window"),
         replace(best, name="best-sinkonly", recent=0, note="FP16 sink, no recent window"),
+        replace(best, name="best-win8", recent=8, note="recent window of 8"),
         replace(best, name="best-noqaware", qaware=False, note="no query-aware key transform"),
         replace(best, name="best-norot", rotate=False, note="no PCA rotation"),
         replace(best, name="best-offline", codebooks="offline",

@@ -97,9 +97,9 @@ class Book:
 
 # What the default evaluation's "calib" settings need (best, best4 and their ablations).
 BOOKS: tuple[Book, ...] = (
-    Book("K", 4, 64, qaware=True),
-    Book("K", 4, 64, rotate=True),
-    Book("K", 4, 64, rotate=False, qaware=True),
+    Book("K", 8, 256, qaware=True),
+    Book("K", 8, 256, rotate=True),
+    Book("K", 8, 256, rotate=False, qaware=True),
     Book("K", 4, 256, qaware=True),
     Book("K", 2, 256, qaware=True),
     Book("K", 2, 256, rotate=True),
@@ -264,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--windows", type=int, default=48, help="calibration windows of 512 tokens")
     ap.add_argument("--heads", default="0,5,10", help="head indices (those of the eval sample)")
+    ap.add_argument("--update", action="store_true",
+                    help="keep the books --out already holds (same capture), train the missing "
+                    "ones, drop those no longer in BOOKS")
     ap.add_argument("--from-npz", type=Path, default=None,
                     help="use Q/K/V already captured on CALIB_MODULES instead of running MiniLM")
     args = ap.parse_args(argv)
@@ -278,7 +281,14 @@ def main(argv: list[str] | None = None) -> int:
 
         cal = capture.capture_qkv(capture.stdlib_text(CALIB_MODULES), windows=args.windows,
                                   window=512, heads=heads)
-    books = build(cal)
+    todo, kept = BOOKS, {}
+    if args.update and args.out.is_file():
+        with np.load(args.out) as z:
+            old = {key: z[key] for key in z.files}
+        have = [b for b in BOOKS if f"{b.name}.cb" in old]
+        kept = {key: old[key] for b in have for key in old if key.startswith(b.name + ".")}
+        todo = tuple(b for b in BOOKS if b not in have)
+    books = kept | build(cal, todo)
     layers, tokens, _, dim = cal["K"].shape
     args.out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(
