@@ -6,12 +6,20 @@ executes the requests it reads, one JSON line each::
 
     {"bank": b | null, "words": ["<hex>", ...]}      -> {"resps": [[hex, ...], ...],
                                                         "cycles": [c, ...]}
+    {"batch": [{"bank": b | null, "words": [...]}, ...]}
+                                                     -> {"results": [{"resps": ..., "cycles":
+                                                        ...}, ...]} in request order
     {"quit": true}                                   -> the test ends (passes)
 
 ``bank`` null drives every bank with the same words at once (the all-bank broadcast). Words go
 in through :class:`aqpim.sim.streams.StreamSource` (random idle cycles) and responses come out
 through :class:`aqpim.sim.streams.StreamSink` (random back-pressure, stream rules checked);
-``cycles`` is, per bank, the clock cycles from the command's start to its last response word.
+``cycles`` is, per bank, the clock cycles from the first rising edge at which the command's
+words are offered to the one at which its last response word is taken (the words are queued
+between edges, so the count does not depend on the order cocotb resumes coroutines in).
+In a batch, the commands of different banks run at the same time (each bank's in order, with
+no gap), as the banks of a channel do; a broadcast waits for every bank to finish what came
+before it. A command's cycles are counted from its own start either way.
 A command that takes longer than ``watchdog`` cycles fails the test (a hang), and so does a
 stream-rule violation. :class:`aqpim.sw.rtl_device.RtlDevice` is the client.
 """
@@ -28,7 +36,8 @@ from amaranth.hdl import unsigned
 from aqpim.sim import runner
 from aqpim.sim.streams import StreamSink, StreamSource
 from cocotb.clock import Clock
-from cocotb.triggers import RisingEdge
+from cocotb.triggers import FallingEdge, RisingEdge
+from cocotb.utils import get_sim_time
 
 WORD = unsigned(256)
 
@@ -37,7 +46,10 @@ async def _run_command(
     dut: Any, srcs: list[StreamSource], sinks: list[StreamSink], targets: list[int],
     words: list[int], watchdog: int,
 ) -> tuple[list[list[int]], list[int]]:
-    start = srcs[0].cycle()
+    # Queue the words between two rising edges, so the sources see them at the next edge
+    # whatever order cocotb resumes its coroutines in; the command's first cycle is that edge.
+    await FallingEdge(dut.clk)
+    start = int(get_sim_time(unit="ns") // srcs[0].period_ns) + 1
     base = {b: len(sinks[b].received) for b in targets}
     for b in targets:
         srcs[b].send_all(words)
@@ -62,6 +74,34 @@ async def _run_command(
         assert not srcs[b].queue, f"bank {b} answered before taking all command words"
         resps.append([t.raw for t in got])
     return resps, [done[b] for b in targets]
+
+
+async def _run_batch(
+    dut: Any, srcs: list[StreamSource], sinks: list[StreamSink], banks: int,
+    items: list[tuple[int | None, list[int]]], watchdog: int,
+) -> list[tuple[list[list[int]], list[int]]]:
+    """Run (bank, words) items; per-bank runs between broadcasts proceed bank-parallel."""
+    out: list[tuple[list[list[int]], list[int]] | None] = [None] * len(items)
+
+    async def bank_queue(b: int, idx: list[int]) -> None:
+        for i in idx:
+            out[i] = await _run_command(dut, srcs, sinks, [b], items[i][1], watchdog)
+
+    i = 0
+    while i < len(items):
+        if items[i][0] is None:
+            out[i] = await _run_command(dut, srcs, sinks, list(range(banks)), items[i][1],
+                                        watchdog)
+            i += 1
+            continue
+        per: dict[int, list[int]] = {}
+        while i < len(items) and items[i][0] is not None:
+            per.setdefault(int(items[i][0]), []).append(i)
+            i += 1
+        tasks = [cocotb.start_soon(bank_queue(b, idx)) for b, idx in per.items()]
+        for t in tasks:
+            await t
+    return [r for r in out if r is not None]
 
 
 @cocotb.test()
@@ -89,14 +129,16 @@ async def serve(dut: Any) -> None:
             req = json.loads(line)
             if req.get("quit"):
                 break
-            targets = list(range(banks)) if req["bank"] is None else [int(req["bank"])]
-            words = [int(w, 16) for w in req["words"]]
-            resps, cycles = await _run_command(dut, srcs, sinks, targets, words, watchdog)
+            batch = req["batch"] if "batch" in req else [req]
+            items = [(None if it["bank"] is None else int(it["bank"]),
+                      [int(w, 16) for w in it["words"]]) for it in batch]
+            done = await _run_batch(dut, srcs, sinks, banks, items, watchdog)
             errors = [e for s in sinks for e in s.errors]
             if errors:
                 raise AssertionError("stream rule violations: " + "; ".join(errors[:5]))
-            f.write(json.dumps({"resps": [[format(w, "x") for w in r] for r in resps],
-                                "cycles": cycles}) + "\n")
+            results = [{"resps": [[format(w, "x") for w in r] for r in resps],
+                        "cycles": cycles} for resps, cycles in done]
+            f.write(json.dumps({"results": results} if "batch" in req else results[0]) + "\n")
             f.flush()
     finally:
         f.close()

@@ -7,6 +7,9 @@ background thread. The test connects back over a Unix socket and executes each c
 device sends (JSON lines, see the testbench), with random idle cycles on the command streams
 and random back-pressure on the responses. Every command's cycle count per bank is kept in
 :attr:`RtlDevice.last_cycles` and :attr:`RtlDevice.cycles` (the trace recorder stores them).
+:meth:`RtlDevice.execute_batch` sends a whole batch in one round trip, and the simulation runs
+the commands of different banks at the same time (a driver's prefill over 4 banks about 4x
+faster in wall time than one command after another).
 
 Closing the device ends the simulation; a failed cocotb test (watchdog, stream rule) raises
 there, and any later command raises too.
@@ -76,6 +79,7 @@ class RtlDevice:
         self._g = geometry
         self._n = num_banks
         self.last_cycles: list[int] | None = None
+        self.last_batch_cycles: list[list[int]] | None = None
         self.cycles: list[tuple[int | None, int, list[int]]] = []  # (bank, opcode, cycles)
         self._error: BaseException | None = None
         self._closed = False
@@ -132,27 +136,49 @@ class RtlDevice:
     def num_banks(self) -> int:
         return self._n
 
-    def execute(self, bank: int | None, cmd: Command) -> list[Response]:
-        check_bank(bank, self._n)
+    def _request(self, req: dict[str, object], what: str) -> dict[str, object]:
         if self._closed:
             raise RuntimeError("RTL device is closed")
-        words = isa.encode_command(cmd)
-        self._f.write(json.dumps({"bank": bank, "words": [format(w, "x") for w in words]}) + "\n")
+        self._f.write(json.dumps(req) + "\n")
         self._f.flush()
         line = self._f.readline()
         if not line:
             self._thread.join(timeout=60)
             self._closed = True
-            raise RuntimeError(f"RTL simulation ended during {cmd!r}: {self._error}") from (
+            raise RuntimeError(f"RTL simulation ended during {what}: {self._error}") from (
                 self._error
             )
-        reply = json.loads(line)
+        return json.loads(line)
+
+    def _take(self, bank: int | None, cmd: Command, reply: dict) -> list[Response]:
         self.last_cycles = list(reply["cycles"])
         self.cycles.append((bank, int(cmd.opcode), self.last_cycles))
         return [isa.decode_response([int(w, 16) for w in r]) for r in reply["resps"]]
 
+    @staticmethod
+    def _item(bank: int | None, cmd: Command) -> dict[str, object]:
+        return {"bank": bank, "words": [format(w, "x") for w in isa.encode_command(cmd)]}
+
+    def execute(self, bank: int | None, cmd: Command) -> list[Response]:
+        check_bank(bank, self._n)
+        self.last_batch_cycles = None
+        return self._take(bank, cmd, self._request(self._item(bank, cmd), repr(cmd)))
+
     def execute_batch(self, items: Sequence[tuple[int | None, Command]]) -> list[list[Response]]:
-        return [self.execute(bank, cmd) for bank, cmd in items]
+        """Run ``items`` in one round trip; commands of different banks between broadcasts
+        run at the same time in the simulation (each bank's in order), as a channel's banks
+        do. :attr:`last_batch_cycles` holds every command's cycles per bank."""
+        items = list(items)
+        for bank, _ in items:
+            check_bank(bank, self._n)
+        if not items:
+            self.last_batch_cycles = []
+            return []
+        reply = self._request({"batch": [self._item(b, c) for b, c in items]},
+                              f"a batch of {len(items)} commands")
+        out = [self._take(b, c, r) for (b, c), r in zip(items, reply["results"], strict=True)]
+        self.last_batch_cycles = [list(r["cycles"]) for r in reply["results"]]
+        return out
 
     def close(self) -> None:
         """End the simulation; raise if the cocotb test failed."""

@@ -77,13 +77,15 @@ class TraceRecorder:
     def num_banks(self) -> int:
         return self._inner.num_banks
 
-    def _record(self, bank: int | None, cmd: Command, resps: list[Response]) -> None:
+    def _record(self, bank: int | None, cmd: Command, resps: list[Response],
+                cycles: list[int] | None = None) -> None:
         if self._fh is None:
             raise RuntimeError(f"trace {self._path} is closed")
-        cycles = [getattr(r, "cycles", None) for r in resps]
-        last = getattr(self._inner, "last_cycles", None)
-        if last is not None and len(last) == len(resps):
-            cycles = list(last)
+        if cycles is None:
+            cycles = [getattr(r, "cycles", None) for r in resps]
+            last = getattr(self._inner, "last_cycles", None)
+            if last is not None and len(last) == len(resps):
+                cycles = list(last)
         entry = {
             "bank": bank,
             "words": [format(w, "x") for w in isa.encode_command(cmd)],
@@ -99,8 +101,17 @@ class TraceRecorder:
         return resps
 
     def execute_batch(self, items: Sequence[tuple[int | None, Command]]) -> list[list[Response]]:
-        # One at a time so the per-command cycle counts of the inner device stay aligned.
-        return [self.execute(bank, cmd) for bank, cmd in items]
+        items = list(items)
+        if not hasattr(self._inner, "last_batch_cycles"):
+            # One at a time so the per-command cycle counts of the inner device stay aligned.
+            return [self.execute(bank, cmd) for bank, cmd in items]
+        results = self._inner.execute_batch(items)
+        per = self._inner.last_batch_cycles
+        if per is None or len(per) != len(items):
+            raise RuntimeError("the device's last_batch_cycles do not match the batch")
+        for (bank, cmd), resps, cyc in zip(items, results, per, strict=True):
+            self._record(bank, cmd, resps, cyc)
+        return results
 
     def close(self) -> None:
         if self._fh is not None:

@@ -456,3 +456,72 @@ def test_trace_timing_from_driver(tmp_path) -> None:
         assert t.unit_cycles == (cc["base"] + cc["aggregate"] + held[t.bank] + num.centroids)
     assert cli.main(["--trace", str(path), "--json", "-"]) == 0
     assert cli.main(["--trace", str(tmp_path / "none.jsonl")]) == 2
+
+
+# ----------------------------------------------------------------------------------------------
+# issue 7: the model's per-command cycles against what the RTL did (co-simulation)
+# ----------------------------------------------------------------------------------------------
+# (numerics, banks, encoder lanes): the first shares its Verilator build with tests/test_bank.py
+# (SMALL, 4 banks, lanes = K: one sub-vector per cycle); the second (TINY there, lanes = K / 2)
+# checks the encoder term at two cycles per sub-vector; the third (the demo's build, M = 64)
+# the one-cycle wait of AGGREGATE right after SCORE.
+RTL_CASES = [
+    pytest.param(Numerics(head_dim=32, subspaces=16, centroids=16, token_capacity=64), 4, 16,
+                 id="D32-M16-K16-lanes16", marks=pytest.mark.cosim),
+    pytest.param(Numerics(head_dim=16, subspaces=8, centroids=4, token_capacity=12), 1, 2,
+                 id="D16-M8-K4-lanes2", marks=[pytest.mark.cosim, pytest.mark.slow]),
+    pytest.param(Numerics(head_dim=128, subspaces=64, centroids=16, token_capacity=576), 4, 16,
+                 id="D128-M64-K16-lanes16", marks=[pytest.mark.cosim, pytest.mark.slow]),
+]
+
+
+def record_rtl_trace(path, num: Numerics, banks: int, lanes: int, seed: int) -> int:
+    """A driver prefill + decode step (when the capacity allows) and a random command stream
+    with rejected commands, on the RTL device with no idle cycles and no back-pressure (so the
+    recorded cycles are the bank's own), written as a trace. Returns the rejected count."""
+    from aqpim.sw.driver import Driver
+    from aqpim.sw.randcmd import build_stream
+    from aqpim.sw.rtl_device import RtlDevice
+    from aqpim.sw.synthetic import generate
+    from aqpim.sw.trace import TraceRecorder
+
+    from aqpim import isa
+    from aqpim.isa import Geometry
+
+    g = Geometry(num)
+    heads = 2 if banks % 2 == 0 else 1
+    tokens = min(num.token_capacity * banks // heads - 1, 100)
+    data = generate(heads=heads, tokens=tokens + 1, head_dim=num.head_dim, seed=seed)
+    with RtlDevice(g, banks, lanes=lanes, seed=seed, idle=0.0, backpressure=0.0) as dev, \
+            TraceRecorder(dev, path) as rec:
+        drv = Driver(rec, kv_heads=heads, iters=4, seed=seed)
+        drv.prefill(data["k"][:, :tokens], data["v"][:, :tokens])
+        drv.step(data["q"], data["k"][:, tokens], data["v"][:, tokens])
+        cmds, _expected, rejected = build_stream(g, seed, 300)
+        rec.execute(0, isa.reset())
+        for cmd in cmds:
+            rec.execute(0, cmd)
+    return rejected
+
+
+@pytest.mark.parametrize(("num", "banks", "lanes"), RTL_CASES)
+def test_model_cycles_match_rtl(tmp_path, num: Numerics, banks: int, lanes: int) -> None:
+    """Every command's model unit cycles (trace_timing) equal the cycles the RTL recorded.
+
+    Exact for every command (tolerance 0). The unit costs come from sw/configs/hbm3.json with
+    encoder_lanes set to the RTL's.
+    """
+    path = tmp_path / "rtl.jsonl"
+    rejected = record_rtl_trace(path, num, banks, lanes, seed=11)
+    hw = HW.replace(units={**HW.units, "aqpim": {**HW.units["aqpim"], "encoder_lanes": lanes}})
+    tt = trace_timing(path, hw)
+    assert rejected > 0
+    assert all(t.recorded is not None for t in tt)
+    bad = [(t.index, t.opcode, t.tokens, t.unit_cycles, t.recorded) for t in tt
+           if any(r != t.unit_cycles for r in t.recorded)]
+    assert not bad, f"model != RTL cycles (index, opcode, tokens, model, RTL): {bad[:10]}"
+    seen = {t.opcode for t in tt}
+    assert {"LOAD_CB", "WRITE_KV", "LOAD_LUT", "SCORE", "AGGREGATE", "READ_PARTIAL",
+            "READ_STATUS", "READ_CODES", "READ_CB", "READ_LUT", "RESET"} <= seen
+    steps = [t for t in tt if t.opcode in ("SCORE", "AGGREGATE") and t.tokens > 0]
+    assert steps, "no SCORE / AGGREGATE over stored tokens"

@@ -927,6 +927,7 @@ def trace_timing(path: str | Path, cfg: HBM3Config) -> list[CommandTiming]:
     geometry, num_banks, entries = read_trace(path)
     num = geometry.num
     tokens: dict[tuple[int, int], int] = {}
+    last: dict[int, str] = {}  # the last command each bank accepted
     out: list[CommandTiming] = []
     nbl = cfg.timing["nBL"]
     for i, e in enumerate(entries):
@@ -947,6 +948,14 @@ def trace_timing(path: str | Path, cfg: HBM3Config) -> list[CommandTiming]:
         accepted = bool(ok)
         unit = command_unit_cycles(cfg, num, name, n, e.cmd.length, count=e.cmd.count,
                                    accepted=accepted)
+        if accepted and name == "AGGREGATE" and any(last.get(b) == "SCORE" for b in ok):
+            # The value pass starts once the last score is stored, 1 + ceil(log2 M) + 1 cycles
+            # after SCORE's last column (hw/attention.py); SCORE's response and AGGREGATE's
+            # header hide `score_to_aggregate_slack` of them.
+            drain = 2 + (num.subspaces - 1).bit_length()
+            unit += max(0, drain - cfg.unit("aqpim", "command_cycles")["score_to_aggregate_slack"])
+        for b in ok:
+            last[b] = name
         div = cfg.unit("aqpim", "clock_divider")
         if accepted and name in ("SCORE", "AGGREGATE"):
             cols = _cols(held, num.subspaces * num.code_bits, cfg.org["column_bytes"] * 8)
