@@ -163,3 +163,25 @@ def test_demo_runs_and_reports(capsys: pytest.CaptureFixture[str]) -> None:
     assert "RTL mode" in capsys.readouterr().err
     assert demo.main(["--capacity", "100"]) == 2
     assert "capacity 100 < 513" in capsys.readouterr().err
+
+
+@pytest.mark.cosim
+def test_demo_rtl_small(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
+    """The demo's main job on a small shape (shares the RTL build of tests/test_bank.py):
+    bit-exact steps, the trace kept, model cycles equal to the RTL's, errors ordered."""
+    trace = tmp_path / "demo.jsonl"
+    rc = demo.main(["--head-dim", "32", "-M", "16", "--tokens", "100", "--steps", "2",
+                    "--capacity", "64", "--trace", str(trace), "--json"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    res = json.loads(out)  # stdout carries the JSON only (simulator logs go to stderr)
+    assert res["bit_exact"] is True
+    assert [st["tokens"] for st in res["steps"]] == [101, 102]
+    for st, pf in zip(res["steps"], res["perf"]["trace_steps"], strict=True):
+        assert st["mismatched_elements"] == 0
+        assert pf["model_unit_cycles"] == pf["rtl_cycles"] == max(st["bank_cycles"])
+        assert pf["hbm3_seconds"] > 0
+        # the integer pipeline is much closer to float PQ than PQ is to exact attention
+        assert st["rtl_vs_pq"]["rel_err"] < 0.5 * st["pq_vs_exact"]["rel_err"]
+    assert res["perf"]["same_banks"]["fp16_pim_seconds"] > pf["hbm3_seconds"]
+    assert trace.read_text().startswith('{"format": "aqpim-trace"')
