@@ -160,8 +160,12 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, name) < (0 if name in ("steps", "random_seeds") else 1):
             print(f"aqpim compare: --{name.replace('_', '-')} must be positive", file=sys.stderr)
             return 2
+    from aqpim.sw.rtl_device import stdout_to_stderr
+
     try:
-        summary = run_compare(args)
+        # the simulator's logs go to stderr: stdout carries the summary (or the JSON) only
+        with stdout_to_stderr():
+            summary = run_compare(args)
     except ValueError as e:
         print(f"aqpim compare: {e}", file=sys.stderr)
         return 2

@@ -24,13 +24,10 @@ integer contract (integer vs float PQ).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
-import os
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -540,21 +537,6 @@ def _report(res: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
-@contextlib.contextmanager
-def _stdout_to_stderr() -> Iterator[None]:
-    """Send file descriptor 1 to stderr meanwhile: Verilator's build log and cocotb's
-    simulator log (child processes) must not mix with the report or the JSON on stdout."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        os.dup2(2, 1)
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``aqpim demo``; returns the exit status (1: RTL != golden)."""
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
@@ -576,7 +558,9 @@ def main(argv: list[str] | None = None) -> int:
                                  "token in PQ form)")
             trace = given.pop("trace", None)
             cfg = RtlDemoConfig(**given)
-            with _stdout_to_stderr():
+            from aqpim.sw.rtl_device import stdout_to_stderr
+
+            with stdout_to_stderr():
                 res = run_rtl(cfg, trace=trace, verbose=True)
     except (TypeError, ValueError) as exc:
         print(f"aqpim demo: {exc}", file=sys.stderr)

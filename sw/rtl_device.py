@@ -17,12 +17,15 @@ there, and any later command raises too.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
 import socket
+import sys
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -32,7 +35,26 @@ from aqpim import isa
 from aqpim.isa import Command, Geometry, Response
 from aqpim.numerics import Numerics
 
-__all__ = ["RtlDevice"]
+__all__ = ["RtlDevice", "stdout_to_stderr"]
+
+
+@contextlib.contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Point file descriptor 1 at stderr meanwhile.
+
+    Verilator's build log and cocotb's simulator log come from child processes writing to
+    fd 1; a command that prints a report or JSON on stdout runs the device inside this so the
+    logs cannot mix with it.
+    """
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 class RtlDevice:
