@@ -30,12 +30,16 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from aqpim.sw import reference, synthetic
 
 from aqpim.isa import Geometry
 from aqpim.numerics import Numerics
+
+if TYPE_CHECKING:
+    from aqpim.sw.perf.hbm3 import HBM3Config
 
 __all__ = ["DemoConfig", "RtlDemoConfig", "compare", "run_golden", "run_rtl", "main"]
 
@@ -204,7 +208,7 @@ def _bank_cycles(cycles: list[tuple[int | None, int, list[int]]], banks: int) ->
     return tot
 
 
-def _same_banks(cfg: RtlDemoConfig, hw: object, context: int) -> dict[str, float]:
+def _same_banks(cfg: RtlDemoConfig, hw: HBM3Config, context: int) -> dict[str, object]:
     """FP16 PIM and GPU time for the same attention: the FP16 K and V of the busiest bank
     streamed in all-bank mode at nCCD_AB (AttAcc: 16 MACs per column command keep pace),
     plus its score round trip (FP16 scores out, softmax weights back over the bus); the GPU
@@ -442,7 +446,8 @@ def _rtl_report(res: dict[str, object]) -> str:
                      f"{st['mismatched_elements']:>5} {st['commands']:>4} "
                      f"{max(st['bank_cycles']):>7}  {errs}")
     lines.append("cycles: the busiest bank's clock cycles for the step's commands (the RTL "
-                 "records every command from first word in to last word out)")
+                 "records each command from the edge its header is offered to the one its last "
+                 "response word is taken)")
     p = res["perf"]
     lines += ["", "performance estimate (aqpim.sw.perf, HBM3-PIM 5.2 Gbps, "
               f"tCK {p['tck_ns']} ns):"]
