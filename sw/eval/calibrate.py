@@ -101,6 +101,7 @@ BOOKS: tuple[Book, ...] = (
     Book("K", 8, 256, rotate=True),
     Book("K", 8, 256, rotate=False, qaware=True),
     Book("K", 4, 256, qaware=True),
+    Book("K", 4, 256, rotate=True),
     Book("K", 2, 256, qaware=True),
     Book("K", 2, 256, rotate=True),
     Book("V", 4, 256, rotate=True),
