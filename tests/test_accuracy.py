@@ -343,3 +343,21 @@ def test_best_settings_pack_into_bank_columns(head_dim):
         for d, k in ((s.kd, s.kk), (s.d, s.centroids)):
             num = Numerics(head_dim=head_dim, subspaces=head_dim // d, centroids=k)
             assert intmodel.tokens_per_column(num) >= 1, (name, d, k)
+
+
+def test_calib_option_errors_and_mismatch(tmp_path, capsys):
+    """--calib: a missing file exits 2 naming it; books for other heads skip 'calib' settings
+    with the reason instead of failing."""
+    f = tmp_path / "acts.npz"
+    np.savez(f, **_clustered(64, 2))
+    out = tmp_path / "o"
+    assert acc.main(["--acts", str(f), "--calib", str(tmp_path / "none.npz"), "--quick",
+                     "--out", str(out), "--no-progress", "--task", "off"]) == 2
+    assert "no such calibration file" in capsys.readouterr().err
+    from aqpim.sw.eval import calibrate
+
+    cal = calibrate.load_calibration()  # MiniLM books: 6 layers, 3 heads, D = 32
+    acts = acc.check_acts(_clustered(64, 2))
+    s = next(s for s in acc.default_settings() if s.name == "best")
+    rep = acc.evaluate(acts, [s], stride=16, progress=False, calibration=cal)
+    assert "heads" in rep["skipped"]["best"]
