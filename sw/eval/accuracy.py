@@ -18,8 +18,9 @@ sub-vector size d and K centroids and the switchable optimizations
 * ``sinks``/``recent``: the first ``sinks`` and the last ``recent`` tokens stay FP16 (they join
   the same softmax; the host holds them and merges them as a float partial);
 * ``codebooks``: ``"offline"`` (k-means on calibration data = the other sequences of the same
-  layer and head, shared by every request) or ``"prefill"`` (k-means on this sequence's
-  prompt);
+  layer and head, shared by every request), ``"calib"`` (codebooks, transforms and integer
+  steps stored by :mod:`.calibrate` from held-out text: ``sw/data/minilm_calib.npz``, 24576
+  tokens per head) or ``"prefill"`` (k-means on this sequence's prompt);
 * ``refresh``: with prefill codebooks, retrain every ``refresh`` decode tokens on the prompt plus
   the latest ``refresh`` tokens (the host buffers them in full precision before they are
   encoded); later tokens are encoded with the newest codebook, older codes keep theirs, so
@@ -28,7 +29,11 @@ sub-vector size d and K centroids and the switchable optimizations
   eigenvalue allocation: principal directions dealt to subspaces so that the products of their
   variances balance). Scores are invariant (``q.k = (Rq).(Rk)``) and the output is rotated
   back, so for a model without RoPE (MiniLM) R folds into the K/Q/V/O projection weights and
-  costs nothing at run time; with RoPE keys the host rotates k and q (D^2 MACs per token).
+  costs nothing at run time; with RoPE keys the host rotates k and q (D^2 MACs per token);
+* ``qaware``: keys ``Sigma_q^(1/2) k`` and queries ``Sigma_q^(-1/2) q`` before the rotation
+  (:func:`.calibrate.key_transform`), so that k-means minimises the score error
+  ``E[(q . (k - c))^2]``; folded into W_k/W_q like the rotation;
+* ``key_d``/``key_centroids``: keys get their own (d, K) (0: the values' ``d``/``centroids``).
 
 Each PQ setting is evaluated twice: the **float** PQ reference (codebooks in float64, exact
 softmax) and the **integer** hardware model (:mod:`aqpim.sw.intmodel`: 8-bit activations and
@@ -249,7 +254,11 @@ def topk_overlap(approx: np.ndarray, exact: np.ndarray, k: int, valid: np.ndarra
 # ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Setting:
-    """One cache configuration. ``kind`` is ``"fp16"``, ``"uniform"`` or ``"pq"``."""
+    """One cache configuration. ``kind`` is ``"fp16"``, ``"uniform"`` or ``"pq"``.
+
+    For PQ, ``d``/``centroids`` are the values' (and the keys' unless ``key_d``/
+    ``key_centroids`` are set); the module docstring lists the optimization switches.
+    """
 
     name: str
     kind: str
