@@ -16,6 +16,13 @@ The driver owns the host's half of the dataflow (docs/driver.md):
   (:func:`aqpim.sw.intmodel.build_lut`), load it into the head's banks (one all-bank broadcast
   when the head owns a whole slot of every bank), SCORE, AGGREGATE, READ_PARTIAL on each
   place, then :func:`aqpim.sw.intmodel.host_merge`.
+* **Sinks and recent window** (``sinks``, ``recent``; 0 and 0 by default). The first ``sinks``
+  tokens and the last ``recent`` tokens of each head stay on the host in FP16 and never reach
+  the device. A new token enters the recent window; the oldest one leaves it and is written
+  and encoded in the banks (the normal WRITE_KV path, from its FP16 copy). Decode merges the
+  device partials with the host tokens' :func:`aqpim.sw.intmodel.float_partial` through
+  ``host_merge(extra=...)``. Codebooks and scales are trained on the prompt's tokens after the
+  sinks (the ones that are, or will be, banked; all tokens when fewer than K).
 
 All input checks run before the first command is sent: a bad shape, dtype, NaN, an
 over-capacity append or a bad configuration raises ValueError/TypeError and the device sees
@@ -25,7 +32,7 @@ nothing.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from aqpim.sw import intmodel, pq
@@ -58,7 +65,31 @@ class HeadState:
     value_codebook: np.ndarray
     key_scales: np.ndarray  # float64 (M,)
     value_scales: np.ndarray
-    tokens: int = 0  # tokens written so far (all places together)
+    tokens: int = 0  # tokens written to the device so far (all places together)
+    # Host-kept tokens, stored as FP16 as a real host would: sinks, then the recent window
+    # (oldest first). Float codebooks as trained, for references.
+    sink_k: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float16))
+    sink_v: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float16))
+    recent_k: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float16))
+    recent_v: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float16))
+    key_codebook_float: np.ndarray | None = None
+    value_codebook_float: np.ndarray | None = None
+
+    @property
+    def host_tokens(self) -> int:
+        """Tokens kept on the host (sinks and recent window)."""
+        return self.sink_k.shape[0] + self.recent_k.shape[0]
+
+    @property
+    def total_tokens(self) -> int:
+        """Every token of the head: on the device and on the host."""
+        return self.tokens + self.host_tokens
+
+    def host_kv(self) -> tuple[np.ndarray, np.ndarray]:
+        """The host-kept keys and values as float64 (sinks first, then the window)."""
+        k = np.concatenate([self.sink_k, self.recent_k]).astype(np.float64)
+        v = np.concatenate([self.sink_v, self.recent_v]).astype(np.float64)
+        return k, v
 
     def place_tokens(self, place: int) -> int:
         """Tokens stored at place index ``place``."""
@@ -102,6 +133,18 @@ def _float_input(name: str, x: object, shape: tuple[int, ...]) -> np.ndarray:
     return x.astype(np.float64)
 
 
+FP16_MAX = float(np.finfo(np.float16).max)
+
+
+def _check_fp16(name: str, x: np.ndarray) -> None:
+    """Host-kept tokens are stored as FP16: a value beyond its range would become inf."""
+    big = np.abs(x) > FP16_MAX
+    if np.any(big):
+        bad = tuple(int(i) for i in np.argwhere(big)[0])
+        raise ValueError(f"{name} has {x[bad]} at index {bad}, beyond the FP16 range the host "
+                         "keeps sinks and the recent window in")
+
+
 class Driver:
     """PQ attention for ``kv_heads`` heads on a :class:`aqpim.sw.device.Device`.
 
@@ -115,6 +158,9 @@ class Driver:
         Banks per (pseudo-)channel, for :meth:`mapping` only (HBM3: 16 per pseudo-channel).
     iters, seed:
         k-means iterations and seed for codebook training at prefill.
+    sinks, recent:
+        Tokens per head kept on the host in FP16: the first ``sinks`` and the last ``recent``
+        (default 0 and 0: every token goes to the device).
     """
 
     def __init__(
@@ -125,11 +171,17 @@ class Driver:
         banks_per_channel: int = 16,
         iters: int = 25,
         seed: int = 0,
+        sinks: int = 0,
+        recent: int = 0,
     ) -> None:
         for name, value in (("kv_heads", kv_heads), ("banks_per_channel", banks_per_channel),
-                            ("iters", iters), ("seed", seed)):
+                            ("iters", iters), ("seed", seed), ("sinks", sinks),
+                            ("recent", recent)):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"{name} must be an int, got {value!r}")
+        for name, value in (("sinks", sinks), ("recent", recent)):
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
         if banks_per_channel < 1:
             raise ValueError(f"banks_per_channel must be >= 1, got {banks_per_channel}")
         if iters < 0:
@@ -143,6 +195,8 @@ class Driver:
         self._bpc = banks_per_channel
         self._iters = iters
         self._seed = seed
+        self._sinks = sinks
+        self._recent = recent
         self._heads: list[HeadState] | None = None
 
     # ------------------------------------------------------------------------------------------
@@ -153,6 +207,16 @@ class Driver:
     @property
     def kv_heads(self) -> int:
         return self._kv_heads
+
+    @property
+    def sinks(self) -> int:
+        """Leading tokens per head kept on the host in FP16."""
+        return self._sinks
+
+    @property
+    def recent(self) -> int:
+        """Trailing tokens per head (the recent window) kept on the host in FP16."""
+        return self._recent
 
     @property
     def heads(self) -> list[HeadState]:
@@ -191,11 +255,14 @@ class Driver:
     def prefill(self, k: np.ndarray, v: np.ndarray) -> None:
         """Train codebooks on the prompt and write + encode its tokens.
 
+        Tokens ``[0, sinks)`` and ``[T - recent, T)`` (where they do not overlap the sinks)
+        stay on the host in FP16; the rest go to the device.
+
         Parameters
         ----------
         k, v:
-            float (kv_heads, T, D), finite; T >= K (k-means needs K points) and T within
-            :attr:`capacity`.
+            float (kv_heads, T, D), finite; T >= K (k-means needs K points); the tokens that
+            go to the device within :attr:`capacity`; host-kept values within FP16 range.
         """
         n = self.num
         if not isinstance(k, np.ndarray):
@@ -208,32 +275,50 @@ class Driver:
         v = _float_input("v", v, shape)
         if t < n.centroids:
             raise ValueError(f"prefill needs at least K = {n.centroids} tokens, got {t}")
-        if t > self.capacity:
-            raise ValueError(f"{t} tokens exceed the per-head capacity {self.capacity}")
+        first, last = self.prefill_split(t)  # device tokens: [first, last)
+        if last - first > self.capacity:
+            raise ValueError(f"{last - first} tokens exceed the per-head capacity "
+                             f"{self.capacity}")
         if self._heads is not None:
             raise RuntimeError("prefill already done; call reset() first")
+        host = np.r_[0:first, last:t]
+        _check_fp16("k (host-kept tokens)", k[:, host])
+        _check_fp16("v (host-kept tokens)", v[:, host])
         # Everything that can fail on the host runs before the first command goes out.
         heads: list[HeadState] = []
         for h in range(self._kv_heads):
-            ks = intmodel.subspace_scales(k[h], n)
-            vs = intmodel.subspace_scales(v[h], n)
-            kcb = pq.train_codebooks(k[h], subspaces=n.subspaces, centroids=n.centroids,
+            # Train on the tokens that are or will be banked (sinks never are), when enough.
+            tk, tv = (k[h, first:], v[h, first:]) if t - first >= n.centroids else (k[h], v[h])
+            ks = intmodel.subspace_scales(tk, n)
+            vs = intmodel.subspace_scales(tv, n)
+            kcb = pq.train_codebooks(tk, subspaces=n.subspaces, centroids=n.centroids,
                                      iters=self._iters, seed=self._seed)
-            vcb = pq.train_codebooks(v[h], subspaces=n.subspaces, centroids=n.centroids,
+            vcb = pq.train_codebooks(tv, subspaces=n.subspaces, centroids=n.centroids,
                                      iters=self._iters, seed=self._seed)
             heads.append(HeadState(
                 places=self._places[h],
                 key_codebook=quantize_codebook(kcb, ks, n),
                 value_codebook=quantize_codebook(vcb, vs, n),
                 key_scales=ks, value_scales=vs,
+                sink_k=k[h, :first].astype(np.float16), sink_v=v[h, :first].astype(np.float16),
+                recent_k=k[h, last:].astype(np.float16), recent_v=v[h, last:].astype(np.float16),
+                key_codebook_float=kcb, value_codebook_float=vcb,
             ))
         items: list[tuple[int | None, Command]] = []
         for h, hs in enumerate(heads):
             items += self._codebook_commands(hs)
-            items += self._write_commands(hs, k[h], v[h])
-            hs.tokens = t
+            items += self._write_commands(hs, k[h, first:last], v[h, first:last])
+            hs.tokens = last - first
         self._send(items)
         self._heads = heads
+
+    def prefill_split(self, tokens: int) -> tuple[int, int]:
+        """Device tokens ``[first, last)`` of a ``tokens``-long prompt; the rest stay on the host.
+
+        ``first = min(sinks, tokens)``, ``last = max(first, tokens - recent)``.
+        """
+        first = min(self._sinks, tokens)
+        return first, max(first, tokens - self._recent)
 
     def _codebook_commands(self, hs: HeadState) -> list[tuple[int | None, Command]]:
         n = self.num
@@ -273,6 +358,10 @@ class Driver:
     ) -> np.ndarray:
         """One decode step: append (k_new, v_new) if given, then attend with q.
 
+        A new token becomes a sink while there are fewer than ``sinks``; otherwise it enters
+        the recent window, whose oldest token (if the window overflows) is written to the
+        device from its FP16 copy. With ``recent == 0`` it goes to the device directly.
+
         Parameters
         ----------
         q:
@@ -294,21 +383,43 @@ class Driver:
         if k_new is not None:
             k_new = _float_input("k_new", k_new, shape)
             v_new = _float_input("v_new", v_new, shape)
-            for hs in heads:
-                if hs.tokens + 1 > self.capacity:
-                    raise ValueError(
-                        f"appending a token exceeds the per-head capacity {self.capacity}"
-                    )
-            for h, hs in enumerate(heads):
-                items += self._write_commands(hs, k_new[h:h + 1], v_new[h:h + 1])
+            if self._sinks or self._recent:
+                _check_fp16("k_new", k_new)
+                _check_fp16("v_new", v_new)
+            # Where each head's new token goes, decided (and checked) before any state changes.
+            plans = [self._plan(hs) for hs in heads]
+            if any(p in ("device", "evict") and hs.tokens + 1 > self.capacity
+                   for hs, p in zip(heads, plans, strict=True)):
+                raise ValueError(
+                    f"appending a token exceeds the per-head capacity {self.capacity}"
+                )
+            for h, (hs, plan) in enumerate(zip(heads, plans, strict=True)):
+                if plan == "device":
+                    items += self._write_commands(hs, k_new[h:h + 1], v_new[h:h + 1])
+                elif plan == "evict":  # the window's oldest token, from its FP16 copy
+                    items += self._write_commands(hs, hs.recent_k[:1].astype(np.float64),
+                                                  hs.recent_v[:1].astype(np.float64))
         luts = [intmodel.build_lut(q[h], hs.key_codebook, hs.key_scales, n)
                 for h, hs in enumerate(heads)]
         if k_new is not None:
-            for hs in heads:
-                hs.tokens += 1
+            for h, (hs, plan) in enumerate(zip(heads, plans, strict=True)):
+                kh, vh = k_new[h:h + 1].astype(np.float16), v_new[h:h + 1].astype(np.float16)
+                if plan == "sink":
+                    hs.sink_k = np.concatenate([hs.sink_k, kh])
+                    hs.sink_v = np.concatenate([hs.sink_v, vh])
+                    continue
+                if plan != "device":
+                    hs.recent_k = np.concatenate([hs.recent_k, kh])
+                    hs.recent_v = np.concatenate([hs.recent_v, vh])
+                if plan == "evict":
+                    hs.recent_k, hs.recent_v = hs.recent_k[1:], hs.recent_v[1:]
+                if plan != "window":
+                    hs.tokens += 1
         # Heads sharing a bank share its LUT and scratch: finish one head before the next.
         reads: list[tuple[int, int]] = []  # (head, index into items) of each READ_PARTIAL
         for h, hs in enumerate(heads):
+            if hs.tokens == 0:  # every token on the host: nothing to ask the banks
+                continue
             lut_cmd_slots = {s for _, s in hs.places}
             banks = [b for b, _ in hs.places]
             whole = len(lut_cmd_slots) == 1 and sorted(banks) == list(range(self._dev.num_banks))
@@ -328,8 +439,19 @@ class Driver:
             mx, sm, out = isa.decode_partial(self._g, results[i][0])
             partials[h].append(intmodel.BankPartial(max=mx, sum=sm, out=np.array(out)))
         return np.stack([
-            intmodel.host_merge(partials[h], hs.value_scales, n) for h, hs in enumerate(heads)
+            intmodel.host_merge(partials[h], hs.value_scales, n,
+                                intmodel.float_partial(q[h], *hs.host_kv()))
+            for h, hs in enumerate(heads)
         ])
+
+    def _plan(self, hs: HeadState) -> str:
+        """Where a new token of head ``hs`` goes: "sink", "window" (the window has room),
+        "evict" (into the window, its oldest token to the device) or "device"."""
+        if hs.sink_k.shape[0] < self._sinks:
+            return "sink"
+        if self._recent == 0:
+            return "device"
+        return "evict" if hs.recent_k.shape[0] >= self._recent else "window"
 
 
 def split_round_robin(x: np.ndarray, groups: int) -> Sequence[np.ndarray]:

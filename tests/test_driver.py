@@ -172,6 +172,131 @@ def test_bad_step_reaches_no_device() -> None:
 
 
 # ----------------------------------------------------------------------------------------------
+# full-precision sinks and recent window on the host
+# ----------------------------------------------------------------------------------------------
+def _f16(x: np.ndarray) -> np.ndarray:
+    return x.astype(np.float16).astype(np.float64)
+
+
+def _direct_window(drv: Driver, q: np.ndarray, k: np.ndarray, v: np.ndarray, prompt: int,
+                   sinks: int, recent: int) -> np.ndarray:
+    """What the driver must return after ``k.shape[1]`` tokens of which ``prompt`` came at
+    prefill: device tokens ``[min(S, T), max(min(S, T), T - R))`` through intmodel (those that
+    left the window after prefill were stored, hence written, as FP16), the others as FP16
+    through ``float_partial``, merged by ``host_merge``."""
+    num = drv.num
+    t = k.shape[1]
+    first = min(sinks, t)
+    last = max(first, t - recent)
+    last0 = max(min(sinks, prompt), prompt - recent)  # device tokens after prefill end here
+    dev = np.arange(first, last)
+    host = np.r_[0:first, last:t]
+    out = []
+    for h, hs in enumerate(drv.heads):
+        kd, vd = k[h, dev].copy(), v[h, dev].copy()
+        late = (dev >= last0) & (recent > 0)
+        kd[late], vd[late] = _f16(kd[late]), _f16(vd[late])
+        parts = []
+        if dev.size:
+            kc = intmodel.encode(intmodel.quantize(kd, hs.key_scales, num), hs.key_codebook, num)
+            vc = intmodel.encode(intmodel.quantize(vd, hs.value_scales, num), hs.value_codebook,
+                                 num)
+            lut = intmodel.build_lut(q[h], hs.key_codebook, hs.key_scales, num)
+            g = len(hs.places)
+            parts = [
+                intmodel.bank_partial(lut, kp, vp, hs.value_codebook, num)
+                for kp, vp in zip(split_round_robin(kc, g), split_round_robin(vc, g),
+                                  strict=True)
+            ]
+        extra = intmodel.float_partial(q[h], _f16(k[h, host]), _f16(v[h, host]))
+        out.append(intmodel.host_merge(parts, hs.value_scales, num, extra))
+    return np.stack(out)
+
+
+def _device_tokens(dev: GoldenDevice) -> list[list[int]]:
+    """Tokens per (bank, slot) as the banks report them (READ_STATUS)."""
+    return [[hs.tokens for hs in observe(dev, b)["status"]] for b in range(dev.num_banks)]
+
+
+@pytest.mark.parametrize(
+    ("kv_heads", "banks", "slots", "sinks", "recent"),
+    [(2, 4, 1, 4, 8), (2, 4, 2, 3, 5), (1, 3, 1, 0, 6), (1, 2, 1, 5, 0), (2, 4, 1, 30, 30)],
+)
+def test_sinks_and_window_equal_direct(
+    kv_heads: int, banks: int, slots: int, sinks: int, recent: int
+) -> None:
+    dev = GoldenDevice(Geometry(SMALL, heads=slots), banks)
+    drv = Driver(dev, kv_heads=kv_heads, iters=5, sinks=sinks, recent=recent)
+    q, k, v = _data(kv_heads, 52, SMALL.head_dim, seed=banks + sinks)
+    prompt = 40
+    drv.prefill(k[:, :prompt], v[:, :prompt])
+    places = drv.mapping()
+    for t in range(prompt, 53):  # t tokens present after this step; the window slides
+        qt = q + 0.05 * t
+        if t == prompt:
+            out = drv.step(qt)
+        else:
+            out = drv.step(qt, k[:, t - 1], v[:, t - 1])
+        np.testing.assert_array_equal(
+            out, _direct_window(drv, qt, k[:, :t], v[:, :t], prompt, sinks, recent),
+            err_msg=f"after {t} tokens")
+        # READ_STATUS: the banks hold exactly the tokens outside the sinks and the window
+        on_dev = max(0, t - min(sinks, t) - recent)
+        counts = _device_tokens(dev)
+        for h in range(kv_heads):
+            got = [counts[p["bank"]][p["slot"]] for p in places[h]["places"]]
+            g = len(got)
+            assert got == [on_dev // g + (p < on_dev % g) for p in range(g)], (t, h, got)
+            assert drv.heads[h].host_tokens == t - on_dev
+
+
+def test_all_tokens_on_host_is_exact_fp16_attention() -> None:
+    """sinks + recent >= T: nothing is written or scored; the output is exact attention on the
+    FP16-rounded tokens (an independent formula)."""
+    dev = CountingDevice(GoldenDevice(Geometry(SMALL), 2))
+    drv = Driver(dev, kv_heads=2, iters=2, sinks=20, recent=30)
+    q, k, v = _data(2, 45, SMALL.head_dim, seed=4)
+    drv.prefill(k[:, :40], v[:, :40])
+    loaded = dev.sent  # codebooks only
+    assert all(b.heads[0].tokens == 0 for b in dev.inner.banks)
+    for t in range(40, 45):
+        out = drv.step(q, k[:, t], v[:, t])
+        np.testing.assert_allclose(out, _exact(q, _f16(k[:, :t + 1]), _f16(v[:, :t + 1])),
+                                   rtol=1e-12, atol=1e-14)
+    assert dev.sent == loaded
+
+
+def test_window_relieves_capacity_and_bad_window_input() -> None:
+    q, k, v = _data(2, 80, SMALL.head_dim, seed=1)
+    dev = CountingDevice(GoldenDevice(Geometry(SMALL), 2))  # 1 bank x 64 tokens per head
+    for kwargs, exc, match in [
+        ({"sinks": -1}, ValueError, "sinks"), ({"recent": -3}, ValueError, "recent"),
+        ({"sinks": 1.5}, TypeError, "sinks"), ({"recent": True}, TypeError, "recent"),
+        ({"recent": "4"}, TypeError, "recent"),
+    ]:
+        with pytest.raises(exc, match=match):
+            Driver(dev, kv_heads=2, **kwargs)
+    drv = Driver(dev, kv_heads=2, iters=2, sinks=2, recent=8)
+    big = k[:, :70].copy()
+    big[1, 69, 3] = 1e5  # in the window: beyond FP16
+    with pytest.raises(ValueError, match="FP16"):
+        drv.prefill(big, v[:, :70])
+    assert dev.sent == 0
+    drv.prefill(k[:, :70], v[:, :70])  # 60 tokens on the device, 10 on the host
+    sent = dev.sent
+    with pytest.raises(ValueError, match="FP16"):
+        drv.step(q, k[:, 70] * 1e6, v[:, 70])
+    assert dev.sent == sent
+    for t in range(70, 74):  # 4 more tokens fill the banks' 64 ...
+        drv.step(q, k[:, t], v[:, t])
+    sent = dev.sent
+    with pytest.raises(ValueError, match="capacity"):  # ... the next one would overflow them
+        drv.step(q, k[:, 74], v[:, 74])
+    assert dev.sent == sent
+    assert [b.heads[0].tokens for b in dev.inner.banks] == [64, 64]
+
+
+# ----------------------------------------------------------------------------------------------
 # golden bank: every status reachable; rejected commands change nothing
 # ----------------------------------------------------------------------------------------------
 TINY = Geometry(Numerics(head_dim=16, subspaces=8, centroids=4, token_capacity=8), heads=2)
