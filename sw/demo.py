@@ -7,8 +7,11 @@ into ``build/sim``, then reused). The
 host driver (:class:`aqpim.sw.driver.Driver`) runs prefill and a few decode steps on the RTL
 bank array under cocotb + Verilator (:class:`aqpim.sw.rtl_device.RtlDevice`, built once per
 configuration into ``build/sim``) and, command for command, on the golden device; each step's
-outputs must be equal bit for bit. Printed per step: mismatches, bank cycles, the error against
-exact attention and against float PQ with the same codebooks. Then a performance estimate from
+outputs must be equal bit for bit. The driver keeps ``--sinks`` (4) leading tokens and a
+``--recent`` (32) window of each head on the host in FP16 and merges them with the banks'
+partials. Printed per step: mismatches, bank cycles, the error against exact attention and
+against float PQ with the same codebooks and the same sinks and window, and (golden device) the
+error of the same driver without sinks and window. Then a performance estimate from
 :mod:`aqpim.sw.perf`: the recorded command trace timed on HBM3-PIM, and the model's decode
 attention time of this shape for AQPIM, FP16 PIM (AttAcc-style) and the GPU.
 
@@ -148,6 +151,8 @@ CAPACITY_ROUND = 64  # token capacity rounds up to this, so nearby configs share
 class RtlDemoConfig:
     """Parameters of the RTL demo: prefill, then ``steps`` decode steps on both devices.
 
+    ``sinks`` and ``recent`` are the driver's host-kept FP16 tokens per head (first and last).
+
     ``capacity`` is the token capacity of each RTL bank (0: just enough for the prompt and
     the steps, rounded up to a multiple of 64). Default: the issue's 2 KV heads, D = 128,
     M = 64, K = 16, 1024 tokens over 4 banks (docs/driver.md has the measured build and run
@@ -164,14 +169,16 @@ class RtlDemoConfig:
     capacity: int = 0
     iters: int = 8
     seed: int = 0
+    sinks: int = 4
+    recent: int = 32
 
     def __post_init__(self) -> None:
         for name in ("heads", "tokens", "steps", "head_dim", "subspaces", "centroids", "banks",
-                     "capacity", "iters", "seed"):
+                     "capacity", "iters", "seed", "sinks", "recent"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int):
                 raise TypeError(f"{name} must be an int, got {v!r}")
-            low = 0 if name in ("steps", "capacity", "iters", "seed") else 1
+            low = 0 if name in ("steps", "capacity", "iters", "seed", "sinks", "recent") else 1
             if v < low:
                 raise ValueError(f"{name} must be >= {low}, got {v}")
         if not 1 <= self.banks <= 16:
@@ -188,7 +195,8 @@ class RtlDemoConfig:
 
     @property
     def per_bank_tokens(self) -> int:
-        """Most tokens one bank holds after the last step (round-robin placement)."""
+        """Most tokens one bank holds after the last step (round-robin placement), counting
+        the host-kept ones too (an upper bound that keeps the RTL build independent of them)."""
         return -(-(self.tokens + self.steps) * self.heads // self.banks)
 
     def numerics(self) -> Numerics:
@@ -274,7 +282,8 @@ def run_rtl(config: RtlDemoConfig, *, trace: str | Path | None = None,
         JSON-ready: ``config``, ``numerics``, ``seconds`` (build, prefill, steps), ``prefill``
         (commands, bank cycles), ``steps`` (per step: tokens, ``mismatched_elements``,
         ``bit_exact``, commands, ``bank_cycles`` per bank, ``rtl_vs_exact``, ``rtl_vs_pq``,
-        ``pq_vs_exact`` as rel_err/cosine), ``bit_exact``, ``perf`` (trace timing per step,
+        ``pq_vs_exact``, ``no_window_vs_exact`` (golden driver without sinks and window) as
+        rel_err/cosine), ``bit_exact``, ``perf`` (trace timing per step,
         model estimate).
 
     Raises
@@ -284,7 +293,6 @@ def run_rtl(config: RtlDemoConfig, *, trace: str | Path | None = None,
     """
     import tempfile
 
-    from aqpim.sw import pq
     from aqpim.sw.driver import Driver
     from aqpim.sw.golden_device import GoldenDevice
     from aqpim.sw.perf.hbm3 import HBM3Config, trace_timing
@@ -314,13 +322,7 @@ def run_rtl(config: RtlDemoConfig, *, trace: str | Path | None = None,
     trace = Path(trace)
     seconds: dict[str, float] = {}
     steps: list[dict[str, object]] = []
-    # Float codebooks as the driver trains them (same data, iterations and seed), for the
-    # float-PQ reference of each step.
-    fcb = [(pq.train_codebooks(k[h, :config.tokens], subspaces=num.subspaces,
-                               centroids=num.centroids, iters=config.iters, seed=config.seed),
-            pq.train_codebooks(v[h, :config.tokens], subspaces=num.subspaces,
-                               centroids=num.centroids, iters=config.iters, seed=config.seed))
-           for h in range(config.heads)]
+    win = {"sinks": config.sinks, "recent": config.recent}
     try:
         say(f"building / starting the RTL bank array ({config.banks} banks, D={num.head_dim}, "
             f"M={num.subspaces}, K={num.centroids}, capacity {num.token_capacity}; the first "
@@ -332,13 +334,20 @@ def run_rtl(config: RtlDemoConfig, *, trace: str | Path | None = None,
             seconds["build_and_start"] = time.perf_counter() - t0
             with TraceRecorder(rtl, trace) as rec:
                 golden = Driver(GoldenDevice(geom, config.banks), kv_heads=config.heads,
-                                iters=config.iters, seed=config.seed)
-                hw = Driver(rec, kv_heads=config.heads, iters=config.iters, seed=config.seed)
-                say(f"prefill: {config.heads} heads x {config.tokens} tokens")
+                                iters=config.iters, seed=config.seed, **win)
+                hw = Driver(rec, kv_heads=config.heads, iters=config.iters, seed=config.seed,
+                            **win)
+                # the same driver without sinks and window, on a golden device: the baseline
+                plain = Driver(GoldenDevice(geom, config.banks), kv_heads=config.heads,
+                               iters=config.iters, seed=config.seed)
+                say(f"prefill: {config.heads} heads x {config.tokens} tokens "
+                    f"({config.sinks} sinks + {config.recent} recent kept on the host)")
                 t0 = time.perf_counter()
-                for drv in (golden, hw):
+                for drv in (golden, hw, plain):
                     drv.prefill(k[:, :config.tokens], v[:, :config.tokens])
                 seconds["prefill"] = time.perf_counter() - t0
+                # the driver's float codebooks, for the float-PQ reference of each step
+                fcb = [(hs.key_codebook_float, hs.value_codebook_float) for hs in golden.heads]
                 prefill = {"commands": len(rtl.cycles),
                            "bank_cycles": _bank_cycles(rtl.cycles, config.banks)}
                 marks = [len(rtl.cycles)]
@@ -349,6 +358,7 @@ def run_rtl(config: RtlDemoConfig, *, trace: str | Path | None = None,
                     qs = q + 0.05 * s * np.roll(q, 1, axis=1)
                     out_g = golden.step(qs, k[:, t], v[:, t])
                     out_r = hw.step(qs, k[:, t], v[:, t])
+                    out_p = plain.step(qs, k[:, t], v[:, t])
                     marks.append(len(rtl.cycles))
                     rec_cycles = rtl.cycles[marks[-2]:marks[-1]]
                     diff = int(np.count_nonzero(out_r != out_g))
@@ -358,14 +368,16 @@ def run_rtl(config: RtlDemoConfig, *, trace: str | Path | None = None,
                         "bank_cycles": _bank_cycles(rec_cycles, config.banks),
                     }
                     pairs: dict[str, list[dict[str, float]]] = {
-                        "rtl_vs_exact": [], "rtl_vs_pq": [], "pq_vs_exact": []}
+                        "rtl_vs_exact": [], "rtl_vs_pq": [], "pq_vs_exact": [],
+                        "no_window_vs_exact": []}
                     for h in range(config.heads):
                         kk, vv = k[h, :t + 1], v[h, :t + 1]
                         exact = reference.exact_attention(qs[h], kk, vv)
-                        fpq = reference.pq_attention(qs[h], kk, vv, *fcb[h])
+                        fpq = reference.pq_attention(qs[h], kk, vv, *fcb[h], **win)
                         pairs["rtl_vs_exact"].append(compare(out_r[h], exact))
                         pairs["rtl_vs_pq"].append(compare(out_r[h], fpq))
                         pairs["pq_vs_exact"].append(compare(fpq, exact))
+                        pairs["no_window_vs_exact"].append(compare(out_p[h], exact))
                     for name, vals in pairs.items():
                         row[name] = {m: float(np.mean([x[m] for x in vals]))
                                      for m in ("rel_err", "cosine")}
@@ -429,20 +441,26 @@ def _rtl_report(res: dict[str, object]) -> str:
         f"({n['bits_per_element']:g} bits/element), {c['banks']} banks "
         f"(token capacity {n['token_capacity']} each), k-means {c['iters']} iterations, "
         f"seed {c['seed']}",
+        f"host-kept FP16 tokens per head: {c['sinks']} sinks + a recent window of "
+        f"{c['recent']} (never sent to the banks)",
         f"prefill: {res['prefill']['commands']} commands, "
         f"{max(res['prefill']['bank_cycles'])} cycles on the busiest bank",
         "",
         f"{'step':>4} {'tokens':>6} {'RTL==golden':>11} {'mism.':>5} {'cmds':>4} "
-        f"{'cycles':>7}  {'RTL vs exact':>17}  {'RTL vs float PQ':>17}  {'PQ vs exact':>17}",
+        f"{'cycles':>7}  {'RTL vs exact':>17}  {'RTL vs float PQ':>17}  {'PQ vs exact':>17}"
+        f"  {'no sinks/window':>17}",
         f"{'':>4} {'':>6} {'':>11} {'':>5} {'':>4} {'':>7}  "
-        + "  ".join(f"{'rel err':>8} {'cosine':>8}" for _ in range(3)),
+        + "  ".join(f"{'rel err':>8} {'cosine':>8}" for _ in range(4)),
     ]
     for i, st in enumerate(res["steps"]):
         errs = "  ".join(f"{st[p]['rel_err']:>8.4f} {st[p]['cosine']:>8.5f}"
-                         for p in ("rtl_vs_exact", "rtl_vs_pq", "pq_vs_exact"))
+                         for p in ("rtl_vs_exact", "rtl_vs_pq", "pq_vs_exact",
+                                   "no_window_vs_exact"))
         lines.append(f"{i:>4} {st['tokens']:>6} {'yes' if st['bit_exact'] else 'NO':>11} "
                      f"{st['mismatched_elements']:>5} {st['commands']:>4} "
                      f"{max(st['bank_cycles']):>7}  {errs}")
+    lines.append("float PQ: the same codebooks, sinks and window in float64; no sinks/window: "
+                 "the same driver with every token in the banks (golden device) vs exact")
     lines.append("cycles: the busiest bank's clock cycles for the step's commands (the RTL "
                  "records each command from the edge its header is offered to the one its last "
                  "response word is taken)")
@@ -485,7 +503,7 @@ def _rtl_report(res: dict[str, object]) -> str:
 # ----------------------------------------------------------------------------------------------
 # command line
 # ----------------------------------------------------------------------------------------------
-GOLDEN_ONLY = ("sinks", "recent", "layout")
+GOLDEN_ONLY = ("layout",)
 RTL_ONLY = ("steps", "capacity", "trace")
 
 
@@ -510,8 +528,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--capacity", type=int,
                    help="token capacity per RTL bank (0: enough, rounded up to 64)")
     p.add_argument("--trace", metavar="FILE.jsonl", help="keep the RTL command trace (RTL mode)")
-    p.add_argument("--sinks", type=int, help="full-precision sink tokens (--golden-only)")
-    p.add_argument("--recent", type=int, help="full-precision recent window (--golden-only)")
+    p.add_argument("--sinks", type=int, help="full-precision sink tokens per head (host, FP16)")
+    p.add_argument("--recent", type=int,
+                   help="full-precision recent window per head (host, FP16)")
     p.add_argument("--layout", choices=reference.LAYOUTS, help="token layout (--golden-only)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     return p
@@ -557,8 +576,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             bad = [k for k in GOLDEN_ONLY if k in given]
             if bad:
-                raise ValueError(f"--{bad[0]} needs --golden-only (the driver keeps every "
-                                 "token in PQ form)")
+                raise ValueError(f"--{bad[0]} needs --golden-only (the driver spreads "
+                                 "tokens round-robin)")
             trace = given.pop("trace", None)
             cfg = RtlDemoConfig(**given)
             from aqpim.sw.rtl_device import stdout_to_stderr

@@ -157,8 +157,12 @@ def test_demo_runs_and_reports(capsys: pytest.CaptureFixture[str]) -> None:
     assert "power of two" in capsys.readouterr().err
     assert demo.main(["--heads", "3"]) == 2
     assert "must divide banks" in capsys.readouterr().err
-    assert demo.main(["--sinks", "4"]) == 2
+    assert demo.main(["--layout", "blocks"]) == 2
     assert "--golden-only" in capsys.readouterr().err
+    assert demo.main(["--sinks", "-1"]) == 2
+    assert "sinks must be >= 0" in capsys.readouterr().err
+    assert demo.main(["--recent", "-2"]) == 2
+    assert "recent must be >= 0" in capsys.readouterr().err
     assert demo.main(["--golden-only", "--steps", "2"]) == 2
     assert "RTL mode" in capsys.readouterr().err
     assert demo.main(["--capacity", "100"]) == 2
@@ -176,6 +180,7 @@ def test_demo_rtl_small(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
     assert rc == 0
     res = json.loads(out)  # stdout carries the JSON only (simulator logs go to stderr)
     assert res["bit_exact"] is True
+    assert (res["config"]["sinks"], res["config"]["recent"]) == (4, 32)  # the defaults
     assert [st["tokens"] for st in res["steps"]] == [101, 102]
     for st, pf in zip(res["steps"], res["perf"]["trace_steps"], strict=True):
         assert st["mismatched_elements"] == 0
@@ -183,5 +188,7 @@ def test_demo_rtl_small(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
         assert pf["hbm3_seconds"] > 0
         # the integer pipeline is much closer to float PQ than PQ is to exact attention
         assert st["rtl_vs_pq"]["rel_err"] < 0.5 * st["pq_vs_exact"]["rel_err"]
+        # full-precision sinks and window: closer to exact than every token compressed
+        assert st["rtl_vs_exact"]["rel_err"] < st["no_window_vs_exact"]["rel_err"]
     assert res["perf"]["same_banks"]["fp16_pim_seconds"] > pf["hbm3_seconds"]
     assert trace.read_text().startswith('{"format": "aqpim-trace"')
