@@ -38,7 +38,8 @@ class Attention(wiring.Component):
 
     Order of operations (one *pass pair* per head and decode step):
 
-    0. Load the query LUT on ``i_lut`` (M*K beats, the all-bank broadcast) and, once per
+    0. Load the query LUT on ``i_lut`` (``ceil(M*K / E)`` 256-bit beats of E entries, one
+       per cycle: 64 at M = 64, K = 16, L = 16; the all-bank broadcast) and, once per
        prefill, the value codebook on ``i_vcb`` (M*K beats). Both may be reloaded between
        pass pairs; the LUT write stalls while key columns are in flight.
     1. Pass 1 (scores): the key-code columns of the bank's tokens on ``i_key``, in token

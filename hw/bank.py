@@ -16,11 +16,12 @@ before anything changes; a rejected command's ``length`` data beats are drained 
 response header goes out, so no command can hang the bank or change its state.
 
 Latency and throughput (cycles at the bank clock, no back-pressure; measured figures in
-docs/bank.md): header to decision 2 cycles; LOAD_CB one centroid per cycle (K cycles);
-LOAD_LUT one entry per cycle (M*K cycles); WRITE_KV one sub-vector per cycle into the encoder,
-so the encoder's ``K / lanes`` cycles per sub-vector set the rate (2M sub-vectors per token);
-SCORE one code column per cycle (II = 1 read-ahead from the code storage); AGGREGATE one token
-per cycle plus the attention unit's K + ~10 cycles; reads one beat per cycle.
+docs/bank.md): header to decision 2 cycles; LOAD_CB one centroid per cycle (K cycles); LOAD_LUT
+one 256-bit beat (E = 256 / lut_width entries) per cycle straight into the LUT-accumulate unit
+(``lut_beats`` cycles: 64 at M = 64, K = 16, L = 16); WRITE_KV one sub-vector per cycle into the
+encoder, so the encoder's ``K / lanes`` cycles per sub-vector set the rate (2M sub-vectors per
+token); SCORE one code column per cycle (II = 1 read-ahead from the code storage); AGGREGATE one
+token per cycle plus the attention unit's K + ~10 cycles; reads one beat per cycle.
 
 Parameters (keyword-only)
 -------------------------
@@ -212,14 +213,13 @@ class BankController(wiring.Component):
             attn.i_val.payload.eq(col),
         ]
 
-        # The unpacker: the current data beat and the group (centroid, sub-vector, LUT entry)
-        # being handed to a unit; `grp` counts groups within the command's current unit.
+        # The unpacker: the current data beat and the group (centroid, sub-vector) being
+        # handed to a unit; `grp` counts groups within the command's current unit.
         beat = Signal(W)
-        slot = Signal(range(max(gpb, lpb) + 1))
-        grp = Signal(range(max(M * K, K, M) + 1))
+        slot = Signal(range(gpb + 1))
+        grp = Signal(range(max(K, M) + 1))
         vec = Signal(range(2 * g.max_tokens_per_write + 2))  # vectors done in WRITE_KV
         group = beat.word_select(slot[:(gpb - 1).bit_length()], gw) if gpb > 1 else beat[:gw]
-        entry = beat.word_select(slot[:(lpb - 1).bit_length()], lw) if lpb > 1 else beat[:lw]
 
         def elems(bits) -> list:
             return [bits[i * ew:i * ew + n.elem_bits].as_signed() for i in range(d)]
@@ -364,8 +364,10 @@ class BankController(wiring.Component):
                                          lut_valid.eq(0), scores_valid.eq(0),
                                          partial_valid.eq(0)]
                             m.next = "RSP_HDR"
-                        with m.Case(Opcode.LOAD_CB, Opcode.LOAD_LUT):
+                        with m.Case(Opcode.LOAD_CB):
                             m.next = "BEAT"
+                        with m.Case(Opcode.LOAD_LUT):
+                            m.next = "LUT_BEAT"
                         with m.Case(Opcode.WRITE_KV):
                             m.d.sync += [cur_tok.eq(tokens), cidx.eq(0), tok_done.eq(0)]
                             with m.If(scores_valid):  # the scores no longer cover every token
@@ -404,7 +406,27 @@ class BankController(wiring.Component):
                 with m.Elif(self.i_cmd.valid):
                     m.d.sync += left.eq(left - 1)
 
-            # LOAD_CB / LOAD_LUT / WRITE_KV data: take a beat, then hand out its groups.
+            # LOAD_LUT data: each 256-bit beat goes straight to the LUT-accumulate unit, which
+            # writes a whole beat (E entries) per cycle; the read-back copy is written beside.
+            with m.State("LUT_BEAT"):
+                lp = attn.i_lut.payload
+                m.d.comb += [
+                    lp.row.eq(g.lut_beats - left),
+                    attn.i_lut.valid.eq(self.i_cmd.valid),
+                    self.i_cmd.ready.eq(attn.i_lut.ready),
+                ]
+                for i in range(lpb):
+                    m.d.comb += lp.values[i].eq(
+                        self.i_cmd.payload[i * lw:i * lw + n.lut_bits].as_signed())
+                with m.If(self.i_cmd.valid & attn.i_lut.ready):
+                    m.d.comb += [lwp.addr.eq(g.lut_beats - left), lwp.data.eq(norm_lut),
+                                 lwp.en.eq(1)]
+                    m.d.sync += left.eq(left - 1)
+                    with m.If(left == 1):
+                        m.d.sync += [lut_valid.eq(1), scores_valid.eq(0)]
+                        m.next = "DRAIN"
+
+            # LOAD_CB / WRITE_KV data: take a beat, then hand out its groups.
             with m.State("BEAT"):
                 m.d.comb += self.i_cmd.ready.eq(1)
                 with m.If(self.i_cmd.valid):
@@ -413,9 +435,6 @@ class BankController(wiring.Component):
                         beat_i = g.cb_beats - left
                         m.d.comb += [cw.addr.eq(cb_sub * g.cb_beats + beat_i),
                                      cw.data.eq(norm_cb), cw.en.eq(1)]
-                    with m.If(op == Opcode.LOAD_LUT):
-                        m.d.comb += [lwp.addr.eq(g.lut_beats - left), lwp.data.eq(norm_lut),
-                                     lwp.en.eq(1)]
                     m.next = "EMIT"
 
             with m.State("EMIT"):
@@ -445,21 +464,6 @@ class BankController(wiring.Component):
                                     m.d.sync += kmask.bit_select(sub_idx, 1).eq(1)
                                 m.next = "DRAIN"  # any padding beats; none when length fits
                             with m.Elif(slot == gpb - 1):
-                                m.next = "BEAT"
-                    with m.Case(Opcode.LOAD_LUT):
-                        p = attn.i_lut.payload
-                        m.d.comb += [
-                            p.subspace.eq(grp >> (K.bit_length() - 1)),
-                            p.index.eq(grp[:b]),
-                            p.value.eq(entry[:n.lut_bits].as_signed()),
-                            attn.i_lut.valid.eq(1),
-                        ]
-                        with m.If(attn.i_lut.ready):
-                            m.d.sync += [grp.eq(grp + 1), slot.eq(slot + 1)]
-                            with m.If(grp == M * K - 1):
-                                m.d.sync += [lut_valid.eq(1), scores_valid.eq(0)]
-                                m.next = "DRAIN"
-                            with m.Elif(slot == lpb - 1):
                                 m.next = "BEAT"
                     with m.Case(Opcode.WRITE_KV):
                         # Sub-vector `grp` of vector `vec` (even: key, odd: value) of a token.

@@ -21,6 +21,8 @@ __all__ = [
     "lut_write_layout",
     "score_beat_layout",
     "index_shape",
+    "lut_entries_per_beat",
+    "lut_beats_of",
 ]
 
 
@@ -34,12 +36,27 @@ def ntok_shape(tpc: int) -> unsigned:
     return unsigned(tpc.bit_length())
 
 
+def lut_entries_per_beat(num: Numerics) -> int:
+    """E: LUT entries in one 256-bit beat, each in a power-of-two slot of >= ``lut_bits`` bits.
+
+    The packing of docs/isa.md (``Geometry.lut_width``): 16 entries at L = 16.
+    """
+    return COLUMN_BITS // (1 << (num.lut_bits - 1).bit_length())
+
+
+def lut_beats_of(num: Numerics) -> int:
+    """Beats of a whole LUT, ``ceil(M*K / E)`` (the ISA's ``lut_beats``)."""
+    return -(-num.subspaces * num.centroids // lut_entries_per_beat(num))
+
+
 def lut_write_layout(num: Numerics) -> data.StructLayout:
-    """One LUT entry per beat: ``LUT[subspace, index] = value`` (the host's broadcast)."""
+    """One 256-bit LUT beat: ``values[i]`` is flat entry ``row*E + i``, i.e. ``LUT[m][j]`` with
+    ``m*K + j = row*E + i`` (the LOAD_LUT packing of docs/isa.md, unpacked to ``lut_bits``).
+    Slots past ``M*K`` in a partly filled last beat are ignored.
+    """
     return data.StructLayout({
-        "subspace": index_shape(num.subspaces),
-        "index": unsigned(num.code_bits),
-        "value": signed(num.lut_bits),
+        "row": index_shape(lut_beats_of(num)),
+        "values": data.ArrayLayout(signed(num.lut_bits), lut_entries_per_beat(num)),
     })
 
 
@@ -77,18 +94,23 @@ class LUTAccumulate(wiring.Component):
     ``scores[k] = sum_m LUT[m, codes[k][m]]`` for the ``tpc = 256 / (M*b)`` token slots of
     the column, exact in ``score_bits`` (no saturation: the width is the exact sum width).
 
-    Structure: M LUT memories (one per subspace, K x ``lut_bits`` signed) with ``tpc``
-    synchronous read ports each, so all ``M * tpc = 256 / b`` codes of a column are looked up
-    in the same cycle; then a balanced adder tree over the M subspaces per token, one register
-    stage per tree level. All stages advance together (a global stall enable) when the output
-    is empty or being taken.
+    Structure: M LUT memories (one per subspace), each organised as rows of ``R = min(E, K)``
+    entries (``K / R`` rows; E = :func:`lut_entries_per_beat`), so one 256-bit LUT beat is one
+    row write - for K < E one beat fills E/K subspace memories in the same cycle. Each memory
+    has ``tpc`` synchronous read ports addressed by a code's high bits; the code's low ``log2
+    R`` bits, registered beside the read, select the entry from the row. So all ``M * tpc = 256
+    / b`` codes of a column are looked up in the same cycle; then a balanced adder tree over the
+    M subspaces per token, one register stage per tree level. All stages advance together (a
+    global stall enable) when the output is empty or being taken.
 
     Ports
     -----
     i_lut : In(stream of :func:`lut_write_layout`)
-        LUT writes, one entry per beat. Accepted only while no column is in flight (ready is
-        low otherwise), and a pending LUT write holds off new columns, so every column is
-        scored against one consistent LUT. Loading M*K entries takes M*K cycles.
+        LUT writes, one 256-bit beat (E entries) per cycle. Accepted only while no column is
+        in flight (ready is low otherwise), and a pending LUT write holds off new columns, so
+        every column is scored against one consistent LUT. Loading the M*K entries takes
+        ``ceil(M*K / E)`` cycles (64 at M = 64, K = 16, L = 16; was M*K = 1024 at one entry
+        per cycle).
     i_cols : In(stream of :func:`column_layout`)
         Key-code columns.
     o_scores : Out(stream of :func:`score_beat_layout`)
@@ -169,24 +191,44 @@ class LUTAccumulate(wiring.Component):
         lut_fire = self.i_lut.valid & self.i_lut.ready
         col_fire = self.i_cols.valid & self.i_cols.ready
 
-        # Stage 1: one memory per subspace, tpc read ports each: a whole column in one cycle.
+        # Stage 1: one memory per subspace, rows of R entries, so a LUT beat is one row write
+        # (E/K subspaces at once for K < E), and tpc read ports: a whole column in one cycle.
+        ent = lut_entries_per_beat(num)
+        kc = num.centroids
+        rlen = min(ent, kc)  # entries per row
+        nrows = kc // rlen
+        rbits = (rlen - 1).bit_length()  # code bits that select within a row
+        row_in = self.i_lut.payload.row
         level: list[list] = [[None] * nsub for _ in range(tpc)]
         for s in range(nsub):
-            mem = Memory(shape=signed(num.lut_bits), depth=num.centroids, init=[])
+            first = s * kc  # flat index of LUT[s][0]
+            beat0, off = divmod(first, ent)
+            mem = Memory(shape=data.ArrayLayout(signed(num.lut_bits), rlen), depth=nrows,
+                         init=[])
             m.submodules[f"lut{s}"] = mem
             wp = mem.write_port()
-            m.d.comb += [
-                wp.addr.eq(self.i_lut.payload.index),
-                wp.data.eq(self.i_lut.payload.value),
-                wp.en.eq(lut_fire & (self.i_lut.payload.subspace == s)),
-            ]
+            if nrows > 1:  # K >= E: subspace s owns beats beat0 .. beat0 + K/E - 1 whole
+                hit = (row_in >> (nrows - 1).bit_length()) == (beat0 >> (nrows - 1).bit_length())
+                m.d.comb += wp.addr.eq(row_in[:(nrows - 1).bit_length()])
+            else:  # K <= E: subspace s is slots off .. off + K - 1 of beat beat0
+                hit = row_in == beat0
+            m.d.comb += wp.en.eq(lut_fire & hit)
+            for i in range(rlen):
+                m.d.comb += wp.data[i].eq(self.i_lut.payload.values[off + i])
             for k in range(tpc):
                 rp = mem.read_port(domain="sync")
-                m.d.comb += [
-                    rp.addr.eq(self.i_cols.payload.codes[k][s]),
-                    rp.en.eq(adv),
-                ]
-                level[k][s] = rp.data
+                code = self.i_cols.payload.codes[k][s]
+                if nrows > 1:
+                    m.d.comb += rp.addr.eq(code[rbits:])
+                m.d.comb += rp.en.eq(adv)
+                if rlen > 1:
+                    # the row comes out a cycle later: select it with the code bits of then
+                    sel = Signal(rbits, name=f"s1_sel{s}_{k}")
+                    with m.If(adv):
+                        m.d.sync += sel.eq(code[:rbits])
+                    level[k][s] = rp.data[sel]
+                else:
+                    level[k][s] = rp.data[0]
 
         # Token count and end-of-pass flag travel beside the data.
         ntok = [Signal.like(self.i_cols.payload.ntok, name=f"s{i + 1}_ntok")

@@ -160,10 +160,15 @@ def make_case(kind: str, tokens: int, num: Numerics, rng: np.random.Generator) -
 
 
 def lut_beats(layout: data.StructLayout, lut: np.ndarray) -> list[int]:
-    """``i_lut`` beats, subspace-major: one ``(subspace, index, value)`` per beat."""
-    msub, k = lut.shape
-    return [pack(layout, {"subspace": s, "index": j, "value": int(lut[s, j])})
-            for s in range(msub) for j in range(k)]
+    """``i_lut`` beats in the LOAD_LUT packing of docs/isa.md: flat entry ``m*K + j`` (that
+    is ``LUT[m][j]``) in beat ``(m*K + j) // E``, slot ``(m*K + j) % E``; a partly filled last
+    beat is padded with zeros. E is the length of the layout's ``values`` array.
+    """
+    ent = dict(layout)["values"].shape.length
+    flat = [int(v) for v in np.asarray(lut).reshape(-1)]
+    flat += [0] * (-len(flat) % ent)
+    return [pack(layout, {"row": r, "values": flat[r * ent:(r + 1) * ent]})
+            for r in range(len(flat) // ent)]
 
 
 def codebook_beats(layout: data.StructLayout, codebook: np.ndarray) -> list[int]:

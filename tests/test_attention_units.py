@@ -99,10 +99,12 @@ def test_lut_accumulate_one_column_per_cycle() -> None:
     src = Source(dut.i_cols, column_beats(dut.i_cols.payload.shape(), case.key_codes, num),
                  idle=0.0)
     snk = Sink(dut.o_scores, 40, backpressure=0.0)
-    run_phases(dut, [
-        ([Source(dut.i_lut, lut_beats(dut.i_lut.payload.shape(), case.lut), idle=0.0)], []),
-        ([src], [snk]),
-    ], seed=1)
+    lut_src = Source(dut.i_lut, lut_beats(dut.i_lut.payload.shape(), case.lut), idle=0.0)
+    run_phases(dut, [([lut_src], []), ([src], [snk])], seed=1)
+    # the LUT goes in one 256-bit beat (16 entries at L = 16) per cycle: M*K/16 cycles
+    nbeats = num.subspaces * num.centroids * num.lut_bits // 256
+    assert len(lut_src.sent_at) == nbeats
+    assert np.diff(lut_src.sent_at).tolist() == [1] * (nbeats - 1)
     assert np.diff(src.sent_at).tolist() == [1] * 39
     assert np.diff(snk.got_at).tolist() == [1] * 39
     assert snk.got_at[0] - src.sent_at[0] == dut.latency

@@ -596,7 +596,7 @@ class PimWorkload:
     partial_beats_per_bank: int  # per pass and bank: read-out of a partial
     roundtrip_bytes_per_token: int = 0  # per pass and token: scores out + weights in (FP16)
     tail_cycles: int = 0  # unit latency after the last column (value MAC, pipeline)
-    lut_load_cycles: int = 0  # per pass: the units take the LUT in (AQPIM: M*K entries)
+    lut_load_cycles: int = 0  # per pass: the units take the LUT in (AQPIM: its beats)
     label: str = ""
 
     def __post_init__(self) -> None:
@@ -844,9 +844,10 @@ def command_unit_cycles(cfg: HBM3Config, num: Any, opcode: str, tokens: int, len
     The quantity the RTL device records: from the first header beat offered to the last
     response beat taken, with no idle input cycles and no back-pressure. The bank controller
     (hw/bank.py) takes one header or data beat per cycle, hands the beat's groups (centroids,
-    LUT entries, sub-vectors) to its unit one per cycle, and returns one response beat per
-    cycle; ``units.aqpim.command_cycles`` holds its fixed overheads, measured on the RTL and
-    checked command by command against co-simulation (tests/test_perf.py).
+    sub-vectors) to its unit one per cycle (a LUT beat goes to the unit whole, one per cycle),
+    and returns one response beat per cycle; ``units.aqpim.command_cycles`` holds its fixed
+    overheads, measured on the RTL and checked command by command against co-simulation
+    (tests/test_perf.py).
 
     Parameters
     ----------
@@ -882,9 +883,8 @@ def command_unit_cycles(cfg: HBM3Config, num: Any, opcode: str, tokens: int, len
                 + num.centroids * u("value_mac_cycles_per_centroid"))
     if opcode == "LOAD_CB":  # each beat, then its centroids one per cycle
         return base + cc["load"] + length + num.centroids
-    if opcode == "LOAD_LUT":
-        return (base + cc["load"] + length
-                + num.subspaces * num.centroids * u("lut_load_cycles_per_entry"))
+    if opcode == "LOAD_LUT":  # each 256-bit beat straight into the LUT-accumulate unit
+        return base + cc["load"] + length * u("lut_load_cycles_per_beat")
     if opcode == "WRITE_KV":
         # 2M sub-vectors per token through the encoder, K / lanes cycles each; a beat's load
         # cycle hides behind a busy encoder unless it takes one sub-vector per cycle.

@@ -230,6 +230,9 @@ def aqpim_workload(model: ModelConfig, hw: HBM3Config, num: Numerics, batch: int
     div = u("clock_divider")
     m, b, k = num.subspaces, num.code_bits, num.centroids
     tokens_per_column = 256 / (m * b)
+    # LOAD_LUT beats as the ISA packs them (power-of-two slots): the unit takes one per cycle
+    lut_width = 1 << (num.lut_bits - 1).bit_length()
+    lut_beats = -(-m * k * lut_width // 256)
     passes = -(-model.group // u("query_heads_per_pass"))
     tail = (u("lut_accumulate_latency") + u("softmax_histogram_latency")
             + k * u("value_mac_cycles_per_centroid") + u("value_mac_latency"))
@@ -246,7 +249,7 @@ def aqpim_workload(model: ModelConfig, hw: HBM3Config, num: Numerics, batch: int
         query_beats_per_pass=1 + _beats(m * k * num.lut_bits),
         partial_beats_per_bank=1 + _beats((num.head_dim + 2) * 8 * u("partial_word_bytes")),
         tail_cycles=math.ceil(tail * div),
-        lut_load_cycles=math.ceil(m * k * u("lut_load_cycles_per_entry") * div),
+        lut_load_cycles=math.ceil(lut_beats * u("lut_load_cycles_per_beat") * div),
         label=f"aqpim-{num.bits_per_element:g}b",
     )
 
