@@ -91,6 +91,27 @@ def test_lut_accumulate(num: Numerics, kind: str) -> None:
     assert got == intmodel.lut_accumulate(case.lut, case.key_codes, num).tolist()
 
 
+def test_lut_accumulate_beats_in_any_order() -> None:
+    """L = 24 (E = 8 entries per beat, K = 16: two rows per subspace), beats in reverse order."""
+    num = dataclasses.replace(NUM_TPC8, lut_bits=24, lut_frac_bits=8)
+    dut = LUTAccumulate(numerics=num)
+    tokens = 2 * dut.tokens_per_column + 3
+    case = make_case("wide", tokens, num, np.random.default_rng(4))
+    beats = lut_beats(dut.i_lut.payload.shape(), case.lut)
+    assert len(beats) == num.subspaces * num.centroids // 8
+    snk = Sink(dut.o_scores, -(-tokens // dut.tokens_per_column))
+    run_phases(dut, [
+        ([Source(dut.i_lut, beats[::-1])], []),
+        ([Source(dut.i_cols, column_beats(dut.i_cols.payload.shape(), case.key_codes, num))],
+         [snk]),
+    ], seed=3)
+    got = []
+    for word in snk.beats:
+        beat = unpack(dut.o_scores.payload.shape(), word)
+        got += beat["scores"][:beat["ntok"]]
+    assert got == intmodel.lut_accumulate(case.lut, case.key_codes, num).tolist()
+
+
 def test_lut_accumulate_one_column_per_cycle() -> None:
     """No idle, no backpressure: columns are taken on consecutive cycles, scores follow."""
     num = dataclasses.replace(NUM_TPC8, token_capacity=512)
