@@ -117,3 +117,21 @@ def test_smoke_waves(tmp_path) -> None:
                         build_root=tmp_path)
     assert res.waves is not None and res.waves.stat().st_size > 0
     assert res.build_dir.name.endswith("-waves")
+
+
+def test_default_seed_is_stable_and_overridable(monkeypatch) -> None:
+    from aqpim.sim.runner import default_seed
+
+    monkeypatch.delenv("SEED", raising=False)
+    monkeypatch.setenv("PYTEST_CURRENT_TEST", "tests/x.py::test_a (call)")
+    a = default_seed("u", {"k": 1})
+    assert a == default_seed("u", {"k": 2})  # the node id decides inside pytest
+    monkeypatch.setenv("PYTEST_CURRENT_TEST", "tests/x.py::test_b (call)")
+    assert default_seed("u", {"k": 1}) != a
+    monkeypatch.setenv("SEED", "77")
+    assert default_seed("u", {"k": 1}) == 77
+    monkeypatch.setenv("SEED", "random")
+    assert 0 <= default_seed("u", {}) < 2**31
+    monkeypatch.setenv("SEED", "abc")
+    with pytest.raises(ValueError, match="abc"):
+        default_seed("u", {})
