@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 __all__ = [
     "Numerics",
     "signed_width",
+    "dist_bits",
     "unsigned_width",
     "exp2_table",
     "exp2_weight",
@@ -46,6 +47,16 @@ def signed_width(min_value: int, max_value: int) -> int:
     while not (-(1 << (bits - 1)) <= min_value and max_value <= (1 << (bits - 1)) - 1):
         bits += 1
     return bits
+
+
+def dist_bits(sub_dim: int, elem_bits: int) -> int:
+    """Unsigned width of an exact squared L2 distance between two d-element W-bit sub-vectors.
+
+    ``|x_i - c_i| <= 2^W - 1`` for W-bit signed x and c, so the distance is at most
+    ``d * (2^W - 1)^2``.
+    """
+    span = (1 << elem_bits) - 1
+    return unsigned_width(sub_dim * span * span)
 
 
 def exp2_table(frac_bits: int, exp_bits: int) -> tuple[int, ...]:
@@ -168,8 +179,7 @@ class Numerics:
     @property
     def dist_bits(self) -> int:
         """Unsigned width of an exact squared L2 distance between two sub-vectors."""
-        span = self.elem_max - self.elem_min  # largest |x - c|
-        return unsigned_width(self.sub_dim * span * span)
+        return dist_bits(self.sub_dim, self.elem_bits)
 
     # --- scores -------------------------------------------------------------------------------
     @property

@@ -13,6 +13,8 @@ from amaranth import Module, Mux, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from aqpim.checks import check_int
+
 __all__ = ["ArgminTree"]
 
 
@@ -34,13 +36,8 @@ class ArgminTree(wiring.Component):
     """
 
     def __init__(self, *, count: int, value_bits: int) -> None:
-        for name, value, hi in (("count", count, 4096), ("value_bits", value_bits, 64)):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"{name} must be an int, got {value!r}")
-            if not 1 <= value <= hi:
-                raise ValueError(f"{name} must be in [1, {hi}], got {value}")
-        self._count = count
-        self._value_bits = value_bits
+        self._count = count = check_int("count", count, 1, 4096)
+        self._value_bits = value_bits = check_int("value_bits", value_bits, 1, 64)
         super().__init__(
             {
                 "values": In(data.ArrayLayout(unsigned(value_bits), count)),

@@ -16,62 +16,32 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["CodebookStore"]
+from aqpim.checks import check_int
+
+__all__ = ["CodebookStore", "PQGeometry"]
 
 
-def _int(name: str, value: object, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if not lo <= value <= hi:
-        raise ValueError(f"{name} must be in [{lo}, {hi}], got {value}")
-    return value
+class PQGeometry:
+    """The encoder's parameters d, K, M, W, P, checked once, as read-only properties.
 
-
-class CodebookStore(wiring.Component):
-    """M codebooks of K centroids of d W-bit signed elements, split over P lanes.
-
-    Parameters
-    ----------
-    sub_dim, centroids, subspaces, elem_bits, lanes:
-        d, K (power of two), M, W, P (power of two dividing K).
-
-    Ports
-    -----
-    w_en, w_sub, w_idx, w_vec:
-        Write centroid ``w_idx`` of subspace ``w_sub`` (applied at the clock edge).
-    r_en, r_sub, r_iter:
-        Read centroids ``r_iter*P + p`` (p = 0..P-1) of subspace ``r_sub``.
-    r_vecs:
-        ``ArrayLayout(vec, P)``: the P centroids, one cycle after the read.
+    Shared by :class:`CodebookStore` and :class:`aqpim.hw.encoder.PQEncoder`, which take the
+    same parameters with their own limits.
     """
 
-    def __init__(
-        self, *, sub_dim: int, centroids: int, subspaces: int, elem_bits: int, lanes: int
+    def _set_geometry(
+        self, *, sub_dim: int, centroids: int, subspaces: int, elem_bits: int, lanes: int,
+        max_sub_dim: int, max_centroids: int, max_subspaces: int, elem_range: tuple[int, int],
     ) -> None:
-        self._d = _int("sub_dim", sub_dim, 1, 64)
-        self._k = _int("centroids", centroids, 2, 4096)
+        self._d = check_int("sub_dim", sub_dim, 1, max_sub_dim)
+        self._k = check_int("centroids", centroids, 2, max_centroids)
         if self._k & (self._k - 1):
             raise ValueError(f"centroids must be a power of two, got {centroids}")
-        self._m = _int("subspaces", subspaces, 1, 4096)
-        self._w = _int("elem_bits", elem_bits, 2, 32)
-        self._p = _int("lanes", lanes, 1, self._k)
+        self._m = check_int("subspaces", subspaces, 1, max_subspaces)
+        self._w = check_int("elem_bits", elem_bits, *elem_range)
+        self._p = check_int("lanes", lanes, 1, self._k)
         if self._k % self._p:
             raise ValueError(f"lanes {lanes} must divide centroids {centroids}")
-        vec = data.ArrayLayout(signed(self._w), self._d)
-        super().__init__(
-            {
-                "w_en": In(1),
-                "w_sub": In(unsigned(self.sub_bits)),
-                "w_idx": In(unsigned(self.code_bits)),
-                "w_vec": In(vec),
-                "r_en": In(1),
-                "r_sub": In(unsigned(self.sub_bits)),
-                "r_iter": In(unsigned(max(1, self.iter_bits))),
-                "r_vecs": Out(data.ArrayLayout(vec, self._p)),
-            }
-        )
 
-    # --- read-only parameters -----------------------------------------------------------------
     @property
     def sub_dim(self) -> int:
         return self._d
@@ -94,7 +64,7 @@ class CodebookStore(wiring.Component):
 
     @property
     def iterations(self) -> int:
-        """T = K / P: reads per sub-vector."""
+        """T = K / P: codebook reads, and cycles, per sub-vector (the encoder's throughput)."""
         return self._k // self._p
 
     @property
@@ -102,16 +72,62 @@ class CodebookStore(wiring.Component):
         return self._k.bit_length() - 1
 
     @property
+    def sub_bits(self) -> int:
+        return max(1, (self._m - 1).bit_length())
+
+    @property
+    def vec_layout(self) -> data.ArrayLayout:
+        return data.ArrayLayout(signed(self._w), self._d)
+
+
+class CodebookStore(PQGeometry, wiring.Component):
+    """M codebooks of K centroids of d W-bit signed elements, split over P lanes.
+
+    Parameters
+    ----------
+    sub_dim, centroids, subspaces, elem_bits, lanes:
+        d, K (power of two), M, W, P (power of two dividing K).
+
+    Ports
+    -----
+    w_en, w_sub, w_idx, w_vec:
+        Write centroid ``w_idx`` of subspace ``w_sub`` (applied at the clock edge).
+    r_en, r_sub, r_iter:
+        Read centroids ``r_iter*P + p`` (p = 0..P-1) of subspace ``r_sub``.
+    r_vecs:
+        ``ArrayLayout(vec, P)``: the P centroids, one cycle after the read.
+    """
+
+    def __init__(
+        self, *, sub_dim: int, centroids: int, subspaces: int, elem_bits: int, lanes: int
+    ) -> None:
+        self._set_geometry(
+            sub_dim=sub_dim, centroids=centroids, subspaces=subspaces, elem_bits=elem_bits,
+            lanes=lanes, max_sub_dim=64, max_centroids=4096, max_subspaces=4096,
+            elem_range=(2, 32),
+        )
+        vec = data.ArrayLayout(signed(self._w), self._d)
+        super().__init__(
+            {
+                "w_en": In(1),
+                "w_sub": In(unsigned(self.sub_bits)),
+                "w_idx": In(unsigned(self.code_bits)),
+                "w_vec": In(vec),
+                "r_en": In(1),
+                "r_sub": In(unsigned(self.sub_bits)),
+                "r_iter": In(unsigned(max(1, self.iter_bits))),
+                "r_vecs": Out(data.ArrayLayout(vec, self._p)),
+            }
+        )
+
+    # --- derived widths (the parameters are PQGeometry properties) ---------------------------
+    @property
     def lane_bits(self) -> int:
         return self._p.bit_length() - 1
 
     @property
     def iter_bits(self) -> int:
         return self.iterations.bit_length() - 1
-
-    @property
-    def sub_bits(self) -> int:
-        return max(1, (self._m - 1).bit_length())
 
     def elaborate(self, platform: object) -> Module:
         m = Module()

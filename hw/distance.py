@@ -14,21 +14,10 @@ from amaranth import Module, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from aqpim.checks import check_int
+from aqpim.numerics import dist_bits  # one formula for the RTL and the contract
+
 __all__ = ["SquaredDistance", "dist_bits"]
-
-
-def dist_bits(sub_dim: int, elem_bits: int) -> int:
-    """Unsigned width of an exact squared distance; the formula of ``Numerics.dist_bits``."""
-    span = (1 << elem_bits) - 1  # largest |a - b| for W-bit signed a, b
-    return max(1, (sub_dim * span * span).bit_length())
-
-
-def _check(name: str, value: object, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if not lo <= value <= hi:
-        raise ValueError(f"{name} must be in [{lo}, {hi}], got {value}")
-    return value
 
 
 class SquaredDistance(wiring.Component):
@@ -48,8 +37,8 @@ class SquaredDistance(wiring.Component):
     """
 
     def __init__(self, *, sub_dim: int, elem_bits: int) -> None:
-        self._sub_dim = _check("sub_dim", sub_dim, 1, 64)
-        self._elem_bits = _check("elem_bits", elem_bits, 2, 32)
+        self._sub_dim = check_int("sub_dim", sub_dim, 1, 64)
+        self._elem_bits = check_int("elem_bits", elem_bits, 2, 32)
         vec = data.ArrayLayout(signed(elem_bits), sub_dim)
         super().__init__(
             {"a": In(vec), "b": In(vec), "dist": Out(unsigned(dist_bits(sub_dim, elem_bits)))}

@@ -27,25 +27,17 @@ accepted.
 
 from __future__ import annotations
 
-from amaranth import Cat, Module, Signal, signed, unsigned
+from amaranth import Cat, Module, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from aqpim.hw.argmin import ArgminTree
-from aqpim.hw.codebook import CodebookStore
+from aqpim.hw.codebook import CodebookStore, PQGeometry
 from aqpim.hw.distance import SquaredDistance, dist_bits
 
 __all__ = ["PQEncoder"]
 
 
-def _int(name: str, value: object, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if not lo <= value <= hi:
-        raise ValueError(f"{name} must be in [{lo}, {hi}], got {value}")
-    return value
-
-
-class PQEncoder(wiring.Component):
+class PQEncoder(PQGeometry, wiring.Component):
     """PQ encoder with P distance lanes.
 
     Parameters (keyword-only)
@@ -82,15 +74,11 @@ class PQEncoder(wiring.Component):
         elem_bits: int = 8,
         lanes: int = 4,
     ) -> None:
-        self._d = _int("sub_dim", sub_dim, 1, 16)
-        self._k = _int("centroids", centroids, 2, 256)
-        if self._k & (self._k - 1):
-            raise ValueError(f"centroids must be a power of two, got {centroids}")
-        self._m = _int("subspaces", subspaces, 1, 1024)
-        self._w = _int("elem_bits", elem_bits, 4, 16)
-        self._p = _int("lanes", lanes, 1, self._k)
-        if self._k % self._p:
-            raise ValueError(f"lanes {lanes} must divide centroids {centroids}")
+        self._set_geometry(
+            sub_dim=sub_dim, centroids=centroids, subspaces=subspaces, elem_bits=elem_bits,
+            lanes=lanes, max_sub_dim=16, max_centroids=256, max_subspaces=1024,
+            elem_range=(4, 16),
+        )
         super().__init__(
             {
                 "i_cb": In(stream.Signature(self.cb_layout)),
@@ -99,53 +87,16 @@ class PQEncoder(wiring.Component):
             }
         )
 
-    # --- read-only parameters and derived widths -----------------------------------------------
-    @property
-    def sub_dim(self) -> int:
-        return self._d
-
-    @property
-    def centroids(self) -> int:
-        return self._k
-
-    @property
-    def subspaces(self) -> int:
-        return self._m
-
-    @property
-    def elem_bits(self) -> int:
-        return self._w
-
-    @property
-    def lanes(self) -> int:
-        return self._p
-
-    @property
-    def iterations(self) -> int:
-        """T = K / P: cycles per sub-vector (the throughput)."""
-        return self._k // self._p
-
+    # --- derived widths and layouts (the parameters are PQGeometry properties) -------------
     @property
     def latency(self) -> int:
         """Cycles from the input handshake to the earliest output handshake: T + 3."""
         return self.iterations + 3
 
     @property
-    def code_bits(self) -> int:
-        return self._k.bit_length() - 1
-
-    @property
-    def sub_bits(self) -> int:
-        return max(1, (self._m - 1).bit_length())
-
-    @property
     def dist_bits(self) -> int:
         """Exact squared-distance width, = ``Numerics(...).dist_bits``."""
         return dist_bits(self._d, self._w)
-
-    @property
-    def vec_layout(self) -> data.ArrayLayout:
-        return data.ArrayLayout(signed(self._w), self._d)
 
     @property
     def cb_layout(self) -> data.StructLayout:

@@ -48,6 +48,10 @@ from collections.abc import Callable
 import numba
 import numpy as np
 
+from aqpim.checks import check_array as _array
+from aqpim.checks import float_array as _float
+from aqpim.checks import int_array as _int
+
 __all__ = [
     "encode",
     "nearest",
@@ -217,33 +221,6 @@ def _scan_kernel_bytes(table, codes, scores):  # pragma: no cover - compiled
 # ----------------------------------------------------------------------------------------------
 # checks
 # ----------------------------------------------------------------------------------------------
-def _array(name: str, a: object) -> np.ndarray:
-    if not isinstance(a, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array, got {type(a).__name__}")
-    return a
-
-
-def _float(name: str, a: object, ndim: int) -> np.ndarray:
-    a = _array(name, a)
-    if not np.issubdtype(a.dtype, np.floating):
-        raise TypeError(f"{name} must have a floating dtype, got {a.dtype}")
-    if a.ndim != ndim:
-        raise ValueError(f"{name} must have {ndim} dimensions, got shape {a.shape}")
-    if not np.all(np.isfinite(a)):
-        bad = tuple(int(i) for i in np.argwhere(~np.isfinite(a))[0])
-        raise ValueError(f"{name} has a non-finite value {a[bad]} at index {bad}")
-    return a
-
-
-def _int(name: str, a: object, ndim: int) -> np.ndarray:
-    a = _array(name, a)
-    if not np.issubdtype(a.dtype, np.integer):
-        raise TypeError(f"{name} must have an integer dtype, got {a.dtype}")
-    if a.ndim != ndim:
-        raise ValueError(f"{name} must have {ndim} dimensions, got shape {a.shape}")
-    return a
-
-
 def _codebook_shape(cb: np.ndarray) -> tuple[int, int, int]:
     m, k, d = cb.shape
     if k < 2 or k & (k - 1):

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from aqpim.checks import float_array, int_array
 from aqpim.numerics import Numerics
 
 __all__ = [
@@ -57,24 +58,11 @@ COLUMN_BITS = 256  # one HBM3 column access: 32 bytes
 # checks
 # ----------------------------------------------------------------------------------------------
 def _int_array(name: str, a: object, ndim: int) -> np.ndarray:
-    if not isinstance(a, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array, got {type(a).__name__}")
-    if not np.issubdtype(a.dtype, np.integer):
-        raise TypeError(f"{name} must have an integer dtype, got {a.dtype}")
-    if a.ndim != ndim:
-        raise ValueError(f"{name} must have {ndim} dimensions, got shape {a.shape}")
-    return a.astype(np.int64, copy=False)
+    return int_array(name, a, ndim).astype(np.int64, copy=False)
 
 
 def _float_array(name: str, a: object) -> np.ndarray:
-    if not isinstance(a, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array, got {type(a).__name__}")
-    if not np.issubdtype(a.dtype, np.floating):
-        raise TypeError(f"{name} must have a floating dtype, got {a.dtype}")
-    if not np.all(np.isfinite(a)):
-        bad = np.argwhere(~np.isfinite(a))[0]
-        raise ValueError(f"{name} has a non-finite value {a[tuple(bad)]} at index {tuple(bad)}")
-    return a.astype(np.float64, copy=False)
+    return float_array(name, a).astype(np.float64, copy=False)
 
 
 def _check_range(name: str, a: np.ndarray, lo: int, hi: int) -> None:

@@ -26,6 +26,8 @@ from __future__ import annotations
 import numpy as np
 from aqpim.sw import fastpq
 
+from aqpim.checks import check_int, float_array
+
 __all__ = ["train_codebooks", "encode", "decode", "distortion", "check_codebooks"]
 
 # Elements of one (subspaces x points x centroids) distance block: small enough to stay in
@@ -36,28 +38,6 @@ _BLOCK_ELEMS = 1 << 16
 # ----------------------------------------------------------------------------------------------
 # checks
 # ----------------------------------------------------------------------------------------------
-def _check_float(name: str, a: object, ndim: int) -> np.ndarray:
-    """Return ``a`` if it is a finite floating array of ``ndim`` dimensions, else raise."""
-    if not isinstance(a, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array, got {type(a).__name__}")
-    if not np.issubdtype(a.dtype, np.floating):
-        raise TypeError(f"{name} must have a floating dtype, got {a.dtype}")
-    if a.ndim != ndim:
-        raise ValueError(f"{name} must have {ndim} dimensions, got shape {a.shape}")
-    if not np.all(np.isfinite(a)):
-        bad = tuple(int(i) for i in np.argwhere(~np.isfinite(a))[0])
-        raise ValueError(f"{name} has a non-finite value {a[bad]} at index {bad}")
-    return a
-
-
-def _check_int_param(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
 def check_codebooks(codebooks: object) -> np.ndarray:
     """Validate a codebook array of shape (M, K, d) and return it.
 
@@ -68,7 +48,7 @@ def check_codebooks(codebooks: object) -> np.ndarray:
     ValueError
         If it is not 3-D, has a non-finite entry, or K is not a power of two >= 2.
     """
-    cb = _check_float("codebooks", codebooks, 3)
+    cb = float_array("codebooks", codebooks, 3)
     k = cb.shape[1]
     if k < 2 or k & (k - 1):
         raise ValueError(f"centroids (codebooks.shape[1]) must be a power of two >= 2, got {k}")
@@ -242,11 +222,11 @@ def train_codebooks(
         NaN/Inf in ``x``, wrong dimensions, D % M != 0, K not a power of two, N < K, a
         negative ``iters`` or an unknown ``init``.
     """
-    x = _check_float("x", x, 2)
-    subspaces = _check_int_param("subspaces", subspaces, 1)
-    centroids = _check_int_param("centroids", centroids, 2)
-    iters = _check_int_param("iters", iters, 0)
-    seed = _check_int_param("seed", seed, 0)
+    x = float_array("x", x, 2)
+    subspaces = check_int("subspaces", subspaces, 1)
+    centroids = check_int("centroids", centroids, 2)
+    iters = check_int("iters", iters, 0)
+    seed = check_int("seed", seed, 0)
     if centroids & (centroids - 1):
         raise ValueError(f"centroids must be a power of two, got {centroids}")
     n, dim = x.shape
@@ -296,7 +276,7 @@ def encode(x: np.ndarray, codebooks: np.ndarray) -> np.ndarray:
     codes:
         int64, shape (N, M), values in [0, K).
     """
-    x = _check_float("x", x, 2)
+    x = float_array("x", x, 2)
     cb = check_codebooks(codebooks)
     m, _, d = cb.shape
     if x.shape[1] != m * d:
@@ -340,6 +320,6 @@ def decode(codes: np.ndarray, codebooks: np.ndarray) -> np.ndarray:
 
 def distortion(x: np.ndarray, codebooks: np.ndarray) -> float:
     """Mean squared reconstruction error per vector: ``mean_n ||x_n - decode(encode(x_n))||^2``."""
-    x = _check_float("x", x, 2)
+    x = float_array("x", x, 2)
     xh = decode(encode(x, codebooks), codebooks)
     return float(np.mean(np.sum((x.astype(np.float64) - xh) ** 2, axis=1)))

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from aqpim.sw import intmodel, pq
 
+from aqpim.checks import check_int, float_array
 from aqpim.numerics import Numerics
 
 __all__ = [
@@ -46,9 +47,9 @@ LAYOUTS = ("round-robin", "blocks")
 # checks
 # ----------------------------------------------------------------------------------------------
 def _check_qkv(q: object, k: object, v: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    q = pq._check_float("q", q, 1)
-    k = pq._check_float("k", k, 2)
-    v = pq._check_float("v", v, 2)
+    q = float_array("q", q, 1)
+    k = float_array("k", k, 2)
+    v = float_array("v", v, 2)
     if k.shape[1] != q.shape[0]:
         raise ValueError(f"k must have shape (T, {q.shape[0]}), got {k.shape}")
     if v.shape[0] != k.shape[0]:
@@ -59,7 +60,7 @@ def _check_qkv(q: object, k: object, v: object) -> tuple[np.ndarray, np.ndarray,
 
 
 def _check_count(name: str, value: object) -> int:
-    return pq._check_int_param(name, value, 0)
+    return check_int(name, value, 0)
 
 
 def split_tokens(tokens: int, sinks: int, recent: int) -> tuple[np.ndarray, np.ndarray]:
@@ -96,7 +97,7 @@ def exact_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 def lut(q: np.ndarray, key_codebooks: np.ndarray) -> np.ndarray:
     """Query LUT ``LUT[m, j] = q_m . Ck_m[j]`` (no 1/sqrt(D)); float64 (M, K)."""
-    q = pq._check_float("q", q, 1)
+    q = float_array("q", q, 1)
     cb = pq.check_codebooks(key_codebooks)
     m, _, d = cb.shape
     if q.shape[0] != m * d:
@@ -119,7 +120,7 @@ def _check_codes(name: str, codes: object, m: int, k: int) -> np.ndarray:
 
 def pq_scores(table: np.ndarray, codes: np.ndarray) -> np.ndarray:
     """``s_t = sum_m LUT[m, codes[t, m]]`` for codes (T, M); float64 (T,)."""
-    table = pq._check_float("table", table, 2)
+    table = float_array("table", table, 2)
     codes = _check_codes("codes", codes, *table.shape)
     s = np.zeros(codes.shape[0])
     for m in range(table.shape[0]):  # take per subspace: the fastest plain-NumPy form
@@ -136,7 +137,7 @@ def value_aggregate(
     """
     cb = pq.check_codebooks(value_codebooks)
     m, k, _ = cb.shape
-    w = pq._check_float("weights", weights, 1)
+    w = float_array("weights", weights, 1)
     vc = _check_codes("value_codes", value_codes, m, k)
     if vc.shape[0] != w.shape[0]:
         raise ValueError(f"value_codes has {vc.shape[0]} tokens, weights {w.shape[0]}")
@@ -203,7 +204,7 @@ def bank_assignment(tokens: int, banks: int, layout: str = "round-robin") -> lis
     ``ceil(tokens / banks)`` tokens (bank b holds a stretch of the context).
     """
     tokens = _check_count("tokens", tokens)
-    banks = pq._check_int_param("banks", banks, 1)
+    banks = check_int("banks", banks, 1)
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     idx = np.arange(tokens)
@@ -292,7 +293,7 @@ def int_attention(
     q, k, v = _check_qkv(q, k, v)
     dim = q.shape[0]
     full, comp = split_tokens(k.shape[0], sinks, recent)
-    banks = pq._check_int_param("banks", banks, 1)
+    banks = check_int("banks", banks, 1)
     assign = bank_assignment(comp.size, banks, layout)
     load = max(a.size for a in assign)
     if numerics is None:

@@ -29,15 +29,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from aqpim.checks import check_int
+
 __all__ = ["generate", "rope"]
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
 
 
 def _check_real(name: str, value: object, minimum: float) -> float:
@@ -122,17 +116,17 @@ def generate(
     ``outlier_channels`` (H, outliers) int64, ``target_cluster`` (H,) and ``cluster`` (H, T)
     (which centre each token drew) for diagnostics.
     """
-    heads = _check_int("heads", heads, 1)
-    tokens = _check_int("tokens", tokens, 1)
-    head_dim = _check_int("head_dim", head_dim, 2)
+    heads = check_int("heads", heads, 1)
+    tokens = check_int("tokens", tokens, 1)
+    head_dim = check_int("head_dim", head_dim, 2)
     if head_dim % 2:
         raise ValueError(f"head_dim must be even (RoPE pairs), got {head_dim}")
-    seed = _check_int("seed", seed, 0)
-    clusters = _check_int("clusters", clusters, 1)
-    outliers = _check_int("outliers", outliers, 0)
+    seed = check_int("seed", seed, 0)
+    clusters = check_int("clusters", clusters, 1)
+    outliers = check_int("outliers", outliers, 0)
     if outliers > head_dim // 4:
         raise ValueError(f"outliers must be <= head_dim / 4 = {head_dim // 4}, got {outliers}")
-    sinks = _check_int("sinks", sinks, 0)
+    sinks = check_int("sinks", sinks, 0)
     if sinks > tokens:
         raise ValueError(f"sinks = {sinks} exceeds tokens = {tokens}")
     noise = _check_real("noise", noise, 0.0)
