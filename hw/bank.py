@@ -45,6 +45,7 @@ from aqpim.hw.attention import Attention, partial_layout
 from aqpim.hw.encoder import PQEncoder
 
 from aqpim import isa
+from aqpim.checks import check_int
 from aqpim.isa import Geometry, Opcode, Status
 from aqpim.numerics import Numerics
 
@@ -594,10 +595,7 @@ class BankArray(wiring.Component):
             "elem_bits": elem_bits, "lut_bits": lut_bits, "lut_frac_bits": lut_frac_bits,
             "exp_bits": exp_bits, "token_capacity": token_capacity,
         }
-        if isinstance(banks, bool) or not isinstance(banks, int):
-            raise TypeError(f"banks must be an int, got {banks!r}")
-        if not 1 <= banks <= 16:
-            raise ValueError(f"banks must be in [1, 16], got {banks}")
+        banks = check_int("banks", banks, 1, 16)
         self._banks = [BankController(lanes=lanes, **fields) for _ in range(banks)]
         members = {}
         for b in range(banks):

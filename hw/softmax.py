@@ -12,6 +12,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from aqpim.checks import check_int
 from aqpim.numerics import Numerics
 
 from .attn_params import numerics_from
@@ -81,10 +82,7 @@ class Softmax(wiring.Component):
             numerics, subspaces=subspaces, lut_bits=lut_bits, lut_frac_bits=lut_frac_bits,
             exp_bits=exp_bits, head_dim=head_dim,
         )
-        if isinstance(tag_bits, bool) or not isinstance(tag_bits, int):
-            raise TypeError(f"tag_bits must be an int, got {tag_bits!r}")
-        if tag_bits < 0:
-            raise ValueError(f"tag_bits must be >= 0, got {tag_bits}")
+        tag_bits = check_int("tag_bits", tag_bits, 0)
         self._num = num
         self._tag_bits = tag_bits
         super().__init__({

@@ -19,6 +19,7 @@ from aqpim.sw import intmodel
 from aqpim.sw.device import check_bank
 
 from aqpim import isa
+from aqpim.checks import check_int
 from aqpim.isa import Command, Flag, Geometry, Opcode, Response, Status
 from aqpim.numerics import Numerics
 
@@ -274,10 +275,7 @@ class GoldenDevice:
     """
 
     def __init__(self, geometry: Geometry, num_banks: int) -> None:
-        if isinstance(num_banks, bool) or not isinstance(num_banks, int):
-            raise TypeError(f"num_banks must be an int, got {num_banks!r}")
-        if num_banks < 1:
-            raise ValueError(f"num_banks must be >= 1, got {num_banks}")
+        num_banks = check_int("num_banks", num_banks, 1)
         self._banks = [GoldenBank(geometry) for _ in range(num_banks)]
         self._g = geometry
 

@@ -32,6 +32,7 @@ from typing import IO
 from aqpim.sw.device import check_bank
 
 from aqpim import isa
+from aqpim.checks import check_int
 from aqpim.isa import Command, Geometry, Response
 from aqpim.numerics import Numerics
 
@@ -94,10 +95,7 @@ class RtlDevice:
             raise TypeError(f"geometry must be a Geometry, got {type(geometry).__name__}")
         if geometry.heads != 1:
             raise ValueError(f"the RTL bank has one head slot; geometry.heads = {geometry.heads}")
-        if isinstance(num_banks, bool) or not isinstance(num_banks, int):
-            raise TypeError(f"num_banks must be an int, got {num_banks!r}")
-        if not 1 <= num_banks <= 16:
-            raise ValueError(f"num_banks must be in [1, 16], got {num_banks}")
+        num_banks = check_int("num_banks", num_banks, 1, 16)
         self._g = geometry
         self._n = num_banks
         self.last_cycles: list[int] | None = None

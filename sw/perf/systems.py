@@ -30,6 +30,7 @@ from aqpim.sw.perf.hbm3 import (
     simulate_decode,
 )
 
+from aqpim.checks import check_int
 from aqpim.numerics import Numerics
 
 __all__ = [
@@ -332,11 +333,8 @@ def evaluate(system: str, model: ModelConfig, gpu: GPUConfig, hw: HBM3Config, co
     """One decode step of ``system`` at ``context`` tokens and ``batch`` sequences."""
     if system not in SYSTEMS:
         raise ValueError(f"unknown system {system!r}: use one of {', '.join(SYSTEMS)}")
-    for name, v in (("context", context), ("batch", batch)):
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise TypeError(f"{name} must be an int, got {v!r}")
-        if v < 1:
-            raise ValueError(f"{name} must be >= 1, got {v}")
+    context = check_int("context", context, 1)
+    batch = check_int("batch", batch, 1)
     gpus = gpu.count_for(model)
     fc = gpu.fc_seconds(model, batch, gpus)
     jobs = batch * model.layers * model.kv_heads
