@@ -53,7 +53,7 @@ def verilog(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks, JSON on stdout: golden model against FAISS, then the performance model."""
     _install(session)
-    session.run("aqpim", "bench", "golden", *session.posargs)
+    session.run("aqpim", "bench", "golden", "--json", *session.posargs)
     session.run("aqpim", "bench", "perf", "--json", "-")
 
 

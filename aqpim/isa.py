@@ -42,22 +42,22 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from aqpim.numerics import Numerics
+if TYPE_CHECKING:
+    from aqpim.geometry import Geometry
 
 __all__ = [
     "WORD_BITS",
     "HEADER_FIELDS",
     "RESPONSE_FIELDS",
     "PARTIAL_WORD_BITS",
-    "ROW_COLUMNS",
     "Opcode",
     "Status",
     "Flag",
     "Command",
     "Response",
-    "Geometry",
     "pack_values",
     "unpack_values",
     "encode_header",
@@ -84,7 +84,6 @@ __all__ = [
 ]
 
 WORD_BITS = 256  # one stream beat = one HBM3 column access (32 B)
-ROW_COLUMNS = 32  # columns per DRAM row (1 KB row / 32 B), for row/column addresses in docs
 PARTIAL_WORD_BITS = 64  # READ_PARTIAL packs max, sum and the D outputs as 64-bit words
 
 # name -> (lsb, width); the order is the bit order
@@ -198,101 +197,6 @@ def unpack_values(
             v -= 1 << width
         out.append(v)
     return out
-
-
-def _pow2_at_least(w: int) -> int:
-    """Smallest power of two >= w: the storage width of a w-bit element in a beat."""
-    p = 1
-    while p < w:
-        p <<= 1
-    return p
-
-
-# ----------------------------------------------------------------------------------------------
-# geometry: how many beats each command carries for a given numerics + bank configuration
-# ----------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Geometry:
-    """Sizes of a bank's memories and of every command's data, for one configuration.
-
-    Parameters
-    ----------
-    num:
-        The PQ-attention numerics (D, M, K, W, L, token capacity per head).
-    heads:
-        Head slots in the bank (1..8). Each slot has its own code storage (``token_capacity``
-        tokens of key and value codes) and K/V codebooks; the LUT, score scratch and partial
-        registers are shared and tagged with the head they belong to.
-    """
-
-    num: Numerics
-    heads: int = 1
-    # derived, filled in __post_init__
-    elem_width: int = field(init=False)  # storage width of a W-bit element (power of two)
-    lut_width: int = field(init=False)  # storage width of an L-bit LUT entry
-    tokens_per_column: int = field(init=False)
-    columns_per_head: int = field(init=False)  # code columns per head and per K or V
-    cb_beats: int = field(init=False)  # one subspace of one codebook
-    vec_beats: int = field(init=False)  # one D-element K or V vector
-    token_beats: int = field(init=False)  # K then V of one token (WRITE_KV)
-    lut_beats: int = field(init=False)
-    partial_beats: int = field(init=False)
-    status_beats: int = field(init=False)
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.num, Numerics):
-            raise TypeError(f"num must be a Numerics, got {type(self.num).__name__}")
-        if isinstance(self.heads, bool) or not isinstance(self.heads, int):
-            raise TypeError(f"heads must be an int, got {self.heads!r}")
-        if not 1 <= self.heads <= MAX_HEADS:
-            raise ValueError(f"heads must be in [1, {MAX_HEADS}], got {self.heads}")
-        n = self.num
-        bits = n.subspaces * n.code_bits
-        if bits > WORD_BITS or WORD_BITS % bits:
-            raise ValueError(
-                f"M*b = {n.subspaces}*{n.code_bits} = {bits} bits must divide a {WORD_BITS}-bit "
-                "column"
-            )
-        if n.subspaces > 1 << HEADER_FIELDS["subspace"][1]:
-            raise ValueError(f"subspaces {n.subspaces} exceeds the 8-bit subspace field")
-        if n.token_capacity > 1 << HEADER_FIELDS["addr"][1]:
-            raise ValueError(f"token_capacity {n.token_capacity} exceeds the 24-bit addr field")
-        if n.out_bits > PARTIAL_WORD_BITS or n.sum_bits >= PARTIAL_WORD_BITS:
-            raise ValueError(
-                f"partial words are {PARTIAL_WORD_BITS} bits; out_bits {n.out_bits} too wide "
-                "(lower token_capacity or exp_bits)"
-            )
-        s = object.__setattr__
-        s(self, "elem_width", _pow2_at_least(n.elem_bits))
-        s(self, "lut_width", _pow2_at_least(n.lut_bits))
-        tpc = WORD_BITS // bits
-        s(self, "tokens_per_column", tpc)
-        s(self, "columns_per_head", -(-n.token_capacity // tpc))
-        s(self, "cb_beats", -(-n.centroids * n.sub_dim * self.elem_width // WORD_BITS))
-        s(self, "vec_beats", -(-n.head_dim * self.elem_width // WORD_BITS))
-        s(self, "token_beats", 2 * self.vec_beats)
-        s(self, "lut_beats", -(-n.subspaces * n.centroids * self.lut_width // WORD_BITS))
-        s(self, "partial_beats", -(-(n.head_dim + 2) * PARTIAL_WORD_BITS // WORD_BITS))
-        s(self, "status_beats", 3 * self.heads)
-        limit = (1 << HEADER_FIELDS["length"][1]) - 1
-        for name in ("cb_beats", "lut_beats", "token_beats"):
-            if getattr(self, name) > limit:
-                raise ValueError(f"{name} = {getattr(self, name)} exceeds the length field")
-
-    @property
-    def max_tokens_per_write(self) -> int:
-        """Most tokens one WRITE_KV can carry (the length field limits it)."""
-        limit = (1 << HEADER_FIELDS["length"][1]) - 1
-        return min(limit // self.token_beats, (1 << HEADER_FIELDS["count"][1]) - 1)
-
-    def used_columns(self, tokens: int) -> int:
-        """Code columns holding ``tokens`` tokens of one head (per K or V)."""
-        return -(-tokens // self.tokens_per_column)
-
-    @staticmethod
-    def row_column(column: int) -> tuple[int, int]:
-        """DRAM (row, column) of a code column index within a head's K or V region."""
-        return divmod(column, ROW_COLUMNS)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -79,7 +79,7 @@ def exp2_weight(delta: int, frac_bits: int, exp_bits: int, table: tuple[int, ...
     """Scalar form of the bank's exp: ``floor(EXP2[delta mod 2^F] / 2^(delta >> F))``.
 
     ``delta = max - score >= 0`` in log2 units with F fractional bits. The vectorised form used
-    by the golden model is :func:`aqpim.sw.intmodel.softmax_weights`; both implement this.
+    by the golden model is :func:`aqpim.sw.golden.intmodel.softmax_weights`; both implement this.
     """
     if delta < 0:
         raise ValueError(f"delta must be >= 0, got {delta}")

@@ -1,6 +1,6 @@
 """The bank's attention path for one head: scores, local softmax, histogram, value product.
 
-Golden model: :func:`aqpim.sw.intmodel.bank_partial` (max, sum and D-vector ``out``).
+Golden model: :func:`aqpim.sw.golden.intmodel.bank_partial` (max, sum and D-vector ``out``).
 docs/attention.md describes the ports, the order of operations and the timing.
 """
 
@@ -11,9 +11,10 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from aqpim.geometry import Geometry
 from aqpim.numerics import Numerics
 
-from .attn_params import numerics_from, tokens_per_column
+from .attn_params import numerics_from
 from .histogram import Histogram
 from .lut_accumulate import LUTAccumulate, column_layout, lut_write_layout
 from .softmax import Softmax
@@ -105,7 +106,7 @@ class Attention(wiring.Component):
             exp_bits=exp_bits, token_capacity=token_capacity,
         )
         self._num = num
-        self._tpc = tokens_per_column(num)
+        self._tpc = Geometry(num).tokens_per_column
         self._forwarding = forwarding
         super().__init__({
             "i_lut": In(stream.Signature(lut_write_layout(num))),
@@ -126,7 +127,7 @@ class Attention(wiring.Component):
     @property
     def scratch_rows(self) -> int:
         """Rows of the score scratch memory (one per column): ``ceil(token_capacity / tpc)``."""
-        return -(-self._num.token_capacity // self._tpc)
+        return Geometry(self._num).scratch_rows
 
     def elaborate(self, platform) -> Module:
         m = Module()

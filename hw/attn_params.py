@@ -13,9 +13,7 @@ import dataclasses
 
 from aqpim.numerics import Numerics
 
-__all__ = ["COLUMN_BITS", "numerics_from", "tokens_per_column"]
-
-COLUMN_BITS = 256  # one HBM3 column access: 32 bytes of codes per beat
+__all__ = ["numerics_from"]
 
 _FIELDS = (
     "head_dim", "subspaces", "centroids", "elem_bits", "lut_bits", "lut_frac_bits",
@@ -55,14 +53,3 @@ def numerics_from(numerics: Numerics | None = None, **fields: int | None) -> Num
         given[name] = value
     base = numerics if numerics is not None else Numerics()
     return dataclasses.replace(base, **given)
-
-
-def tokens_per_column(num: Numerics) -> int:
-    """Tokens per 256-bit code column, ``256 / (M*b)``; raises if M*b does not divide 256."""
-    bits = num.subspaces * num.code_bits
-    if bits > COLUMN_BITS or COLUMN_BITS % bits:
-        raise ValueError(
-            f"M*b = {num.subspaces}*{num.code_bits} = {bits} bits must divide a "
-            f"{COLUMN_BITS}-bit column"
-        )
-    return COLUMN_BITS // bits

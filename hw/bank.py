@@ -2,7 +2,7 @@
 
 Command words (256 bits) come in on ``i_cmd``, response words go out on ``o_rsp``; the wire
 format, the effect of each command and the check order are docs/isa.md, and the golden
-reference is :class:`aqpim.sw.golden_device.GoldenBank` (bit-exact, same statuses).
+reference is :class:`aqpim.sw.host.golden_device.GoldenBank` (bit-exact, same statuses).
 
 The controller owns the bank's memories - key and value code storage (one 256-bit column per
 ``tpc`` tokens, ``ceil(token_capacity / tpc)`` columns each), a normalised copy of the codebooks
@@ -46,7 +46,8 @@ from aqpim.hw.encoder import PQEncoder
 
 from aqpim import isa
 from aqpim.checks import check_int
-from aqpim.isa import Geometry, Opcode, Status
+from aqpim.geometry import Geometry
+from aqpim.isa import Opcode, Status
 from aqpim.numerics import Numerics
 
 __all__ = ["BankArray", "BankController", "header_layout", "response_layout"]

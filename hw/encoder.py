@@ -1,8 +1,8 @@
-"""In-bank PQ encoder: sub-vectors in, nearest-centroid codes out (issue 3).
+"""In-bank PQ encoder: sub-vectors in, nearest-centroid codes out.
 
 For each input sub-vector ``x`` of subspace ``m`` the unit outputs
 ``code = argmin_j ||x - C_m[j]||^2`` over the K centroids of subspace m, with exact integer
-squared distances and ties to the lowest index: bit-exact :func:`aqpim.sw.intmodel.encode`.
+squared distances and ties to the lowest index: bit-exact :func:`aqpim.sw.golden.intmodel.encode`.
 
 Block diagram (one sub-vector takes T = K / P passes through P parallel lanes)::
 

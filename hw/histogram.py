@@ -1,7 +1,7 @@
 """Value histogram: scatter-add of each token's softmax weight by its M value codes.
 
 ``hist[m, j] = sum of w_t over tokens t with value_code[t, m] == j`` (golden model:
-:func:`aqpim.sw.intmodel.histogram`).
+:func:`aqpim.sw.golden.intmodel.histogram`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """LUT-accumulate: the scores of the tokens in one 256-bit key-code column per cycle.
 
-``s_t = sum_m LUT[m, code[t, m]]`` exactly (golden model: :func:`aqpim.sw.intmodel.lut_accumulate`;
-column layout: :func:`aqpim.sw.intmodel.pack_columns`).
+``s_t = sum_m LUT[m, code[t, m]]`` exactly (golden model:
+:func:`aqpim.sw.golden.intmodel.lut_accumulate`;
+column layout: :func:`aqpim.sw.golden.intmodel.pack_columns`).
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from aqpim.geometry import COLUMN_BITS, Geometry
 from aqpim.numerics import Numerics
 
-from .attn_params import COLUMN_BITS, numerics_from, tokens_per_column
+from .attn_params import numerics_from
 
 __all__ = [
     "LUTAccumulate",
@@ -21,8 +23,6 @@ __all__ = [
     "lut_write_layout",
     "score_beat_layout",
     "index_shape",
-    "lut_entries_per_beat",
-    "lut_beats_of",
 ]
 
 
@@ -36,27 +36,14 @@ def ntok_shape(tpc: int) -> unsigned:
     return unsigned(tpc.bit_length())
 
 
-def lut_entries_per_beat(num: Numerics) -> int:
-    """E: LUT entries in one 256-bit beat, each in a power-of-two slot of >= ``lut_bits`` bits.
-
-    The packing of docs/isa.md (``Geometry.lut_width``): 16 entries at L = 16.
-    """
-    return COLUMN_BITS // (1 << (num.lut_bits - 1).bit_length())
-
-
-def lut_beats_of(num: Numerics) -> int:
-    """Beats of a whole LUT, ``ceil(M*K / E)`` (the ISA's ``lut_beats``)."""
-    return -(-num.subspaces * num.centroids // lut_entries_per_beat(num))
-
-
 def lut_write_layout(num: Numerics) -> data.StructLayout:
     """One 256-bit LUT beat: ``values[i]`` is flat entry ``row*E + i``, i.e. ``LUT[m][j]`` with
     ``m*K + j = row*E + i`` (the LOAD_LUT packing of docs/isa.md, unpacked to ``lut_bits``).
     Slots past ``M*K`` in a partly filled last beat are ignored.
     """
     return data.StructLayout({
-        "row": index_shape(lut_beats_of(num)),
-        "values": data.ArrayLayout(signed(num.lut_bits), lut_entries_per_beat(num)),
+        "row": index_shape(Geometry(num).lut_beats),
+        "values": data.ArrayLayout(signed(num.lut_bits), Geometry(num).lut_entries_per_beat),
     })
 
 
@@ -64,12 +51,12 @@ def column_layout(num: Numerics) -> data.StructLayout:
     """A code column as the bank stores it, plus how many of its tokens are real.
 
     ``codes[k][m]`` is token ``k``'s code for subspace ``m``, at bits ``[(k*M+m)*b, +b)`` of
-    the 256-bit column: exactly :func:`aqpim.sw.intmodel.pack_columns`. ``ntok`` in
+    the 256-bit column: exactly :func:`aqpim.sw.golden.intmodel.pack_columns`. ``ntok`` in
     ``[0, tpc]`` counts the valid tokens (slots ``0..ntok-1``); only the last column of a
     pass may have ``ntok < tpc``, and ``ntok = 0`` with ``last = 1`` ends a pass with no
     tokens (zero tokens in the bank). ``last`` marks the final column of a pass.
     """
-    tpc = tokens_per_column(num)
+    tpc = Geometry(num).tokens_per_column
     return data.StructLayout({
         "codes": data.ArrayLayout(
             data.ArrayLayout(unsigned(num.code_bits), num.subspaces), tpc),
@@ -80,7 +67,7 @@ def column_layout(num: Numerics) -> data.StructLayout:
 
 def score_beat_layout(num: Numerics) -> data.StructLayout:
     """The scores of one column: ``scores[k]`` for slot ``k``; ``ntok`` and ``last`` as given."""
-    tpc = tokens_per_column(num)
+    tpc = Geometry(num).tokens_per_column
     return data.StructLayout({
         "scores": data.ArrayLayout(signed(num.score_bits), tpc),
         "ntok": ntok_shape(tpc),
@@ -95,7 +82,7 @@ class LUTAccumulate(wiring.Component):
     the column, exact in ``score_bits`` (no saturation: the width is the exact sum width).
 
     Structure: M LUT memories (one per subspace), each organised as rows of ``R = min(E, K)``
-    entries (``K / R`` rows; E = :func:`lut_entries_per_beat`), so one 256-bit LUT beat is one
+    entries (``K / R`` rows; E = ``Geometry.lut_entries_per_beat``), so one 256-bit LUT beat is one
     row write - for K < E one beat fills E/K subspace memories in the same cycle. Each memory
     has ``tpc`` synchronous read ports addressed by a code's high bits; the code's low ``log2
     R`` bits, registered beside the read, select the entry from the row. So all ``M * tpc = 256
@@ -147,7 +134,7 @@ class LUTAccumulate(wiring.Component):
             head_dim=head_dim,
         )
         self._num = num
-        self._tpc = tokens_per_column(num)
+        self._tpc = Geometry(num).tokens_per_column
         super().__init__({
             "i_lut": In(stream.Signature(lut_write_layout(num))),
             "i_cols": In(stream.Signature(column_layout(num))),
@@ -193,7 +180,7 @@ class LUTAccumulate(wiring.Component):
 
         # Stage 1: one memory per subspace, rows of R entries, so a LUT beat is one row write
         # (E/K subspaces at once for K < E), and tpc read ports: a whole column in one cycle.
-        ent = lut_entries_per_beat(num)
+        ent = Geometry(num).lut_entries_per_beat
         kc = num.centroids
         rlen = min(ent, kc)  # entries per row
         nrows = kc // rlen

@@ -2,7 +2,7 @@
 
 ``w = floor(EXP2[f] / 2^n)`` with ``delta = max - score``, ``n = delta >> F``,
 ``f = delta mod 2^F``, and ``w = 0`` once ``n > P`` (golden model:
-:func:`aqpim.sw.intmodel.softmax_weights`; ROM: :attr:`aqpim.numerics.Numerics.exp_rom`).
+:func:`aqpim.sw.golden.intmodel.softmax_weights`; ROM: :attr:`aqpim.numerics.Numerics.exp_rom`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Histogram times value centroids: the bank's D-vector partial output.
 
 ``out[m*d + i] = sum_j hist[m, j] * Cv[m, j, i]``, exact (golden model:
-:func:`aqpim.sw.intmodel.hist_times_centroids`).
+:func:`aqpim.sw.golden.intmodel.hist_times_centroids`).
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LINT_WAIVERS", "UNITS", "build_unit", "lint", "main", "unit_params"]
+__all__ = ["LINT_WAIVERS", "UNITS", "build_unit", "lint", "main", "unit_params", "write_verilog"]
 
 # unit name -> "module:Class". Other units add one line each.
 UNITS: dict[str, str] = {
@@ -56,6 +56,27 @@ LINT_WAIVERS: dict[str, str] = {
     "pattern keeps that value: no latch, no X (the bank's FSMs raise it).",
 }
 
+
+
+def write_verilog(component: Any, name: str, path: Path, header: str = "") -> bool:
+    """Convert ``component`` to Verilog module ``name`` at ``path``; True if the file changed.
+
+    The file is rewritten only when its text differs, so its mtime (and Verilator's rebuild)
+    follows real design changes only.
+    """
+    from amaranth.back import verilog
+
+    text = verilog.convert(component, name=name, emit_src=False)
+    if header:
+        text = "".join(f"// {line}\n" for line in header.splitlines()) + text
+    path = Path(path)
+    if path.exists() and path.read_text() == text:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return True
 
 def _resolve(unit: str) -> type:
     if unit not in UNITS:
@@ -121,7 +142,6 @@ def lint(path: Path, top: str) -> subprocess.CompletedProcess[str]:
 
 
 def _write(unit: str, params: dict[str, int], out: Path, do_lint: bool) -> int:
-    from aqpim.sim.runner import write_verilog
 
     component = build_unit(unit, params)
     path = out / f"{unit}.v"

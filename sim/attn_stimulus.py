@@ -3,7 +3,7 @@
 Pure NumPy plus the units' Amaranth layouts (for the bit offsets of payload fields); no
 simulator imports, so the quick ``amaranth.sim`` tests and the cocotb testbench build the same
 beats from the same cases and check them against the same golden model
-(:mod:`aqpim.sw.intmodel`).
+(:mod:`aqpim.sw.golden.intmodel`).
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 from amaranth.hdl import Shape
 from amaranth.lib import data
-from aqpim.sw import intmodel
+from aqpim.sw.golden import intmodel
 
+from aqpim.geometry import Geometry
 from aqpim.numerics import Numerics
 
 __all__ = [
@@ -183,7 +184,7 @@ def column_beats(layout: data.StructLayout, codes: np.ndarray, num: Numerics) ->
 
     Zero tokens give one beat with ``ntok = 0, last = 1``.
     """
-    tpc = intmodel.tokens_per_column(num)
+    tpc = Geometry(num).tokens_per_column
     tokens = codes.shape[0]
     if tokens == 0:
         return [pack(layout, {"ntok": 0, "last": 1})]

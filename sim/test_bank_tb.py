@@ -21,7 +21,7 @@ In a batch, the commands of different banks run at the same time (each bank's in
 no gap), as the banks of a channel do; a broadcast waits for every bank to finish what came
 before it. A command's cycles are counted from its own start either way.
 A command that takes longer than ``watchdog`` cycles fails the test (a hang), and so does a
-stream-rule violation. :class:`aqpim.sw.rtl_device.RtlDevice` is the client.
+stream-rule violation. :class:`aqpim.sim.rtl_device.RtlDevice` is the client.
 """
 
 from __future__ import annotations

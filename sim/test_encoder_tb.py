@@ -1,5 +1,6 @@
 # amaranth: UnusedElaboratable=no
-"""cocotb testbench of the PQ encoder (hw/encoder.py) against :func:`aqpim.sw.intmodel.encode`.
+"""cocotb testbench of the PQ encoder (hw/encoder.py) against
+:func:`aqpim.sw.golden.intmodel.encode`.
 
 Run through pytest (tests/test_encoder.py), which builds one Verilator model per parameter set
 with :func:`aqpim.sim.runner.build_and_run`. The stimulus generators here are plain NumPy and
@@ -20,7 +21,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-from aqpim.sw.intmodel import encode
+from aqpim.sw.golden.intmodel import encode
 
 from aqpim.numerics import Numerics
 

@@ -13,7 +13,7 @@ from collections import deque
 from typing import Any
 
 from aqpim.sim import runner
-from aqpim.sim.streams import StreamMonitor, StreamSink, StreamSource, Transfer
+from aqpim.sim.streams import StreamSink, StreamSource, Transfer
 
 __all__ = ["Testbench"]
 
@@ -61,10 +61,6 @@ class Testbench:
         self.sinks.append(s)
         return s
 
-    def monitor(self, name: str, shape: Any) -> StreamMonitor:
-        return StreamMonitor(self.dut, name, self.dut.clk, shape, period_ns=self.period_ns).start()
-
-    # --- clock and reset ----------------------------------------------------------------------
     def start_clock(self) -> None:
         import cocotb
         from cocotb.clock import Clock

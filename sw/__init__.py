@@ -1,1 +1,2 @@
-"""sw"""
+"""The software side: golden model (golden/), host driver and devices (host/), performance
+model (perf/) and accuracy evaluation (eval/)."""

@@ -166,7 +166,7 @@ def _clustered(t: int, seqs: int, dim: int = 32, clusters: int = 8, seed: int = 
 
 
 def test_fp16_and_exact_paths_agree_with_reference():
-    from aqpim.sw import reference
+    from aqpim.sw.golden import reference
 
     rng = np.random.default_rng(5)
     q, k, v = (rng.normal(size=(64, 16)) for _ in range(3))
@@ -182,7 +182,7 @@ def test_fp16_and_exact_paths_agree_with_reference():
 def test_pq_float_matches_reference_pq_attention():
     """With prefill codebooks the float path equals reference.pq_attention given the same
     codebooks (an independent implementation: LUT + histogram instead of decoding)."""
-    from aqpim.sw import pq, reference
+    from aqpim.sw.golden import pq, reference
 
     a = _clustered(96, 1)
     q, k, v = (a[n][0, :, 0].astype(np.float64) for n in "QKV")
@@ -235,8 +235,8 @@ def test_key_transform_keeps_scores_and_cuts_score_error():
     """q' . k' = q . k exactly; and k-means in the Sigma_q^(1/2) space gives a smaller mean
     squared score error E[(q . (k - c))^2] than k-means on raw keys when queries are
     anisotropic (their large-variance channels are where the key error matters)."""
-    from aqpim.sw import pq
     from aqpim.sw.eval import calibrate
+    from aqpim.sw.golden import pq
 
     rng = np.random.default_rng(11)
     dim, n = 8, 2000
@@ -331,8 +331,7 @@ def test_calib_settings_skip_without_calibration(tmp_path):
 def test_best_settings_pack_into_bank_columns(head_dim):
     """The recommended settings must be storable by the bank: whole codes of each cache fill a
     256-bit column (M * log2 K divides 256), at MiniLM's D = 32 and Llama's D = 128."""
-    from aqpim.sw import intmodel
-
+    from aqpim.geometry import Geometry
     from aqpim.numerics import Numerics
 
     by = {s.name: s for s in acc.default_settings()}
@@ -342,7 +341,7 @@ def test_best_settings_pack_into_bank_columns(head_dim):
         s = by[name]
         for d, k in ((s.kd, s.kk), (s.d, s.centroids)):
             num = Numerics(head_dim=head_dim, subspaces=head_dim // d, centroids=k)
-            assert intmodel.tokens_per_column(num) >= 1, (name, d, k)
+            assert Geometry(num).tokens_per_column >= 1, (name, d, k)
 
 
 def test_calib_option_errors_and_mismatch(tmp_path, capsys):

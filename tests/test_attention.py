@@ -3,7 +3,7 @@
 One Verilator build per parameter set (``build/sim/attention/<hash>/``); each run streams many
 stimulus cases back to back through one DUT with random idle cycles on every input and random
 backpressure on the output, checks every partial bit for bit against
-:func:`aqpim.sw.intmodel.bank_partial`, measures the throughput (1 column/cycle in pass 1,
+:func:`aqpim.sw.golden.intmodel.bank_partial`, measures the throughput (1 column/cycle in pass 1,
 1 token/cycle in pass 2) and, for one synthetic head spread over banks, checks the merged
 output against the golden model exactly and reports its error against float attention.
 

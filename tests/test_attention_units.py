@@ -1,7 +1,7 @@
 # amaranth: UnusedElaboratable=no
 """Quick tests of the attention units on Amaranth's own simulator (no Verilog build).
 
-Every check is against the integer golden model (aqpim.sw.intmodel), with random idle cycles
+Every check is against the integer golden model (aqpim.sw.golden.intmodel), with random idle cycles
 on every input stream and random backpressure on every output stream. The Verilator
 co-simulation of the same cases is tests/test_attention.py.
 """
@@ -26,9 +26,10 @@ from aqpim.sim.attn_stimulus import (
     pack,
     unpack,
 )
-from aqpim.sw import intmodel
+from aqpim.sw.golden import intmodel
 from attn_simlib import Sink, Source, run_phases
 
+from aqpim.geometry import Geometry
 from aqpim.numerics import Numerics, exp2_weight
 
 # Small configurations that keep amaranth.sim fast yet cover tpc = 1, 2, 8 and 32.
@@ -298,7 +299,7 @@ def _check(got: dict, case) -> None:
 )
 def test_attention_every_kind(num: Numerics) -> None:
     rng = np.random.default_rng(21)
-    tpc = intmodel.tokens_per_column(num)
+    tpc = Geometry(num).tokens_per_column
     counts = [num.token_capacity, 2 * tpc + 1, 1, 0]
     cases = [make_case(kind, counts[i % len(counts)], num, rng) for i, kind in enumerate(KINDS)]
     cases += [make_case("random", 0, num, rng), make_case("random", 1, num, rng)]

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 from aqpim.hw.bank import BankController
-from aqpim.sw.golden_device import GoldenBank
+from aqpim.sw.host.golden_device import GoldenBank
 
 from aqpim import isa
-from aqpim.isa import Command, Geometry, Response
+from aqpim.geometry import Geometry
+from aqpim.isa import Command, Response
 from aqpim.numerics import Numerics
 
 TINY = Numerics(head_dim=16, subspaces=8, centroids=4, token_capacity=12)
@@ -101,7 +102,7 @@ def test_directed_sequence_matches_golden() -> None:
 
 @pytest.mark.parametrize("seed", [2, 3])
 def test_random_stream_amaranth(seed: int) -> None:
-    from aqpim.sw.randcmd import build_stream
+    from aqpim.sim.randcmd import build_stream
 
     cmds, expected, rejected = build_stream(Geometry(TINY), seed, 80)
     got = run_amaranth(TINY, cmds, seed=seed)
@@ -120,13 +121,6 @@ SMALL = Numerics(head_dim=32, subspaces=16, centroids=16, token_capacity=64)  # 
 FULL = Numerics(head_dim=128, subspaces=64, centroids=16, token_capacity=576)  # the demo's build
 
 
-def _exact_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
-    s = np.einsum("hd,htd->ht", q, k) / np.sqrt(q.shape[-1])
-    p = np.exp(s - s.max(axis=1, keepdims=True))
-    p /= p.sum(axis=1, keepdims=True)
-    return np.einsum("ht,htd->hd", p, v)
-
-
 def decode_on_both(num: Numerics, banks: int, kv_heads: int, tokens: int, steps: int,
                    rtl, seed: int = 0) -> dict[str, float]:
     """Prefill + decode steps through the driver on the RTL and the golden device.
@@ -134,33 +128,30 @@ def decode_on_both(num: Numerics, banks: int, kv_heads: int, tokens: int, steps:
     Returns the worst relative error of the RTL's output against exact attention and against
     float PQ attention with the codebooks the driver trained (same data, iterations, seed).
     """
-    from aqpim.sw import pq, reference
-    from aqpim.sw.driver import Driver
-    from aqpim.sw.golden_device import GoldenDevice
-    from aqpim.sw.synthetic import generate
+    from aqpim.sim.session import PairedDecode
+    from aqpim.sw.golden import pq, reference
+    from aqpim.sw.golden.synthetic import generate
 
     data = generate(heads=kv_heads, tokens=tokens + steps, head_dim=num.head_dim, seed=seed)
     q, k, v = data["q"], data["k"], data["v"]
     books = [[pq.train_codebooks(x[h, :tokens], subspaces=num.subspaces,
                                  centroids=num.centroids, iters=8, seed=seed) for x in (k, v)]
              for h in range(kv_heads)]
-    golden = Driver(GoldenDevice(Geometry(num), banks), kv_heads=kv_heads, iters=8, seed=seed)
-    hw = Driver(rtl, kv_heads=kv_heads, iters=8, seed=seed)
     rtl.execute(None, isa.reset())
-    for drv in (golden, hw):
-        drv.prefill(k[:, :tokens], v[:, :tokens])
+    run = PairedDecode(rtl, kv_heads=kv_heads, iters=8, seed=seed)
+    run.prefill(k[:, :tokens], v[:, :tokens])
     worst = worst_pq = 0.0
     for s in range(steps):
         t = tokens + s
         qs = q + 0.01 * s * np.roll(q, 1, axis=1)
-        out_g = golden.step(qs, k[:, t], v[:, t])
-        out_r = hw.step(qs, k[:, t], v[:, t])
-        np.testing.assert_array_equal(out_r, out_g, err_msg=f"step {s}: RTL != golden")
-        exact = _exact_attention(qs, k[:, :t + 1], v[:, :t + 1])
+        st = run.step(qs, k[:, t], v[:, t])
+        np.testing.assert_array_equal(st.out, st.golden, err_msg=f"step {s}: RTL != golden")
+        exact = np.stack([reference.exact_attention(qs[h], k[h, :t + 1], v[h, :t + 1])
+                          for h in range(kv_heads)])
         fpq = np.stack([reference.pq_attention(qs[h], k[h, :t + 1], v[h, :t + 1], *books[h])
                         for h in range(kv_heads)])
-        err = float(np.linalg.norm(out_r - exact) / np.linalg.norm(exact))
-        err_pq = float(np.linalg.norm(out_r - fpq) / np.linalg.norm(fpq))
+        err = float(np.linalg.norm(st.out - exact) / np.linalg.norm(exact))
+        err_pq = float(np.linalg.norm(st.out - fpq) / np.linalg.norm(fpq))
         worst, worst_pq = max(worst, err), max(worst_pq, err_pq)
         print(f"step {s}: {t + 1} tokens, RTL == golden bit for bit, relative error vs exact "
               f"attention {err:.4f}, vs float PQ {err_pq:.4f}")
@@ -170,7 +161,7 @@ def decode_on_both(num: Numerics, banks: int, kv_heads: int, tokens: int, steps:
 def random_streams_on(rtl, geometry: Geometry, seeds: range, commands: int) -> int:
     """Random streams (invalid commands mixed in, state observed after each rejected one) on
     bank 0 of ``rtl``; returns the number of random commands run."""
-    from aqpim.sw.randcmd import build_stream
+    from aqpim.sim.randcmd import build_stream
 
     total = 0
     for seed in seeds:
@@ -181,7 +172,7 @@ def random_streams_on(rtl, geometry: Geometry, seeds: range, commands: int) -> i
             (got,) = rtl.execute(0, cmd)
             assert got == exp, (
                 f"seed {seed} command {i} {cmd!r}: RTL {got} != golden {exp} "
-                f"(rebuild the stream with aqpim.sw.randcmd.build_stream(geometry, {seed}, "
+                f"(rebuild the stream with aqpim.sim.randcmd.build_stream(geometry, {seed}, "
                 f"{commands}))"
             )
         assert rejected > 0
@@ -191,7 +182,7 @@ def random_streams_on(rtl, geometry: Geometry, seeds: range, commands: int) -> i
 
 @pytest.fixture(scope="module")
 def rtl_small():
-    from aqpim.sw.rtl_device import RtlDevice
+    from aqpim.sim.rtl_device import RtlDevice
 
     with RtlDevice(Geometry(SMALL), 4, seed=1) as dev:
         yield dev
@@ -223,7 +214,7 @@ def test_rtl_random_streams_matrix(rtl_small) -> None:
 @pytest.mark.cosim
 @pytest.mark.slow
 def test_rtl_random_streams_tiny() -> None:
-    from aqpim.sw.rtl_device import RtlDevice
+    from aqpim.sim.rtl_device import RtlDevice
 
     with RtlDevice(Geometry(TINY), 1, seed=2, lanes=2) as dev:
         random_streams_on(dev, Geometry(TINY), range(300, 320), 200)
@@ -233,7 +224,7 @@ def test_rtl_random_streams_tiny() -> None:
 @pytest.mark.slow
 def test_rtl_decode_full() -> None:
     """The issue's configuration: 2 KV heads, D=128, 1024 tokens over 4 banks, 3 steps."""
-    from aqpim.sw.rtl_device import RtlDevice
+    from aqpim.sim.rtl_device import RtlDevice
 
     with RtlDevice(Geometry(FULL), 4, seed=3) as dev:
         res = decode_on_both(FULL, 4, 2, 1024, 3, dev)

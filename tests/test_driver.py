@@ -4,19 +4,22 @@ fails before the device sees anything; every rejected command leaves the bank un
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
 import math
 import random
 
 import numpy as np
 import pytest
-from aqpim.sw import intmodel
-from aqpim.sw.device import observe
-from aqpim.sw.driver import Driver, split_round_robin
-from aqpim.sw.golden_device import GoldenBank, GoldenDevice
-from aqpim.sw.randcmd import RandomStream
+from aqpim.sim.randcmd import RandomStream
+from aqpim.sw.golden import intmodel
+from aqpim.sw.host.device import observe
+from aqpim.sw.host.driver import Driver, split_round_robin
+from aqpim.sw.host.golden_device import GoldenBank, GoldenDevice
 
 from aqpim import isa
-from aqpim.isa import Command, Geometry, Opcode, Status
+from aqpim.geometry import Geometry
+from aqpim.isa import Command, Opcode, Status
 from aqpim.numerics import Numerics
 
 SMALL = Numerics(head_dim=32, subspaces=16, centroids=16, token_capacity=64)
@@ -406,7 +409,7 @@ def test_random_streams_rejected_commands_change_nothing() -> None:
 
 
 def test_trace_record_and_replay(tmp_path) -> None:
-    from aqpim.sw.trace import TraceRecorder, read_trace, replay
+    from aqpim.sw.host.trace import TraceRecorder, read_trace, replay
 
     path = tmp_path / "step.jsonl"
     q, k, v = _data(2, 40, SMALL.head_dim, seed=9)
@@ -421,16 +424,50 @@ def test_trace_record_and_replay(tmp_path) -> None:
     assert len(entries) == rec.commands
     assert entries[-1].status == (int(Status.BAD_OPCODE),)
     assert sum(e.bank is None for e in entries) == 0  # each head owns half the banks
-    fresh = GoldenDevice(Geometry(SMALL), 4)
-    resps = replay(path, fresh)
-    # the replayed READ_PARTIALs give the same partials, hence the same merged output
-    assert [r[0].data for r in resps] == [
-        r[0].data for r in replay(path, GoldenDevice(Geometry(SMALL), 4))
-    ]
+    # every response of the replay equals the recorded run's (statuses and data beats)
+    resps = replay(path, GoldenDevice(Geometry(SMALL), 4))
+    assert any(e.cmd.opcode == Opcode.READ_PARTIAL for e in entries)
+    assert [tuple(tuple(r.data) for r in rs) for rs in resps] == [e.data for e in entries]
     assert np.isfinite(out).all()
+    # one recorded partial word changed: the replay no longer matches the recorded run
+    lines = path.read_text().splitlines()
+    at = next(i for i, e in enumerate(entries, start=1) if e.cmd.opcode == Opcode.READ_PARTIAL)
+    rec_line = json.loads(lines[at])
+    rec_line["data"][0][3] = format(int(rec_line["data"][0][3], 16) ^ 1, "x")
+    lines[at] = json.dumps(rec_line)
+    changed = tmp_path / "changed.jsonl"
+    changed.write_text("\n".join(lines) + "\n")
+    with pytest.raises(AssertionError, match="beat 3 differs from the recorded run"):
+        replay(changed, GoldenDevice(Geometry(SMALL), 4))
     with pytest.raises(ValueError, match="banks"):
         replay(path, GoldenDevice(Geometry(SMALL), 2))
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"format": "other"}\n')
     with pytest.raises(ValueError, match="not an aqpim-trace"):
         read_trace(bad)
+
+
+def test_paired_decode_counts_mismatches_and_cycles() -> None:
+    """The RTL-vs-golden session: bit-exact on a second golden device, and a device that
+    corrupts one partial word is caught as a mismatch."""
+    from aqpim.sim.session import PairedDecode
+
+    class Corrupting(GoldenDevice):
+        def execute(self, bank, cmd):
+            resps = super().execute(bank, cmd)
+            if cmd.opcode == Opcode.READ_PARTIAL and bank == 1:
+                r = resps[0]
+                data = list(r.data)
+                data[2] ^= 1 << 40  # one bit of an output word
+                resps = [dataclasses.replace(r, data=tuple(data))]
+            return resps
+
+    q, k, v = _data(2, 40, SMALL.head_dim, seed=4)
+    for dev, exact in ((GoldenDevice(Geometry(SMALL), 4), True),
+                       (Corrupting(Geometry(SMALL), 4), False)):
+        run = PairedDecode(dev, kv_heads=2, iters=3)
+        run.prefill(k[:, :39], v[:, :39])
+        st = run.step(q, k[:, 39], v[:, 39])
+        assert st.tokens == 40 and st.commands > 0
+        assert st.bank_cycles == [0, 0, 0, 0]  # the golden model counts no cycles
+        assert st.bit_exact is exact, st.mismatched_elements

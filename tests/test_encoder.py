@@ -1,6 +1,6 @@
 # amaranth: UnusedElaboratable=no
 """PQ encoder (hw/encoder.py): parameter checks, quick Amaranth-simulator tests, and cocotb +
-Verilator co-simulation bit-exact against aqpim.sw.intmodel.encode.
+Verilator co-simulation bit-exact against aqpim.sw.golden.intmodel.encode.
 
 Default subset (``-m "not slow"``): parameter checks, the Amaranth-simulator tests, three
 representative Verilator parameter sets and the ``aqpim verilog encoder --lint`` test. The full

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 from aqpim.hw.argmin import ArgminTree
-from aqpim.sw import pq
+from aqpim.sw.golden import pq
 
 pytestmark = pytest.mark.faiss
 

@@ -1,4 +1,4 @@
-"""sw/fastpq.py: the numba kernels give exactly the NumPy references' codes and scores.
+"""sw/golden/fastpq.py: the numba kernels give exactly the NumPy references' codes and scores.
 
 References: ``pq._assign_numpy`` (float; ``pq.encode`` and k-means run on the kernel now),
 ``intmodel.encode`` (integer), ``bench.lut_scan`` (float LUT, NumPy ``take`` per row) and
@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from aqpim.sw import bench, fastpq, intmodel, pq
+from aqpim.cmd import bench
+from aqpim.sw.golden import fastpq, intmodel, pq
 
 from aqpim.numerics import Numerics
 

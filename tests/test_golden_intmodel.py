@@ -1,11 +1,14 @@
-"""Integer model (sw/intmodel.py) unit checks against brute-force Python, extremes, bad input."""
+"""Integer model (sw/golden/intmodel.py) unit checks against brute-force Python, extremes, bad
+input."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from aqpim.sw import bench, intmodel
+from aqpim.cmd import bench
+from aqpim.sw.golden import intmodel
 
+from aqpim.geometry import Geometry
 from aqpim.numerics import Numerics, exp2_weight, signed_width, unsigned_width
 
 SMALL = Numerics(head_dim=16, subspaces=8, centroids=16, token_capacity=64)
@@ -40,7 +43,7 @@ def test_pack_unpack_round_trip(m: int, k: int) -> None:
     num = Numerics(head_dim=128, subspaces=m, centroids=k)
     codes = np.random.default_rng(m).integers(0, k, size=(37, m))
     cols = intmodel.pack_columns(codes, num)
-    assert len(cols) == -(-37 // intmodel.tokens_per_column(num))
+    assert len(cols) == -(-37 // Geometry(num).tokens_per_column)
     assert all(0 <= c < 1 << 256 for c in cols)
     assert np.array_equal(intmodel.unpack_columns(cols, 37, num), codes)
 
@@ -160,7 +163,7 @@ def test_intmodel_bad_input() -> None:
     with pytest.raises(ValueError, match="value 16 outside"):
         intmodel.lut_accumulate(np.zeros((8, 16), dtype=np.int64), np.full((1, 8), 16), num)
     with pytest.raises(ValueError, match="must divide"):
-        intmodel.tokens_per_column(Numerics(head_dim=96, subspaces=48, centroids=8))
+        Geometry(Numerics(head_dim=96, subspaces=48, centroids=8))
     with pytest.raises(ValueError, match="power of two in \\[2, 256\\], got 12"):
         Numerics(centroids=12)
     with pytest.raises(ValueError, match="elem_bits must be in \\[4, 16\\], got 20"):

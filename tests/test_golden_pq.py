@@ -1,4 +1,4 @@
-"""Float PQ (sw/pq.py): k-means training, encode, decode, bad input."""
+"""Float PQ (sw/golden/pq.py): k-means training, encode, decode, bad input."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 import pytest
-from aqpim.sw import pq
+from aqpim.sw.golden import pq
 
 
 def _brute_encode(x: np.ndarray, cb: np.ndarray) -> np.ndarray:

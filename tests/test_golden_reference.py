@@ -6,7 +6,8 @@ import json
 
 import numpy as np
 import pytest
-from aqpim.sw import api, demo, pq, reference, synthetic
+from aqpim.cmd import demo
+from aqpim.sw.golden import api, pq, reference, synthetic
 
 
 def _softmax_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:

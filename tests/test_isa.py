@@ -7,7 +7,8 @@ import random
 import pytest
 
 from aqpim import isa
-from aqpim.isa import Command, Geometry, Opcode, Response, Status
+from aqpim.geometry import Geometry
+from aqpim.isa import Command, Opcode, Response, Status
 from aqpim.numerics import Numerics
 
 

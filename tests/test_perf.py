@@ -420,11 +420,11 @@ def test_cli_plots(tmp_path) -> None:
 # driver trace through the model
 # ----------------------------------------------------------------------------------------------
 def test_trace_timing_from_driver(tmp_path) -> None:
-    from aqpim.sw.driver import Driver
-    from aqpim.sw.golden_device import GoldenDevice
-    from aqpim.sw.trace import TraceRecorder
+    from aqpim.sw.host.driver import Driver
+    from aqpim.sw.host.golden_device import GoldenDevice
+    from aqpim.sw.host.trace import TraceRecorder
 
-    from aqpim.isa import Geometry
+    from aqpim.geometry import Geometry
 
     num = Numerics(token_capacity=256)
     rng = np.random.default_rng(3)
@@ -484,14 +484,14 @@ def record_rtl_trace(path, num: Numerics, banks: int, lanes: int, seed: int) -> 
     """A driver prefill + decode step (when the capacity allows) and a random command stream
     with rejected commands, on the RTL device with no idle cycles and no back-pressure (so the
     recorded cycles are the bank's own), written as a trace. Returns the rejected count."""
-    from aqpim.sw.driver import Driver
-    from aqpim.sw.randcmd import build_stream
-    from aqpim.sw.rtl_device import RtlDevice
-    from aqpim.sw.synthetic import generate
-    from aqpim.sw.trace import TraceRecorder
+    from aqpim.sim.randcmd import build_stream
+    from aqpim.sim.rtl_device import RtlDevice
+    from aqpim.sw.golden.synthetic import generate
+    from aqpim.sw.host.driver import Driver
+    from aqpim.sw.host.trace import TraceRecorder
 
     from aqpim import isa
-    from aqpim.isa import Geometry
+    from aqpim.geometry import Geometry
 
     g = Geometry(num)
     heads = 2 if banks % 2 == 0 else 1

@@ -36,7 +36,7 @@ sub-vector size d and K centroids and the switchable optimizations
 * ``key_d``/``key_centroids``: keys get their own (d, K) (0: the values' ``d``/``centroids``).
 
 Each PQ setting is evaluated twice: the **float** PQ reference (codebooks in float64, exact
-softmax) and the **integer** hardware model (:mod:`aqpim.sw.intmodel`: 8-bit activations and
+softmax) and the **integer** hardware model (:mod:`aqpim.sw.golden.intmodel`: 8-bit activations and
 centroids with per-subspace steps fixed when the codebooks are made, in-bank encode, quantized
 LUT, exp2 softmax, histogram x centroids, host merge with the FP16 tokens), so the hardware's
 own numerics loss shows as the gap between the two.
@@ -60,8 +60,8 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
-from aqpim.sw import intmodel, pq
 from aqpim.sw.eval import baselines
+from aqpim.sw.golden import intmodel, pq
 
 from aqpim.numerics import Numerics
 

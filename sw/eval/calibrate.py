@@ -37,8 +37,8 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
-from aqpim.sw import intmodel, pq
 from aqpim.sw.eval import accuracy as acc
+from aqpim.sw.golden import intmodel, pq
 
 from aqpim.numerics import Numerics
 

@@ -353,7 +353,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--out", default="out/perf", help="folder for the plots")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--trace", metavar="FILE.jsonl",
-                   help="cost a recorded driver trace (aqpim.sw.trace) per command and stop")
+                   help="cost a recorded driver trace (aqpim.sw.host.trace) per command and stop")
     args = p.parse_args(argv)
 
     err = sys.stderr

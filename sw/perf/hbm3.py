@@ -817,7 +817,7 @@ def simulate_decode(cfg: HBM3Config, w: PimWorkload, spread: int | None = None) 
 
 
 # ----------------------------------------------------------------------------------------------
-# driver traces (sw/trace.py format) through the model
+# driver traces (sw/host/trace.py format) through the model
 # ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class CommandTiming:
@@ -866,7 +866,7 @@ def command_unit_cycles(cfg: HBM3Config, num: Any, opcode: str, tokens: int, len
     accepted:
         False for a command the bank rejected: it drains its data beats and answers.
     """
-    from aqpim.isa import Geometry
+    from aqpim.geometry import Geometry
 
     u = lambda k: cfg.unit("aqpim", k)  # noqa: E731
     cc = u("command_cycles")
@@ -914,13 +914,13 @@ def _response_beats(geometry: Any, opcode: str, count: int, accepted: bool) -> i
 
 
 def trace_timing(path: str | Path, cfg: HBM3Config) -> list[CommandTiming]:
-    """Run a recorded driver trace (``aqpim.sw.trace``) through the model, command by command.
+    """Run a recorded driver trace (``aqpim.sw.host.trace``) through the model, command by command.
 
     Tracks each (bank, head)'s token count from WRITE_KV commands the banks accepted (RESET
     clears them), so SCORE and AGGREGATE cost what the bank really holds. A broadcast gives
     one entry with the most loaded bank's cost (all banks run in lockstep).
     """
-    from aqpim.sw.trace import read_trace
+    from aqpim.sw.host.trace import read_trace
 
     from aqpim.isa import Status
 

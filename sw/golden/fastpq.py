@@ -2,19 +2,19 @@
 
 Plain NumPy stayed below FAISS on both (docs/golden.md, benchmark section), so these kernels
 give the same results, element for element, from loops that LLVM can vectorise.
-:func:`aqpim.sw.pq.encode` and the assignment step of ``pq.train_codebooks`` run on
+:func:`aqpim.sw.golden.pq.encode` and the assignment step of ``pq.train_codebooks`` run on
 :func:`nearest_unchecked` for float32/float64 data; their plain NumPy form stays in
 ``pq._assign_numpy`` as the reference the tests hold these kernels to.
 
 =================================  ===============================================================
 function                           equals
 =================================  ===============================================================
-:func:`encode`, :func:`nearest`    :func:`aqpim.sw.pq.encode` (float input, same codes; ``nearest``
-                                   also returns the distances, for k-means)
-:func:`encode_int`                 :func:`aqpim.sw.intmodel.encode` (integer input, same codes)
+:func:`encode`, :func:`nearest`    :func:`~aqpim.sw.golden.pq.encode` (float input, same codes;
+                                   ``nearest`` also returns the distances, for k-means)
+:func:`encode_int`                 :func:`~aqpim.sw.golden.intmodel.encode` (integer input, codes)
 :func:`lut_scan`                   ``s_t = sum_m table[m, codes[m, t]]`` summed in m order, as
-                                   :func:`aqpim.sw.bench.lut_scan`; integer tables: exact int64,
-                                   so :func:`aqpim.sw.intmodel.lut_accumulate`
+                                   :func:`aqpim.cmd.bench.lut_scan`; integer tables: exact int64,
+                                   so :func:`aqpim.sw.golden.intmodel.lut_accumulate`
 :func:`lut_scan_packed`            the scan on 4-bit codes packed two per byte (as the bank stores
                                    them): M/2 lookups per token in :func:`pair_lut` tables
 =================================  ===============================================================
@@ -236,7 +236,7 @@ def _codebook_shape(cb: np.ndarray) -> tuple[int, int, int]:
 def nearest(x: np.ndarray, codebooks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Nearest centroid per subspace and its squared distance, float input.
 
-    The codes of :func:`aqpim.sw.pq.encode`, plus ``sum_i (x_i - c_i)^2`` of the chosen
+    The codes of :func:`aqpim.sw.golden.pq.encode`, plus ``sum_i (x_i - c_i)^2`` of the chosen
     centroid in the computation dtype (what k-means needs for its assignment step).
 
     Parameters
@@ -293,7 +293,7 @@ def nearest_unchecked(x: np.ndarray, codebooks: np.ndarray) -> tuple[np.ndarray,
 
 
 def encode(x: np.ndarray, codebooks: np.ndarray) -> np.ndarray:
-    """Nearest centroid per subspace, float input: the codes of :func:`aqpim.sw.pq.encode`.
+    """Nearest centroid per subspace, float input: the codes of :func:`aqpim.sw.golden.pq.encode`.
 
     Parameters
     ----------
@@ -319,7 +319,7 @@ def encode_int(x: np.ndarray, codebook: np.ndarray) -> np.ndarray:
     """Nearest centroid per subspace, integer input: the codes of ``intmodel.encode``.
 
     Exact integer ``sum (x - c)^2``, ties to the lowest index. Unlike
-    :func:`aqpim.sw.intmodel.encode` it takes no :class:`~aqpim.numerics.Numerics` and checks
+    :func:`aqpim.sw.golden.intmodel.encode` it takes no :class:`~aqpim.numerics.Numerics` and checks
     no W-bit range; it only requires that every distance fits in int64.
 
     Parameters

@@ -1,28 +1,30 @@
 """``aqpim bench golden``: golden-model PQ throughput against FAISS, as JSON on stdout.
 
 Same data, same centroids, same run, one thread each (FAISS is pinned to one OpenMP thread;
-the numba kernels of :mod:`aqpim.sw.fastpq` use no ``prange``, so they run on one thread), best
+the numba kernels of :mod:`aqpim.sw.golden.fastpq` use no ``prange``, so they run on one thread),
+best
 of N timings, the golden and the FAISS call timed alternately so that load from other processes
 hits both alike:
 
-* **encode**: :func:`aqpim.sw.fastpq.encode` (direct L2, float32; :func:`aqpim.sw.pq.encode`
+* **encode**: :func:`aqpim.sw.golden.fastpq.encode` (direct L2, float32;
+:func:`aqpim.sw.golden.pq.encode`
   runs on the same kernel) against ``faiss.ProductQuantizer.compute_codes`` with FAISS's own
   trained centroids;
-* **LUT scan**, one query over T tokens, LUT construction (:func:`aqpim.sw.fastpq.ip_table`)
+* **LUT scan**, one query over T tokens, LUT construction (:func:`aqpim.sw.golden.fastpq.ip_table`)
   plus scores plus the best token (what ``IndexPQ.search`` with k=1 does):
-  :func:`aqpim.sw.fastpq.lut_scan` on codes stored (M, T) against ``faiss.IndexPQ.search``
+  :func:`aqpim.sw.golden.fastpq.lut_scan` on codes stored (M, T) against ``faiss.IndexPQ.search``
   (k=1) and, for 4-bit codes, ``faiss.IndexPQFastScan.search``.
 
 For 4-bit codes the golden scan works on the bytes as the bank stores them (two codes per
 byte): one 256-entry table per pair of subspaces, ``LUT2[a + 16 b] = LUT[2i, a] + LUT[2i+1, b]``,
-so it does M/2 lookups per token instead of M (:func:`aqpim.sw.fastpq.lut_scan_packed`).
+so it does M/2 lookups per token instead of M (:func:`aqpim.sw.golden.fastpq.lut_scan_packed`).
 
 The numba kernels' compile (or cache load) time is measured once, before the timed runs, and
 reported as ``jit_warmup``. The plain NumPy forms are timed too, as ``numpy``: :func:`lut_scan`
 here and ``pq._assign_numpy`` (what ``pq.encode`` ran before it moved onto the kernel); the
 kernels' results are checked equal to theirs in the same run. :func:`lut_scan`,
 :func:`pair_lut` and :func:`pack_pairs` stay as the NumPy references (they equal
-:func:`aqpim.sw.intmodel.lut_accumulate` on integer LUTs, tests/test_golden_intmodel.py).
+:func:`aqpim.sw.golden.intmodel.lut_accumulate` on integer LUTs, tests/test_golden_intmodel.py).
 """
 
 from __future__ import annotations
@@ -32,10 +34,11 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numba
 import numpy as np
-from aqpim.sw import fastpq, pq, synthetic
+from aqpim.sw.golden import fastpq, pq, synthetic
 
 __all__ = ["lut_scan", "pair_lut", "pack_pairs", "best_of", "best_of_each", "run", "main"]
 
@@ -223,20 +226,39 @@ def run(tokens: int = 65536, encode_n: int = 16384, repeat: int = 10, seed: int 
     }
 
 
+def _report(res: dict) -> str:
+    lines = [f"{res['benchmark']}; FAISS {res['faiss_version']}",
+             f"{'M':>3} {'bits':>4} {'encode vec/s':>13} {'vs FAISS':>9} {'scan tok/s':>12} "
+             f"{'vs IndexPQ':>11} {'vs FastScan':>12}"]
+    for c in res["configs"]:
+        fast = c.get("scan_ratio_vs_fastscan")
+        lines.append(f"{c['M']:>3} {c['nbits']:>4} {c['encode_vectors_per_s']['golden']:>13.3g} "
+                     f"{c['encode_ratio']:>8.2f}x {c['scan_tokens_per_s']['golden']:>12.3g} "
+                     f"{c['scan_ratio_vs_indexpq']:>10.2f}x "
+                     f"{'-' if fast is None else f'{fast:.2f}x':>12}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``aqpim bench golden``: JSON on stdout."""
+    """Entry point of ``aqpim bench golden``: a table, or one JSON document with ``--json``."""
     ap = argparse.ArgumentParser(prog="aqpim bench golden", description=__doc__.splitlines()[0])
     ap.add_argument("--tokens", type=int, default=65536, help="tokens in the LUT scan")
     ap.add_argument("--encode-n", type=int, default=16384, help="vectors encoded")
     ap.add_argument("--repeat", type=int, default=10, help="timings per measurement (best kept)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", action="store_true",
+                    help="print the results as one JSON document on stdout, nothing else")
+    ap.add_argument("--out", type=Path, help="also write DIR/bench_golden.json")
     args = ap.parse_args(argv)
     for name in ("tokens", "encode_n", "repeat"):
         if getattr(args, name) < 1:
             print(f"aqpim bench golden: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)
             return 2
-    json.dump(run(args.tokens, args.encode_n, args.repeat, args.seed), sys.stdout, indent=2)
-    print()
+    res = run(args.tokens, args.encode_n, args.repeat, args.seed)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "bench_golden.json").write_text(json.dumps(res, indent=2) + "\n")
+    print(json.dumps(res, indent=2) if args.json else _report(res))
     return 0
 
 

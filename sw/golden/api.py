@@ -1,9 +1,10 @@
 """The public Python API of the golden model: train, encode, decode, attention.
 
-A small, stable surface over :mod:`aqpim.sw.pq` (float PQ), :mod:`aqpim.sw.reference` (float and
-integer attention) and :mod:`aqpim.sw.synthetic` (test data); docs/api.md shows it in use::
+A small, stable surface over :mod:`aqpim.sw.golden.pq` (float PQ), :mod:`aqpim.sw.golden.reference`
+(float and
+integer attention) and :mod:`aqpim.sw.golden.synthetic` (test data); docs/api.md shows it in use::
 
-    from aqpim.sw import api
+    from aqpim.sw.golden import api
     data = api.synthetic(heads=1, tokens=1024)
     q, k, v = data["q"][0], data["k"][0], data["v"][0]
     kcb = api.train(k, subspaces=64, centroids=16)
@@ -15,9 +16,9 @@ integer attention) and :mod:`aqpim.sw.synthetic` (test data); docs/api.md shows 
 from __future__ import annotations
 
 import numpy as np
-from aqpim.sw import pq, reference
-from aqpim.sw import synthetic as _synthetic
-from aqpim.sw.reference import IntAttention
+from aqpim.sw.golden import pq, reference
+from aqpim.sw.golden import synthetic as _synthetic
+from aqpim.sw.golden.reference import IntAttention
 
 __all__ = ["train", "encode", "decode", "attention", "synthetic", "IntAttention"]
 
@@ -35,7 +36,8 @@ def train(
 ) -> np.ndarray:
     """Train PQ codebooks (M, K, d) on vectors ``x`` (N, D) by seeded k-means per subspace.
 
-    See :func:`aqpim.sw.pq.train_codebooks` (k-means++ init, empty clusters re-seeded from the
+    See :func:`aqpim.sw.golden.pq.train_codebooks` (k-means++ init, empty clusters re-seeded from
+    the
     farthest point, ValueError when N < K, D % M != 0 or K is not a power of two).
     """
     return pq.train_codebooks(
@@ -46,13 +48,13 @@ def train(
 def encode(x: np.ndarray, codebooks: np.ndarray) -> np.ndarray:
     """Codes (N, M) of vectors ``x`` (N, D): nearest centroid, direct L2, lowest index on ties.
 
-    See :func:`aqpim.sw.pq.encode`.
+    See :func:`aqpim.sw.golden.pq.encode`.
     """
     return pq.encode(x, codebooks)
 
 
 def decode(codes: np.ndarray, codebooks: np.ndarray) -> np.ndarray:
-    """Vectors (N, D) rebuilt from codes (N, M). See :func:`aqpim.sw.pq.decode`."""
+    """Vectors (N, D) rebuilt from codes (N, M). See :func:`aqpim.sw.golden.pq.decode`."""
     return pq.decode(codes, codebooks)
 
 
@@ -77,9 +79,9 @@ def attention(
     ----------
     mode:
         ``"exact"``: softmax attention in float64 (the other arguments are ignored).
-        ``"pq"``: float PQ attention (:func:`aqpim.sw.reference.pq_attention`).
+        ``"pq"``: float PQ attention (:func:`aqpim.sw.golden.reference.pq_attention`).
         ``"int"``: the PIM pipeline in the integer contract over ``banks`` banks
-        (:func:`aqpim.sw.reference.int_attention`).
+        (:func:`aqpim.sw.golden.reference.int_attention`).
     key_codebooks, value_codebooks:
         Float codebooks (M, K, d); trained on the compressed tokens when omitted.
     subspaces, centroids, seed:
@@ -114,5 +116,5 @@ def attention(
 
 
 def synthetic(**kwargs: object) -> dict[str, np.ndarray]:
-    """Seeded LLM-like q/k/v: see :func:`aqpim.sw.synthetic.generate` for the options."""
+    """Seeded LLM-like q/k/v: see :func:`aqpim.sw.golden.synthetic.generate` for the options."""
     return _synthetic.generate(**kwargs)  # type: ignore[arg-type]

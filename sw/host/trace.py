@@ -5,13 +5,16 @@ Trace format (JSON lines, UTF-8, one object per line; docs/driver.md):
 * line 1, the header: ``{"format": "aqpim-trace", "version": 1, "num_banks": B,
   "heads": H, "numerics": {...Numerics fields...}}``
 * then one line per command: ``{"bank": b | null, "words": ["<hex>", ...], "status": [s, ...],
-  "cycles": [c, ...] | null}``. ``bank`` null is an all-bank broadcast. ``words`` is the
-  command exactly as on the wire (:func:`aqpim.isa.encode_command`: header word then data
-  beats, lower-case hex without ``0x``). ``status`` is the status each bank answered (bank
-  order); ``cycles`` the cycles each bank took when the device reports them (the RTL device
-  does), else null.
+  "data": [["<hex>", ...], ...], "cycles": [c, ...] | null}``. ``bank`` null is an all-bank
+  broadcast. ``words`` is the command exactly as on the wire (:func:`aqpim.isa.encode_command`:
+  header word then data beats, lower-case hex without ``0x``). ``status`` is the status each
+  bank answered (bank order) and ``data`` the data beats of each bank's response
+  (READ_PARTIAL's partials, READ_CODES' columns...); ``cycles`` the cycles each bank took when
+  the device reports them (the RTL device does), else null.
 
-Helper E's performance model reads these files; :func:`replay` runs one on any device.
+The performance model (:func:`aqpim.sw.perf.hbm3.trace_timing`) reads these files;
+:func:`replay` runs one on any device and checks every status and response beat against
+it.
 """
 
 from __future__ import annotations
@@ -22,16 +25,17 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
-from aqpim.sw.device import Device
+from aqpim.sw.host.device import Device
 
 from aqpim import isa
-from aqpim.isa import Command, Geometry, Response
+from aqpim.geometry import Geometry
+from aqpim.isa import Command, Response
 from aqpim.numerics import Numerics
 
 __all__ = ["TraceRecorder", "TraceEntry", "read_trace", "replay", "FORMAT", "VERSION"]
 
 FORMAT = "aqpim-trace"
-VERSION = 1
+VERSION = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +45,7 @@ class TraceEntry:
     bank: int | None
     cmd: Command
     status: tuple[int, ...]
+    data: tuple[tuple[int, ...], ...]
     cycles: tuple[int, ...] | None
 
 
@@ -77,37 +82,43 @@ class TraceRecorder:
     def num_banks(self) -> int:
         return self._inner.num_banks
 
+    @property
+    def last_cycles(self) -> list[int] | None:
+        return self._inner.last_cycles
+
+    @property
+    def last_batch_cycles(self) -> list[list[int]] | None:
+        return self._inner.last_batch_cycles
+
     def _record(self, bank: int | None, cmd: Command, resps: list[Response],
-                cycles: list[int] | None = None) -> None:
+                cycles: list[int] | None) -> None:
         if self._fh is None:
             raise RuntimeError(f"trace {self._path} is closed")
-        if cycles is None:
-            cycles = [getattr(r, "cycles", None) for r in resps]
-            last = getattr(self._inner, "last_cycles", None)
-            if last is not None and len(last) == len(resps):
-                cycles = list(last)
+        if cycles is not None and len(cycles) != len(resps):
+            raise RuntimeError(f"the device reported {len(cycles)} cycle counts for "
+                               f"{len(resps)} responses")
         entry = {
             "bank": bank,
             "words": [format(w, "x") for w in isa.encode_command(cmd)],
             "status": [int(r.status) for r in resps],
-            "cycles": None if any(c is None for c in cycles) else cycles,
+            "data": [[format(w, "x") for w in r.data] for r in resps],
+            "cycles": None if cycles is None else list(cycles),
         }
         self._fh.write(json.dumps(entry) + "\n")
         self.commands += 1
 
     def execute(self, bank: int | None, cmd: Command) -> list[Response]:
         resps = self._inner.execute(bank, cmd)
-        self._record(bank, cmd, resps)
+        self._record(bank, cmd, resps, self._inner.last_cycles)
         return resps
 
     def execute_batch(self, items: Sequence[tuple[int | None, Command]]) -> list[list[Response]]:
         items = list(items)
-        if not hasattr(self._inner, "last_batch_cycles"):
-            # One at a time so the per-command cycle counts of the inner device stay aligned.
-            return [self.execute(bank, cmd) for bank, cmd in items]
         results = self._inner.execute_batch(items)
         per = self._inner.last_batch_cycles
-        if per is None or len(per) != len(items):
+        if per is None:
+            per = [None] * len(items)
+        if len(per) != len(items):
             raise RuntimeError("the device's last_batch_cycles do not match the batch")
         for (bank, cmd), resps, cyc in zip(items, results, per, strict=True):
             self._record(bank, cmd, resps, cyc)
@@ -151,7 +162,9 @@ def read_trace(path: str | Path) -> tuple[Geometry, int, Iterator[TraceEntry]]:
                 try:
                     e = json.loads(line)
                     cmd = isa.decode_command([int(w, 16) for w in e["words"]])
+                    data = tuple(tuple(int(w, 16) for w in r) for r in e["data"])
                     yield TraceEntry(bank=e["bank"], cmd=cmd, status=tuple(e["status"]),
+                                     data=data,
                                      cycles=None if e["cycles"] is None else tuple(e["cycles"]))
                 except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
                     raise ValueError(f"{path}:{lineno}: bad trace line ({exc})") from None
@@ -160,10 +173,11 @@ def read_trace(path: str | Path) -> tuple[Geometry, int, Iterator[TraceEntry]]:
 
 
 def replay(path: str | Path, device: Device, *, check: bool = True) -> list[list[Response]]:
-    """Run a trace's commands on ``device``; with ``check``, statuses must match the trace.
+    """Run a trace's commands on ``device``; with ``check``, every response must equal the
+    recorded one (status and data beats).
 
     Raises ValueError when the device's geometry or bank count differ from the trace's, and
-    AssertionError (naming the line) when a status differs.
+    AssertionError (naming the command) when a status or a response beat differs.
     """
     geometry, banks, entries = read_trace(path)
     if device.geometry != geometry or device.num_banks != banks:
@@ -178,6 +192,15 @@ def replay(path: str | Path, device: Device, *, check: bool = True) -> list[list
             raise AssertionError(
                 f"{path}: command {i} {e.cmd!r} answered {[r.status.name for r in resps]}, "
                 f"trace says {e.status}"
+            )
+        got = tuple(tuple(r.data) for r in resps)
+        if check and got != e.data:
+            bank, beat = next((b, j) for b, (x, y) in enumerate(zip(got, e.data, strict=True))
+                              for j in range(max(len(x), len(y)))
+                              if j >= min(len(x), len(y)) or x[j] != y[j])
+            raise AssertionError(
+                f"{path}: command {i} {e.cmd!r}: response {bank} beat {beat} differs from the "
+                "recorded run"
             )
         out.append(resps)
     return out

@@ -1,6 +1,6 @@
 """Product quantization in floating point: k-means codebook training, encode and decode.
 
-This is the float side of the golden model (the integer side is :mod:`aqpim.sw.intmodel`).
+This is the float side of the golden model (the integer side is :mod:`aqpim.sw.golden.intmodel`).
 A vector of dimension D is cut into M sub-vectors of d = D / M elements; subspace m has its own
 codebook of K = 2^b centroids, trained by k-means on the sub-vectors of the training set.
 
@@ -24,7 +24,7 @@ Choices (docs/golden.md explains them):
 from __future__ import annotations
 
 import numpy as np
-from aqpim.sw import fastpq
+from aqpim.sw.golden import fastpq
 
 from aqpim.checks import check_int, float_array
 
@@ -84,7 +84,8 @@ def _assign(xs: np.ndarray, cs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Nearest centroid (lowest index on ties) and its distance, for every subspace and point.
 
     ``xs`` (M, N, d), ``cs`` (M, K, d) -> (codes int64 (M, N), dist (M, N)). Float32/float64
-    work runs in the compiled kernel :func:`aqpim.sw.fastpq.nearest_unchecked` (same codes and
+    work runs in the compiled kernel :func:`aqpim.sw.golden.fastpq.nearest_unchecked` (same codes
+    and
     distances, bit for bit, 20-50x faster); other dtypes in :func:`_assign_numpy`.
     """
     if np.result_type(xs.dtype, cs.dtype) in (np.float32, np.float64):

@@ -1,11 +1,11 @@
 """``aqpim demo``: PQ-attention decode steps through the driver on the RTL and the golden model.
 
-Default (the main job, :func:`run_rtl`): synthetic LLM-like K/V/Q (:mod:`aqpim.sw.synthetic`)
+Default (the main job, :func:`run_rtl`): synthetic LLM-like K/V/Q (:mod:`aqpim.sw.golden.synthetic`)
 for 2 KV heads x 1024 tokens, D = 128, M = 64, K = 16 (2 bits per element, d = 2) over 4
 banks, the issue's example (its 4-bank Verilator build took 141 s on 2 busy cores; built once
 into ``build/sim``, then reused). The
-host driver (:class:`aqpim.sw.driver.Driver`) runs prefill and a few decode steps on the RTL
-bank array under cocotb + Verilator (:class:`aqpim.sw.rtl_device.RtlDevice`, built once per
+host driver (:class:`aqpim.sw.host.driver.Driver`) runs prefill and a few decode steps on the RTL
+bank array under cocotb + Verilator (:class:`aqpim.sim.rtl_device.RtlDevice`, built once per
 configuration into ``build/sim``) and, command for command, on the golden device; each step's
 outputs must be equal bit for bit. The driver keeps ``--sinks`` (4) leading tokens and a
 ``--recent`` (32) window of each head on the host in FP16 and merges them with the banks'
@@ -16,7 +16,8 @@ error of the same driver without sinks and window. Then a performance estimate f
 attention time of this shape for AQPIM, FP16 PIM (AttAcc-style) and the GPU.
 
 ``--golden-only`` (the fast path, :func:`run_golden`): H heads x T tokens through
-:func:`aqpim.sw.reference.int_attention` (codebooks trained on the compressed tokens, per-bank
+:func:`aqpim.sw.golden.reference.int_attention` (codebooks trained on the compressed tokens,
+per-bank
 integer partials, host merge with full-precision sinks and recent window). Each head's output is
 compared with exact attention and with the float PQ reference that uses the same float
 codebooks, so the two error sources are seen apart: PQ itself (float PQ vs exact) and the
@@ -35,12 +36,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from aqpim.sw import reference, synthetic
+from aqpim.sw.golden import reference, synthetic
 
-from aqpim.isa import Geometry
+from aqpim.geometry import Geometry
 from aqpim.numerics import Numerics
 
 if TYPE_CHECKING:
+    from aqpim.cmd.console import Console
     from aqpim.sw.perf.hbm3 import HBM3Config
 
 __all__ = ["DemoConfig", "RtlDemoConfig", "compare", "run_golden", "run_rtl", "main"]
@@ -206,15 +208,6 @@ class RtlDemoConfig:
                         centroids=self.centroids, token_capacity=cap)
 
 
-def _bank_cycles(cycles: list[tuple[int | None, int, list[int]]], banks: int) -> list[int]:
-    """Cycles each bank was busy over a list of RtlDevice command records."""
-    tot = [0] * banks
-    for bank, _op, cyc in cycles:
-        for b, c in zip(range(banks) if bank is None else [bank], cyc, strict=True):
-            tot[b] += c
-    return tot
-
-
 def _same_banks(cfg: RtlDemoConfig, hw: HBM3Config, context: int) -> dict[str, object]:
     """FP16 PIM and GPU time for the same attention: the FP16 K and V of the busiest bank
     streamed in all-bank mode at nCCD_AB (AttAcc: 16 MACs per column command keep pace),
@@ -263,7 +256,7 @@ def _model_estimate(cfg: RtlDemoConfig, num: Numerics, context: int) -> dict[str
 
 
 def run_rtl(config: RtlDemoConfig, *, trace: str | Path | None = None,
-            verbose: bool = False) -> dict[str, object]:
+            console: Console | None = None) -> dict[str, object]:
     """Prefill and decode steps through the driver on the RTL bank array and the golden device.
 
     Parameters
@@ -271,10 +264,10 @@ def run_rtl(config: RtlDemoConfig, *, trace: str | Path | None = None,
     config:
         The configuration (:class:`RtlDemoConfig`).
     trace:
-        Where to keep the RTL command trace (:mod:`aqpim.sw.trace` format, cycles included);
+        Where to keep the RTL command trace (:mod:`aqpim.sw.host.trace` format, cycles included);
         default a temporary file.
-    verbose:
-        Print progress (build, prefill, each step) to stderr as it happens.
+    console:
+        Where the stage lines go (Verilog, build, start, prefill, each step); None: silent.
 
     Returns
     -------
@@ -293,11 +286,12 @@ def run_rtl(config: RtlDemoConfig, *, trace: str | Path | None = None,
     """
     import tempfile
 
-    from aqpim.sw.driver import Driver
-    from aqpim.sw.golden_device import GoldenDevice
+    from aqpim.sim.rtl_device import RtlDevice
+    from aqpim.sim.session import PairedDecode
+    from aqpim.sw.host.driver import Driver
+    from aqpim.sw.host.golden_device import GoldenDevice
+    from aqpim.sw.host.trace import TraceRecorder
     from aqpim.sw.perf.hbm3 import HBM3Config, trace_timing
-    from aqpim.sw.rtl_device import RtlDevice
-    from aqpim.sw.trace import TraceRecorder
 
     if not isinstance(config, RtlDemoConfig):
         raise TypeError(f"config must be an RtlDemoConfig, got {type(config).__name__}")
@@ -308,8 +302,8 @@ def run_rtl(config: RtlDemoConfig, *, trace: str | Path | None = None,
                          "points)")
 
     def say(msg: str) -> None:
-        if verbose:
-            print(f"[demo] {msg}", file=sys.stderr, flush=True)
+        if console is not None:
+            console.say(msg)
 
     t_all = config.tokens + config.steps
     data = synthetic.generate(heads=config.heads, tokens=t_all, head_dim=config.head_dim,
@@ -324,48 +318,43 @@ def run_rtl(config: RtlDemoConfig, *, trace: str | Path | None = None,
     steps: list[dict[str, object]] = []
     win = {"sinks": config.sinks, "recent": config.recent}
     try:
-        say(f"building / starting the RTL bank array ({config.banks} banks, D={num.head_dim}, "
-            f"M={num.subspaces}, K={num.centroids}, capacity {num.token_capacity}; the first "
-            "build of a configuration takes minutes)")
+        say(f"RTL bank array: {config.banks} banks, D={num.head_dim}, M={num.subspaces}, "
+            f"K={num.centroids}, capacity {num.token_capacity} tokens per bank")
         t0 = time.perf_counter()
         # No idle cycles or back-pressure: the recorded cycles are the bank's own latency
         # (the co-simulation tests randomise both).
-        with RtlDevice(geom, config.banks, seed=config.seed, idle=0.0, backpressure=0.0) as rtl:
+        with RtlDevice(geom, config.banks, seed=config.seed, idle=0.0, backpressure=0.0,
+                       on_stage=console.stage if console else None) as rtl:
             seconds["build_and_start"] = time.perf_counter() - t0
             with TraceRecorder(rtl, trace) as rec:
-                golden = Driver(GoldenDevice(geom, config.banks), kv_heads=config.heads,
-                                iters=config.iters, seed=config.seed, **win)
-                hw = Driver(rec, kv_heads=config.heads, iters=config.iters, seed=config.seed,
-                            **win)
+                run = PairedDecode(rec, kv_heads=config.heads, iters=config.iters,
+                                   seed=config.seed, **win)
                 # the same driver without sinks and window, on a golden device: the baseline
                 plain = Driver(GoldenDevice(geom, config.banks), kv_heads=config.heads,
                                iters=config.iters, seed=config.seed)
-                say(f"prefill: {config.heads} heads x {config.tokens} tokens "
-                    f"({config.sinks} sinks + {config.recent} recent kept on the host)")
+                say(f"prefill: {config.heads} heads x {config.tokens} tokens, RTL and golden")
                 t0 = time.perf_counter()
-                for drv in (golden, hw, plain):
-                    drv.prefill(k[:, :config.tokens], v[:, :config.tokens])
+                run.prefill(k[:, :config.tokens], v[:, :config.tokens])
+                plain.prefill(k[:, :config.tokens], v[:, :config.tokens])
                 seconds["prefill"] = time.perf_counter() - t0
                 # the driver's float codebooks, for the float-PQ reference of each step
-                fcb = [(hs.key_codebook_float, hs.value_codebook_float) for hs in golden.heads]
-                prefill = {"commands": len(rtl.cycles),
-                           "bank_cycles": _bank_cycles(rtl.cycles, config.banks)}
-                marks = [len(rtl.cycles)]
+                fcb = [(hs.key_codebook_float, hs.value_codebook_float)
+                       for hs in run.golden.heads]
+                prefill = {"commands": len(run.log.records), "bank_cycles": run.log.bank_cycles()}
+                marks = [len(run.log.records)]
                 t0 = time.perf_counter()
                 for s in range(config.steps):
                     t = config.tokens + s
                     # each step a slightly different query, as consecutive decode steps
                     qs = q + 0.05 * s * np.roll(q, 1, axis=1)
-                    out_g = golden.step(qs, k[:, t], v[:, t])
-                    out_r = hw.step(qs, k[:, t], v[:, t])
+                    st = run.step(qs, k[:, t], v[:, t])
+                    out_r, diff = st.out, st.mismatched_elements
                     out_p = plain.step(qs, k[:, t], v[:, t])
-                    marks.append(len(rtl.cycles))
-                    rec_cycles = rtl.cycles[marks[-2]:marks[-1]]
-                    diff = int(np.count_nonzero(out_r != out_g))
+                    marks.append(len(run.log.records))
                     row: dict[str, object] = {
-                        "tokens": t + 1, "mismatched_elements": diff, "bit_exact": diff == 0,
-                        "commands": len(rec_cycles),
-                        "bank_cycles": _bank_cycles(rec_cycles, config.banks),
+                        "tokens": st.tokens, "mismatched_elements": diff,
+                        "bit_exact": st.bit_exact, "commands": st.commands,
+                        "bank_cycles": st.bank_cycles,
                     }
                     pairs: dict[str, list[dict[str, float]]] = {
                         "rtl_vs_exact": [], "rtl_vs_pq": [], "pq_vs_exact": [],
@@ -382,8 +371,9 @@ def run_rtl(config: RtlDemoConfig, *, trace: str | Path | None = None,
                         row[name] = {m: float(np.mean([x[m] for x in vals]))
                                      for m in ("rel_err", "cosine")}
                     steps.append(row)
-                    say(f"step {s}: {t + 1} tokens, {'bit-exact' if diff == 0 else 'MISMATCH'}"
-                        f", {max(row['bank_cycles'])} bank cycles")
+                    say(f"decode step {s}: {t + 1} tokens, "
+                        f"{'bit-exact' if diff == 0 else 'MISMATCH'}, "
+                        f"{max(row['bank_cycles'])} cycles on the busiest bank")
                 seconds["steps"] = time.perf_counter() - t0
         # Performance: the recorded trace on HBM3-PIM timing (aqpim.sw.perf), step by step,
         # with the encoder lanes of the RTL that ran (RtlDevice builds lanes = K).
@@ -434,8 +424,6 @@ def _rtl_report(res: dict[str, object]) -> str:
     lines = [
         "AQPIM demo: decode steps through the host driver on the RTL bank array "
         "(cocotb + Verilator) and on the golden device",
-        "(the first run of a configuration builds its RTL: about 2-3 minutes on 2 cores "
-        "for the default D=128 array, reused afterwards)",
         f"config: {c['heads']} KV heads x {c['tokens']} tokens + {c['steps']} decode steps, "
         f"D={n['head_dim']}, M={n['subspaces']}, K={n['centroids']} "
         f"({n['bits_per_element']:g} bits/element), {c['banks']} banks "
@@ -465,38 +453,33 @@ def _rtl_report(res: dict[str, object]) -> str:
                  "records each command from the edge its header is offered to the one its last "
                  "response word is taken)")
     p = res["perf"]
-    lines += ["", "performance estimate (aqpim.sw.perf, HBM3-PIM 5.2 Gbps, "
-              f"tCK {p['tck_ns']} ns):"]
-    for i, ps in enumerate(p["trace_steps"]):
-        lines.append(f"  step {i} trace on HBM3-PIM timing: {ps['hbm3_tck']} tCK = "
-                     f"{_us(ps['hbm3_seconds'])} on the busiest bank (unit cycles: model "
-                     f"{ps['model_unit_cycles']}, RTL {ps['rtl_cycles']})")
-    sb = p["same_banks"]
-    aq = p["trace_steps"][-1]["hbm3_seconds"] if p["trace_steps"] else float("nan")
-    lines.append(f"  same attention on the same {c['banks']} banks, FP16 PIM (AttAcc-style, K/V "
-                 f"streamed at nCCD_AB + score round trip): {sb['fp16_pim_tck']} tCK = "
-                 f"{_us(sb['fp16_pim_seconds'])} ({sb['fp16_pim_seconds'] / aq:.2f}x the AQPIM "
-                 "trace)")
-    lines.append(f"  GPU ({sb['gpu']}, FP16 cache at 0.85 of HBM bandwidth): "
-                 f"{_us(sb['gpu_seconds'])}")
-    m = p["model"]
+    ts, sb, m = p["trace_steps"], p["same_banks"], p["model"]
+    aq = ts[-1]["hbm3_seconds"] if ts else float("nan")
+    here = f"the demo: its {c['banks']} banks, the recorded last step"
+    lines += ["", f"performance estimate: attention of one decode step, HBM3-PIM timing "
+              f"(tCK {p['tck_ns']} ns), GPU {sb['gpu']} at 0.85 of its HBM bandwidth",
+              f"  {'where':<48} {'AQPIM':>10} {'FP16-PIM':>10} {'GPU':>10}",
+              f"  {here:<48} "
+              f"{_us(aq):>10} {_us(sb['fp16_pim_seconds']):>10} {'-':>10}"]
     if "note" in m:
-        lines.append(f"  model: {m['note']}")
+        lines.append(f"  whole device: {m['note']}")
     else:
         att = m["attention_seconds"]
-        aq = next(s for s in att if s.startswith("aqpim"))
-        lines.append(f"  model, decode attention of this shape (1 layer, {c['heads']} KV heads, "
-                     f"{m['context']} tokens, batch 1) on {m['hardware']}, GPU {m['gpu']}:")
-        for s, t in att.items():
-            rel = "" if s == aq else f"  ({t / att[aq]:.2f}x the {aq} time)"
-            lines.append(f"    {s:<9} {_us(t)}{rel}")
-        lines.append("    (a short context on a whole device: fixed costs dominate; "
-                     "`aqpim bench perf` sweeps models, contexts and batches)")
+        name = next(s for s in att if s.startswith("aqpim"))
+        where = f"the same heads and tokens on {m['hardware']}"
+        lines.append(f"  {where:<48} {_us(att[name]):>10} {_us(att['fp16-pim']):>10} "
+                     f"{_us(att['gpu']):>10}")
+    lines.append(f"  row 1: the driver's commands timed on {c['banks']} banks (FP16-PIM: the "
+                 "same K/V in FP16 on those banks); row 2: the")
+    lines.append("  tokens spread over every bank of the device, where fixed costs dominate. "
+                 "`aqpim bench perf` sweeps models.")
+    lines.append("  unit cycles per step, model vs RTL: "
+                 + ", ".join(f"{x['model_unit_cycles']} vs {x['rtl_cycles']}" for x in ts))
     lines.append("")
     lines.append(f"{'BIT-EXACT' if res['bit_exact'] else 'MISMATCH'}: RTL vs golden over "
                  f"{len(res['steps'])} steps; {sec.get('build_and_start', 0):.1f} s build + "
                  f"start, {sec.get('prefill', 0):.1f} s prefill, {sec.get('steps', 0):.1f} s "
-                 "steps")
+                 "steps" + (f"; logs in {res['log']}" if res.get("log") else ""))
     return "\n".join(lines)
 
 
@@ -505,6 +488,28 @@ def _rtl_report(res: dict[str, object]) -> str:
 # ----------------------------------------------------------------------------------------------
 GOLDEN_ONLY = ("layout",)
 RTL_ONLY = ("steps", "capacity", "trace")
+
+
+LOG = Path("build/logs/demo.log")
+
+
+def _run_rtl_logged(cfg: RtlDemoConfig, trace: str | None, log: Path | None) -> dict[str, object]:
+    """:func:`run_rtl` with stage lines on the terminal and child-process logs in ``log``."""
+    from aqpim.cmd.console import Console, logs_to_file, tail
+
+    with logs_to_file(log) as (_, err):
+        console = Console(err, prefix="aqpim demo ")
+        if log is not None:
+            console.say(f"logs of the build and the simulator: {log}")
+        try:
+            res = run_rtl(cfg, trace=trace, console=console)
+        except BaseException:
+            if log is not None:
+                print(f"--- last lines of {log} ---\n{tail(log)}", file=err, flush=True)
+            raise
+        console.say("done")
+    res["log"] = None if log is None else str(log)
+    return res
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -532,7 +537,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--recent", type=int,
                    help="full-precision recent window per head (host, FP16)")
     p.add_argument("--layout", choices=reference.LAYOUTS, help="token layout (--golden-only)")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--json", action="store_true",
+                   help="print the result as one JSON document on stdout, nothing else")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help=f"show the build and simulator logs instead of writing them to {LOG}")
     return p
 
 
@@ -563,7 +571,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``aqpim demo``; returns the exit status (1: RTL != golden)."""
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     given = {k: v for k, v in vars(args).items()
-             if v is not None and k not in ("json", "golden_only")}
+             if v is not None and k not in ("json", "golden_only", "verbose")}
     try:
         if args.golden_only:
             bad = [k for k in RTL_ONLY if k in given]
@@ -580,10 +588,7 @@ def main(argv: list[str] | None = None) -> int:
                                  "tokens round-robin)")
             trace = given.pop("trace", None)
             cfg = RtlDemoConfig(**given)
-            from aqpim.sw.rtl_device import stdout_to_stderr
-
-            with stdout_to_stderr():
-                res = run_rtl(cfg, trace=trace, verbose=True)
+            res = _run_rtl_logged(cfg, trace, None if args.verbose else LOG)
     except (TypeError, ValueError) as exc:
         print(f"aqpim demo: {exc}", file=sys.stderr)
         return 2

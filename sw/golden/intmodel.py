@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from aqpim.checks import float_array, int_array
+from aqpim.geometry import Geometry
 from aqpim.numerics import Numerics
 
 __all__ = [
@@ -51,7 +52,6 @@ __all__ = [
 ]
 
 LOG2E = 1.0 / math.log(2.0)
-COLUMN_BITS = 256  # one HBM3 column access: 32 bytes
 
 
 # ----------------------------------------------------------------------------------------------
@@ -179,7 +179,7 @@ def pack_columns(codes: np.ndarray, num: Numerics) -> list[int]:
     if codes.shape[1] != m:
         raise ValueError(f"codes must have {m} columns, got shape {codes.shape}")
     _check_range("codes", codes, 0, num.centroids - 1)
-    tpc = tokens_per_column(num)
+    tpc = Geometry(num).tokens_per_column
     flat = codes.reshape(-1)
     ncol = -(-codes.shape[0] // tpc)
     cols = []
@@ -195,7 +195,7 @@ def pack_columns(codes: np.ndarray, num: Numerics) -> list[int]:
 def unpack_columns(columns: list[int], tokens: int, num: Numerics) -> np.ndarray:
     """Inverse of :func:`pack_columns`: returns codes (tokens, M)."""
     m, b = num.subspaces, num.code_bits
-    tpc = tokens_per_column(num)
+    tpc = Geometry(num).tokens_per_column
     mask = (1 << b) - 1
     out = np.zeros((tokens, m), dtype=np.int64)
     for t in range(tokens):
@@ -205,15 +205,6 @@ def unpack_columns(columns: list[int], tokens: int, num: Numerics) -> np.ndarray
     return out
 
 
-def tokens_per_column(num: Numerics) -> int:
-    """Tokens of key (or value) codes in one 256-bit column; M*b must divide 256."""
-    bits = num.subspaces * num.code_bits
-    if bits > COLUMN_BITS or COLUMN_BITS % bits:
-        raise ValueError(
-            f"M*b = {num.subspaces}*{num.code_bits} = {bits} bits must divide a "
-            f"{COLUMN_BITS}-bit column"
-        )
-    return COLUMN_BITS // bits
 
 
 def lut_accumulate(lut: np.ndarray, codes: np.ndarray, num: Numerics) -> np.ndarray:

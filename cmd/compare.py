@@ -1,12 +1,12 @@
 """``aqpim compare``: the RTL bank array against the golden device, per command and end to end.
 
-Two parts, one co-simulation (:class:`aqpim.sw.rtl_device.RtlDevice`, built once per
+Two parts, one co-simulation (:class:`aqpim.sim.rtl_device.RtlDevice`, built once per
 configuration):
 
-1. **End to end**: prefill and decode steps through :class:`aqpim.sw.driver.Driver` on the RTL
+1. **End to end**: prefill and decode steps through :class:`aqpim.sw.host.driver.Driver` on the RTL
    and on the golden device (synthetic LLM-like data); every step's output must be equal bit
    for bit; the relative error against exact float attention is reported.
-2. **Per unit**: constrained-random command streams (:mod:`aqpim.sw.randcmd`, invalid commands
+2. **Per unit**: constrained-random command streams (:mod:`aqpim.sim.randcmd`, invalid commands
    mixed in, the bank's state read back after each rejected one) on bank 0; responses and
    status codes compared command by command. Each opcode exercises one unit of the bank
    (WRITE_KV the encoder, SCORE the LUT-accumulate, AGGREGATE softmax + histogram + value MAC,
@@ -23,23 +23,32 @@ import json
 import sys
 import time
 from collections import defaultdict
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from aqpim import isa
-from aqpim.isa import Geometry, Opcode
+from aqpim.geometry import Geometry
+from aqpim.isa import Opcode
 from aqpim.numerics import Numerics
+
+if TYPE_CHECKING:
+    from aqpim.cmd.console import Console
 
 __all__ = ["main", "run_compare"]
 
 
-def run_compare(args: argparse.Namespace) -> dict[str, object]:
+LOG = Path("build/logs/compare.log")
+
+
+def run_compare(args: argparse.Namespace, console: Console | None = None) -> dict[str, object]:
     """Run both comparisons; returns the summary dictionary."""
-    from aqpim.sw.driver import Driver
-    from aqpim.sw.golden_device import GoldenDevice
-    from aqpim.sw.randcmd import build_stream
-    from aqpim.sw.rtl_device import RtlDevice
-    from aqpim.sw.synthetic import generate
+    from aqpim.sim.randcmd import build_stream
+    from aqpim.sim.rtl_device import RtlDevice
+    from aqpim.sim.session import PairedDecode
+    from aqpim.sw.golden import reference
+    from aqpim.sw.golden.synthetic import generate
 
     per_bank = -(-(args.tokens + args.steps) * args.heads // args.banks)
     cap = args.capacity or per_bank
@@ -52,35 +61,34 @@ def run_compare(args: argparse.Namespace) -> dict[str, object]:
         "head_dim": num.head_dim, "subspaces": num.subspaces, "centroids": num.centroids,
         "token_capacity": cap, "bits_per_element": num.bits_per_element,
     }}
-    with RtlDevice(geom, args.banks, seed=args.seed) as rtl:
+    with RtlDevice(geom, args.banks, seed=args.seed,
+                   on_stage=console.stage if console else None) as rtl:
         started = time.perf_counter()
+        say = console.say if console else (lambda text: None)
         # 1. end to end through the driver
+        say(f"end to end: prefill and {args.steps} decode steps on the RTL and golden devices")
         data = generate(heads=args.heads, tokens=args.tokens + args.steps,
                         head_dim=num.head_dim, seed=args.seed)
         q, k, v = data["q"], data["k"], data["v"]
-        drivers = [Driver(dev, kv_heads=args.heads, iters=args.iters, seed=args.seed)
-                   for dev in (GoldenDevice(geom, args.banks), rtl)]
-        for drv in drivers:
-            drv.prefill(k[:, :args.tokens], v[:, :args.tokens])
+        run = PairedDecode(rtl, kv_heads=args.heads, iters=args.iters, seed=args.seed)
+        run.prefill(k[:, :args.tokens], v[:, :args.tokens])
         steps = []
         mismatches = 0
         for s in range(args.steps):
             t = args.tokens + s
-            outs = [drv.step(q, k[:, t], v[:, t]) for drv in drivers]
-            logits = np.einsum("hd,htd->ht", q, k[:, :t + 1]) / np.sqrt(num.head_dim)
-            p = np.exp(logits - logits.max(axis=1, keepdims=True))
-            p /= p.sum(axis=1, keepdims=True)
-            exact = np.einsum("ht,htd->hd", p, v[:, :t + 1])
-            diff = int(np.count_nonzero(outs[0] != outs[1]))
-            mismatches += diff
-            steps.append({"tokens": t + 1, "mismatched_elements": diff,
-                          "rel_err_vs_exact": float(np.linalg.norm(outs[1] - exact)
+            st = run.step(q, k[:, t], v[:, t])
+            exact = np.stack([reference.exact_attention(q[h], k[h, :t + 1], v[h, :t + 1])
+                              for h in range(args.heads)])
+            mismatches += st.mismatched_elements
+            steps.append({"tokens": st.tokens, "mismatched_elements": st.mismatched_elements,
+                          "rel_err_vs_exact": float(np.linalg.norm(st.out - exact)
                                                     / np.linalg.norm(exact))})
         e2e_cmds = len(rtl.cycles)
         e2e_cycles = sum(max(c) for _, _, c in rtl.cycles)
         summary["end_to_end"] = {"commands": e2e_cmds, "steps": steps,
                                  "mismatched_elements": mismatches, "cycles": e2e_cycles}
         # 2. per unit: random streams on bank 0
+        say(f"per unit: {args.random_seeds} random command streams on bank 0")
         table: dict[str, dict[str, float]] = defaultdict(
             lambda: {"commands": 0, "mismatches": 0, "cycles": 0})
         n0 = len(rtl.cycles)
@@ -150,7 +158,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--random-seeds", type=int, default=3)
     p.add_argument("--random-commands", type=int, default=150)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--json", action="store_true",
+                   help="print the summary as one JSON document on stdout, nothing else")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help=f"show the build and simulator logs instead of writing them to {LOG}")
     return p
 
 
@@ -160,12 +171,22 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, name) < (0 if name in ("steps", "random_seeds") else 1):
             print(f"aqpim compare: --{name.replace('_', '-')} must be positive", file=sys.stderr)
             return 2
-    from aqpim.sw.rtl_device import stdout_to_stderr
+    from aqpim.cmd.console import Console, logs_to_file, tail
 
+    log = None if args.verbose else LOG
     try:
-        # the simulator's logs go to stderr: stdout carries the summary (or the JSON) only
-        with stdout_to_stderr():
-            summary = run_compare(args)
+        # The build's and the simulator's logs go to a file: stdout carries the summary (or
+        # the JSON) only.
+        with logs_to_file(log) as (_, err):
+            console = Console(err, prefix="aqpim compare ")
+            if log is not None:
+                console.say(f"logs of the build and the simulator: {log}")
+            try:
+                summary = run_compare(args, console)
+            except BaseException:
+                if log is not None:
+                    print(f"--- last lines of {log} ---\n{tail(log)}", file=err, flush=True)
+                raise
     except ValueError as e:
         print(f"aqpim compare: {e}", file=sys.stderr)
         return 2

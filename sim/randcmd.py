@@ -11,9 +11,10 @@ from __future__ import annotations
 import random
 
 from aqpim import isa
-from aqpim.isa import Command, Geometry, Opcode, Response
+from aqpim.geometry import Geometry
+from aqpim.isa import Command, Opcode, Response
 
-__all__ = ["RandomStream", "random_command"]
+__all__ = ["RandomStream", "build_stream"]
 
 # relative weights of the opcodes (codebook loads dominate so that WRITE_KV can succeed)
 _WEIGHTS = {
@@ -126,13 +127,6 @@ class RandomStream:
         return Command(data=tuple(data), **f)
 
 
-def random_command(rng: random.Random, geometry: Geometry) -> Command:
-    """A single random command (no state tracking); handy for quick property tests."""
-    s = RandomStream(geometry, rng.randrange(1 << 30))
-    s.tokens = [rng.randrange(4) for _ in range(geometry.heads)]
-    return s.next()
-
-
 def build_stream(
     geometry: Geometry, seed: int, commands: int, *, observe_rejected: bool = True,
     p_bad: float = 0.15, max_tokens: int = 3,
@@ -140,12 +134,12 @@ def build_stream(
     """A random command stream and the golden bank's responses to it.
 
     After every rejected command (with ``observe_rejected``) the read commands of
-    :func:`aqpim.sw.device.observe` are appended, so a device whose state a rejected command
+    :func:`aqpim.sw.host.device.observe` are appended, so a device whose state a rejected command
     changed answers one of them differently. Returns (commands, expected responses, number
     of random commands that were rejected).
     """
-    from aqpim.sw.device import observe
-    from aqpim.sw.golden_device import GoldenBank, GoldenDevice
+    from aqpim.sw.host.device import observe
+    from aqpim.sw.host.golden_device import GoldenBank, GoldenDevice
 
     stream = RandomStream(geometry, seed, p_bad=p_bad, max_tokens=max_tokens)
     dev = GoldenDevice(geometry, 1)

@@ -1,9 +1,9 @@
 """The device protocol: how the host driver talks to N PIM banks.
 
 A device is anything that executes :class:`aqpim.isa.Command` s on numbered banks and answers
-with :class:`aqpim.isa.Response` s: the golden NumPy model (:mod:`aqpim.sw.golden_device`), the
-RTL under co-simulation (:mod:`aqpim.sw.rtl_device`), the trace recorder
-(:mod:`aqpim.sw.trace`). The driver sees only this interface, so one command stream runs on
+with :class:`aqpim.isa.Response` s: the golden NumPy model (:mod:`aqpim.sw.host.golden_device`), the
+RTL under co-simulation (:mod:`aqpim.sim.rtl_device`), the trace recorder
+(:mod:`aqpim.sw.host.trace`). The driver sees only this interface, so one command stream runs on
 all of them.
 
 A command goes to one bank, or to every bank at once (``bank=None``: the all-bank broadcast
@@ -15,11 +15,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from aqpim.isa import Command, Geometry, Response
+from aqpim.geometry import Geometry
+from aqpim.isa import Command, Response
 
-__all__ = ["Device", "BROADCAST", "run_batch", "check_bank", "observe"]
-
-BROADCAST = None  # bank index meaning "every bank"
+__all__ = ["Device", "check_bank", "observe"]
 
 
 @runtime_checkable
@@ -33,6 +32,17 @@ class Device(Protocol):
 
     @property
     def num_banks(self) -> int:
+        ...
+
+    @property
+    def last_cycles(self) -> list[int] | None:
+        """Clock cycles each bank that ran the last :meth:`execute` took (bank order), or None
+        when this device does not count cycles (the golden model)."""
+        ...
+
+    @property
+    def last_batch_cycles(self) -> list[list[int]] | None:
+        """Per command of the last :meth:`execute_batch`, the cycles as :attr:`last_cycles`."""
         ...
 
     def execute(self, bank: int | None, cmd: Command) -> list[Response]:
@@ -52,11 +62,6 @@ def check_bank(bank: object, num_banks: int) -> None:
         raise TypeError(f"bank must be an int or None, got {bank!r}")
     if not 0 <= bank < num_banks:
         raise ValueError(f"bank {bank} out of range [0, {num_banks})")
-
-
-def run_batch(device: Device, items: Sequence[tuple[int | None, Command]]) -> list[list[Response]]:
-    """Default :meth:`Device.execute_batch`: one :meth:`Device.execute` per item."""
-    return [device.execute(bank, cmd) for bank, cmd in items]
 
 
 def observe(device: Device, bank: int) -> dict[str, object]:

@@ -1,4 +1,4 @@
-"""Golden device: N bank-accurate PIM banks in NumPy, built on :mod:`aqpim.sw.intmodel`.
+"""Golden device: N bank-accurate PIM banks in NumPy, built on :mod:`aqpim.sw.golden.intmodel`.
 
 Each :class:`GoldenBank` holds what the bank controller (``hw/bank.py``) holds - per head slot
 the token count, the key and value codes, the K and V codebooks with a loaded mask per
@@ -15,12 +15,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from aqpim.sw import intmodel
-from aqpim.sw.device import check_bank
+from aqpim.sw.golden import intmodel
+from aqpim.sw.host.device import check_bank
 
 from aqpim import isa
 from aqpim.checks import check_int
-from aqpim.isa import Command, Flag, Geometry, Opcode, Response, Status
+from aqpim.geometry import Geometry
+from aqpim.isa import Command, Flag, Opcode, Response, Status
 from aqpim.numerics import Numerics
 
 __all__ = ["GoldenBank", "GoldenDevice", "check_command"]
@@ -264,7 +265,7 @@ def check_command(bank: GoldenBank, cmd: Command) -> Status:
 
 
 class GoldenDevice:
-    """``num_banks`` golden banks behind the :class:`aqpim.sw.device.Device` interface.
+    """``num_banks`` golden banks behind the :class:`aqpim.sw.host.device.Device` interface.
 
     Parameters
     ----------
@@ -290,6 +291,15 @@ class GoldenDevice:
     @property
     def banks(self) -> list[GoldenBank]:
         return list(self._banks)
+
+    @property
+    def last_cycles(self) -> None:
+        """The golden model counts no cycles."""
+        return None
+
+    @property
+    def last_batch_cycles(self) -> None:
+        return None
 
     def execute(self, bank: int | None, cmd: Command) -> list[Response]:
         check_bank(bank, self.num_banks)

@@ -8,19 +8,20 @@ The driver owns the host's half of the dataflow (docs/driver.md):
   head are spread round-robin over its places (token ``t`` -> place ``t % G``), so every bank
   of a head holds within one token of the same count. Bank ``b`` sits in channel
   ``b // banks_per_channel``.
-* **Prefill.** Per head: train K and V codebooks on the prompt (:func:`aqpim.sw.pq.
-  train_codebooks`), pick per-subspace scales (:func:`aqpim.sw.intmodel.subspace_scales`),
+* **Prefill.** Per head: train K and V codebooks on the prompt (:func:`aqpim.sw.golden.pq.
+  train_codebooks`), pick per-subspace scales (:func:`aqpim.sw.golden.intmodel.subspace_scales`),
   quantize the centroids and the tokens to the W-bit format, load the codebooks into every
   place of the head and write the tokens (the banks encode them in place).
 * **Decode step.** Per head: quantize and append the new token, build the query LUT
-  (:func:`aqpim.sw.intmodel.build_lut`), load it into the head's banks (one all-bank broadcast
+  (:func:`aqpim.sw.golden.intmodel.build_lut`), load it into the head's banks (one all-bank
+  broadcast
   when the head owns a whole slot of every bank), SCORE, AGGREGATE, READ_PARTIAL on each
-  place, then :func:`aqpim.sw.intmodel.host_merge`.
+  place, then :func:`aqpim.sw.golden.intmodel.host_merge`.
 * **Sinks and recent window** (``sinks``, ``recent``; 0 and 0 by default). The first ``sinks``
   tokens and the last ``recent`` tokens of each head stay on the host in FP16 and never reach
   the device. A new token enters the recent window; the oldest one leaves it and is written
   and encoded in the banks (the normal WRITE_KV path, from its FP16 copy). Decode merges the
-  device partials with the host tokens' :func:`aqpim.sw.intmodel.float_partial` through
+  device partials with the host tokens' :func:`aqpim.sw.golden.intmodel.float_partial` through
   ``host_merge(extra=...)``. Codebooks and scales are trained on the prompt's tokens after the
   sinks (the ones that are, or will be, banked; all tokens when fewer than K).
 
@@ -35,11 +36,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from aqpim.sw import intmodel, pq
-from aqpim.sw.device import Device
+from aqpim.sw.golden import intmodel, pq
+from aqpim.sw.host.device import Device
 
 from aqpim import isa
-from aqpim.isa import Command, Geometry, Response, Status
+from aqpim.geometry import Geometry
+from aqpim.isa import Command, Response, Status
 
 __all__ = [
     "Driver", "DeviceError", "HeadState", "quantize_codebook", "head_places", "split_round_robin",
@@ -146,7 +148,7 @@ def _check_fp16(name: str, x: np.ndarray) -> None:
 
 
 class Driver:
-    """PQ attention for ``kv_heads`` heads on a :class:`aqpim.sw.device.Device`.
+    """PQ attention for ``kv_heads`` heads on a :class:`aqpim.sw.host.device.Device`.
 
     Parameters
     ----------
@@ -187,7 +189,7 @@ class Driver:
         if iters < 0:
             raise ValueError(f"iters must be >= 0, got {iters}")
         if not isinstance(device.geometry, Geometry):
-            raise TypeError("device.geometry must be an aqpim.isa.Geometry")
+            raise TypeError("device.geometry must be an aqpim.geometry.Geometry")
         self._dev = device
         self._g = device.geometry
         self._places = head_places(kv_heads, device.num_banks, self._g.heads)

@@ -8,7 +8,7 @@ Three attentions over the same (q, K, V), from most to least exact:
   never decoding V). The first ``sinks`` tokens and the last ``recent`` tokens stay in full
   precision and join the same softmax.
 * :func:`int_attention`: the PIM pipeline in the contract's integer arithmetic
-  (:mod:`aqpim.sw.intmodel`): codebooks trained in float, activations and centroids quantized
+  (:mod:`aqpim.sw.golden.intmodel`): codebooks trained in float, activations and centroids quantized
   with per-subspace scales, in-bank encode, tokens spread over banks, per-bank partials, host
   merge with the full-precision sinks and recent window.
 
@@ -23,7 +23,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from aqpim.sw import intmodel, pq
+from aqpim.sw.golden import intmodel, pq
 
 from aqpim.checks import check_int, float_array
 from aqpim.numerics import Numerics
@@ -157,7 +157,7 @@ def pq_attention(
 ) -> np.ndarray:
     """Float PQ attention with full-precision attention sinks and recent window.
 
-    The compressed tokens are encoded with :func:`aqpim.sw.pq.encode`; their scores come from
+    The compressed tokens are encoded with :func:`aqpim.sw.golden.pq.encode`; their scores come from
     the LUT, the full-precision tokens' from ``q . k``; one softmax over all T scores; the
     compressed tokens' values by histogram x centroids, the others' exactly.
 

@@ -17,45 +17,24 @@ there, and any later command raises too.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import os
 import socket
-import sys
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
 
-from aqpim.sw.device import check_bank
+from aqpim.sw.host.device import check_bank
 
 from aqpim import isa
 from aqpim.checks import check_int
-from aqpim.isa import Command, Geometry, Response
+from aqpim.geometry import Geometry
+from aqpim.isa import Command, Response
 from aqpim.numerics import Numerics
 
-__all__ = ["RtlDevice", "stdout_to_stderr"]
-
-
-@contextlib.contextmanager
-def stdout_to_stderr() -> Iterator[None]:
-    """Point file descriptor 1 at stderr meanwhile.
-
-    Verilator's build log and cocotb's simulator log come from child processes writing to
-    fd 1; a command that prints a report or JSON on stdout runs the device inside this so the
-    logs cannot mix with it.
-    """
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        os.dup2(2, 1)
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
+__all__ = ["RtlDevice"]
 
 
 class RtlDevice:
@@ -77,6 +56,9 @@ class RtlDevice:
         Cycles one command may take before the testbench declares a hang.
     start_timeout:
         Seconds to wait for the build and the simulator to connect.
+    on_stage:
+        Told when Verilog generation, the Verilator build and the simulator start
+        (:func:`aqpim.sim.runner.build_and_run`); called from the device's thread.
     """
 
     def __init__(
@@ -90,6 +72,7 @@ class RtlDevice:
         backpressure: float = 0.2,
         watchdog: int = 400_000,
         start_timeout: float = 1800.0,
+        on_stage: Callable[[str, Path], None] | None = None,
     ) -> None:
         if not isinstance(geometry, Geometry):
             raise TypeError(f"geometry must be a Geometry, got {type(geometry).__name__}")
@@ -121,10 +104,10 @@ class RtlDevice:
             from aqpim.sim.runner import build_and_run
 
             try:
-                self.result = build_and_run(
+                build_and_run(
                     BankArray, unit="bank_array", params=params,
                     test_module="aqpim.sim.test_bank_tb", testcase="serve",
-                    test_params=test_params, seed=seed,
+                    test_params=test_params, seed=seed, on_stage=on_stage,
                 )
             except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
                 self._error = e

@@ -1,0 +1,1 @@
+"""Commands: the console programs (demo, compare, bench) built on every layer below."""
