@@ -54,7 +54,7 @@ def bench(session: nox.Session) -> None:
     """Benchmarks, JSON on stdout: golden model against FAISS, then the performance model."""
     _install(session)
     session.run("aqpim", "bench", "golden", *session.posargs)
-    session.run("aqpim", "bench", "perf", "--json", "-")
+    session.run("aqpim", "bench", "perf", "--json")
 
 
 @nox.session
