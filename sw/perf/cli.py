@@ -568,6 +568,7 @@ def _plot_equal(rows: list[dict[str, Any]], out: Path) -> str:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     out.mkdir(parents=True, exist_ok=True)
     models = list(dict.fromkeys(r["model"] for r in rows))
@@ -590,13 +591,20 @@ def _plot_equal(rows: list[dict[str, Any]], out: Path) -> str:
                             color=colors.get(f), label=f"{f} {pts[0][2]} (ppl<={level})")
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+            ax.yaxis.set_minor_formatter(ticker.FormatStrFormatter("%g"))
+            ax.tick_params(axis="y", which="minor", labelsize=6)
+            lo, hi = ax.get_ylim()
+            if hi / lo > 20:  # decades apart: the minor labels would overlap
+                ax.yaxis.set_minor_formatter(ticker.NullFormatter())
             ax.grid(True, which="both", alpha=0.3)
             ax.set_title(f"{m}, batch {b}", fontsize=9)
             ax.set_xlabel("context (tokens)")
         axes[i][0].set_ylabel("decode step (ms)")
     axes[0][0].legend(fontsize=5.5)
-    fig.suptitle("Whole decode step at equal perplexity (solid: ppl <= 1.01x, dashed: "
-                 "<= 1.03x); H100 + HBM3-PIM", fontsize=9)
+    fig.suptitle("Whole decode step at equal perplexity, each family's cheapest setting (solid: "
+                 "ppl <= 1.01x, dashed: <= 1.03x; FP16 is the same at both); H100 + 5-stack "
+                 "HBM3-PIM per GPU", fontsize=8)
     fig.tight_layout()
     path = out / "equal_accuracy.png"
     fig.savefig(path, dpi=80)

@@ -124,7 +124,7 @@ class HBM3Config:
     # with one device per GPU scales it by the device count.
     link_gbs: float = 600.0
     link_direction_share: float = 0.5
-    n_wr: int = 16  # write recovery (tCK) after the new token's column writes
+    n_wr: int = 21  # write recovery (tCK) after the new token's column writes
     energy: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
@@ -194,7 +194,7 @@ class HBM3Config:
             source=str(d.get("source", "")),
             link_gbs=link_gbs,
             link_direction_share=share,
-            n_wr=_pos_int(where, "write.nWR", d.get("write", {}).get("nWR", 16)),
+            n_wr=_pos_int(where, "write.nWR", d.get("write", {}).get("nWR", 21)),
             energy=energy,
         )
 
@@ -543,17 +543,25 @@ def stream_all_bank(timer: ChannelTimer, segments: list[Segment]) -> StreamStats
     return st
 
 
-def stream_per_bank(timer: ChannelTimer, columns: int, *, spacing: int = 0) -> StreamStats:
+def stream_per_bank(timer: ChannelTimer, columns: int, *, spacing: int = 0,
+                    pch_broadcast: bool = True) -> StreamStats:
     """Stream ``columns`` per bank over every bank of the channel with per-bank commands.
 
     Column commands rotate over stack IDs and bank groups first (so consecutive commands hit
     different bank groups, nCCD_S apart) and over the banks of a group last. Each bank opens a
-    new row every ``columns`` per row (PRE, ACT; nRRD and nFAW apply).
+    new row every ``columns`` per row (PRE, ACT; nRRD and nFAW apply). With ``pch_broadcast``
+    (AttAcc's HBM3-PIM.cpp: "ACTPB and MACPB are broadcasted to pCHs in a channel") one
+    command reads the same bank in both pseudo-channels: the commands go to pseudo-channel
+    0's banks (ranks ``[0, stack_ids)``) and the other pseudo-channel mirrors them, with the
+    same timing (its nRRD, nFAW and nCCD scopes are its own), so every command moves
+    ``pseudo_channels`` columns.
     """
     cfg = timer.cfg
     cols_per_row = cfg.org["columns"]
+    mirror = cfg.org["pseudo_channels"] if pch_broadcast else 1
+    ranks = timer.nranks // mirror
     order = [
-        (r, g, b) for b in range(timer.nbk) for g in range(timer.nbg) for r in range(timer.nranks)
+        (r, g, b) for b in range(timer.nbk) for g in range(timer.nbg) for r in range(ranks)
     ]
     st = StreamStats()
     start = timer.last_issue
@@ -566,10 +574,11 @@ def stream_per_bank(timer: ChannelTimer, columns: int, *, spacing: int = 0) -> S
                     timer.issue(Cmd.PRE, r, g, b)
                 timer.issue(Cmd.ACT, r, g, b, row=row)
             last = timer.issue(Cmd.MACPB, r, g, b, row=row, spacing=spacing)
-    st.columns = columns * len(order)
-    st.rows = -(-columns // cols_per_row) * len(order)
+    commands = columns * len(order)
+    st.columns = commands * mirror
+    st.rows = -(-columns // cols_per_row) * len(order) * mirror
     st.cycles = last + cfg.timing["nBL"] - start if columns else 0
-    st.column_cycles = st.columns * cfg.timing["nBL"]
+    st.column_cycles = commands * cfg.timing["nBL"]
     st.row_switch_cycles = st.cycles - st.column_cycles
     return st
 

@@ -278,6 +278,7 @@ class SystemSpec:
     merge: bool = True
     mapping: str = "aqpim"
     window: bool = False  # attention sinks + recent window in FP16 on the GPU
+    pq_queries_per_pass: int = 0  # PQ: LUTs the units hold (0: the hardware config's value)
 
     def __post_init__(self) -> None:
         if self.kind not in ("gpu", "fp16", "uniform", "pq"):
@@ -320,11 +321,14 @@ SYSTEM_SPECS: dict[str, SystemSpec] = {
         _pq("aqpim-2b", 2, 16),
         _pq("aqpim-2b-nomerge", 2, 16, merge=False),
         _pq("aqpim-4b", 2, 256),
+        # what-if, not in the RTL: units holding 6 LUTs serve 6 query heads per column read
+        # (1 cycle per LUT per column fits nCCD_AB = 6), as the GQA-aware FP16 baseline does
+        _pq("aqpim-2b-gqa", 2, 16, pq_queries_per_pass=6),
     )
 }
 SYSTEMS = tuple(SYSTEM_SPECS)
 DEFAULT_SYSTEMS = ("gpu", "fp16-pim-naive", "fp16-pim", "fp16-pim-cpu", "int8-pim", "int4-pim",
-                   "kivi2-pim", "aqpim-2b", "aqpim-2b-nomerge", "aqpim-4b")
+                   "kivi2-pim", "aqpim-2b", "aqpim-2b-nomerge", "aqpim-2b-gqa", "aqpim-4b")
 AQPIM_DEFAULTS = {"subspaces": 64, "sinks": 4, "window": 64}
 
 
@@ -360,7 +364,8 @@ def _link_partial(model: ModelConfig, word_bytes: int) -> int:
 
 
 def aqpim_workload(model: ModelConfig, hw: HBM3Config, num: Numerics, batch: int,
-                   tokens: int, *, merge: bool = True, mapping: str = "aqpim") -> PimWorkload:
+                   tokens: int, *, merge: bool = True, mapping: str = "aqpim",
+                   queries_per_pass: int = 0) -> PimWorkload:
     """One decode step of AQPIM in the banks (``tokens`` PQ tokens per KV head)."""
     u = lambda k: hw.unit("aqpim", k)  # noqa: E731
     div = u("clock_divider")
@@ -369,7 +374,7 @@ def aqpim_workload(model: ModelConfig, hw: HBM3Config, num: Numerics, batch: int
     # LOAD_LUT beats as the ISA packs them (power-of-two slots): the unit takes one per cycle
     lut_width = 1 << (num.lut_bits - 1).bit_length()
     lut_beats = -(-m * k * lut_width // 256)
-    qpp = min(model.group, u("query_heads_per_pass"))
+    qpp = min(model.group, queries_per_pass or u("query_heads_per_pass"))
     passes = -(-model.group // qpp)
     tail = (u("lut_accumulate_latency") + u("softmax_histogram_latency")
             + k * u("value_mac_cycles_per_centroid") + u("value_mac_latency"))
@@ -384,8 +389,10 @@ def aqpim_workload(model: ModelConfig, hw: HBM3Config, num: Numerics, batch: int
         tokens=tokens,
         key_bits_per_token=m * b,
         value_bits_per_token=m * b,
-        key_spacing=math.ceil(u("lut_accumulate_cycles_per_column") * div),
-        value_spacing=math.ceil(tokens_per_column * u("softmax_histogram_cycles_per_token") * div),
+        # a pass's query heads take each column in turn (one LUT / histogram each)
+        key_spacing=math.ceil(qpp * u("lut_accumulate_cycles_per_column") * div),
+        value_spacing=math.ceil(qpp * tokens_per_column
+                                * u("softmax_histogram_cycles_per_token") * div),
         write_beats_per_job=2 * (1 + _beats(num.head_dim * num.elem_bits)),
         query_beats_per_pass=qpp * (1 + _beats(m * k * num.lut_bits)),
         partial_beats_per_bank=qpp * (1 + _beats((num.head_dim + 2) * 8 * u("partial_word_bytes"))),
@@ -472,7 +479,7 @@ def spec_workload(spec: SystemSpec, model: ModelConfig, hw: HBM3Config, batch: i
         num = Numerics(head_dim=model.head_dim, subspaces=_subspaces(spec, model),
                        centroids=1 << spec.code_bits)
         return aqpim_workload(model, hw, num, batch, tokens, merge=spec.merge,
-                              mapping=spec.mapping)
+                              mapping=spec.mapping, queries_per_pass=spec.pq_queries_per_pass)
     if spec.kind == "fp16":
         return uniform_workload(model, hw, batch, tokens, gqa=spec.gqa, mapping=spec.mapping,
                                 label=spec.name)
