@@ -313,6 +313,16 @@ def test_cli_reports_config_errors(tmp_path, capsys) -> None:
     assert "nope.json" in capsys.readouterr().err
     assert cli.main(["--systems", "gpu,abc", "--no-plots"]) == 2
     assert "abc" in capsys.readouterr().err
+    hw = json.loads(HW_PATH.read_text())
+    del hw["units"]["uniform"]
+    (tmp_path / "hw.json").write_text(json.dumps(hw))
+    assert cli.main(["--hw", str(tmp_path / "hw.json"), "--model", "llama2-7b", "--contexts",
+                     "4K", "--batches", "1", "--systems", "int4-pim", "--no-plots"]) == 2
+    assert "units.uniform.scale_bits is missing" in capsys.readouterr().err
+    ppl = tmp_path / "p.json"
+    ppl.write_text("{}")
+    assert cli.main(["--ppl", str(ppl), "--no-plots"]) == 2
+    assert "'settings' must be a non-empty list" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------------------------
@@ -468,6 +478,9 @@ def test_energy_counts_every_system() -> None:
     rs = {s: evaluate(s, m, GPU, HW, 32768, 1) for s in SYSTEMS}
     assert all(r.energy_total_j > 0 for r in rs.values())
     assert rs["aqpim-2b"].energy_j["pim_dram"] < rs["fp16-pim"].energy_j["pim_dram"] / 7
+    bad = HW.replace(energy={**HW.energy, "pq_op_pj": "cheap"})
+    with pytest.raises(ValueError, match="energy.pq_op_pj.*'cheap'"):
+        evaluate("aqpim-2b", m, GPU, bad, 4096, 1)
     bits = rs["fp16-pim"].streamed_bytes * 8
     assert rs["fp16-pim"].energy_j["pim_dram"] == pytest.approx(
         bits * (HW.energy["activate_pj_per_bit"] + HW.energy["cell_read_pj_per_bit"]) * 1e-12)

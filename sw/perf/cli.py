@@ -292,14 +292,20 @@ def _plots(results: list[Result], out: Path, plot_batch: int, systems: list[str]
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib import ticker
 
     out.mkdir(parents=True, exist_ok=True)
     models = list(dict.fromkeys(r.model for r in results))
     contexts = sorted({r.context for r in results})
     batches = sorted({r.batch for r in results})
     written = []
-    colors = {"gpu": "tab:gray", "fp16-pim": "tab:blue", "aqpim-2b": "tab:red",
+    colors = {"gpu": "tab:gray", "fp16-pim": "tab:blue", "fp16-pim-naive": "tab:blue",
+              "fp16-pim-cpu": "tab:cyan", "fp16-pim-attacc": "navy", "int8-pim": "tab:olive",
+              "int4-pim": "tab:green", "kivi2-pim": "lime", "aqpim-2b": "tab:red",
+              "aqpim-2b-nomerge": "tab:red", "aqpim-2b-gqa": "tab:pink",
               "aqpim-4b": "tab:orange"}
+    # variants of a design share its colour and differ in line style
+    styles = {"fp16-pim-naive": ":", "aqpim-2b-nomerge": ":", "aqpim-2b-gqa": "--"}
 
     def series(metric: str, batch: int) -> None:
         fig, axes = plt.subplots(2, len(models), figsize=(3.6 * len(models), 5.2), squeeze=False)
@@ -308,14 +314,18 @@ def _plots(results: list[Result], out: Path, plot_batch: int, systems: list[str]
             for s in systems:
                 pts = [_get(results, s, model, batch, t) for t in contexts]
                 ys = [getattr(p, metric) * 1e3 if p else np.nan for p in pts]
-                ax.plot(contexts, ys, "o-", ms=3, color=colors.get(s), label=s)
+                ax.plot(contexts, ys, styles.get(s, "-"), marker="o", ms=3,
+                        color=colors.get(s), label=s)
                 base = [_get(results, "fp16-pim", model, batch, t) for t in contexts]
                 sp = [getattr(b, metric) / getattr(p, metric) if p and b else np.nan
                       for p, b in zip(pts, base, strict=True)]
-                axs.plot(contexts, sp, "o-", ms=3, color=colors.get(s), label=s)
+                axs.plot(contexts, sp, styles.get(s, "-"), marker="o", ms=3,
+                         color=colors.get(s), label=s)
             for a in (ax, axs):
                 a.set_xscale("log", base=2)
                 a.set_yscale("log")
+                a.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+                a.yaxis.set_minor_formatter(ticker.NullFormatter())
                 a.grid(True, which="both", alpha=0.3)
             axs.axhline(PAPER_SPEEDUP, color="k", ls=":", lw=1)
             if metric == "attention_seconds":
@@ -336,15 +346,19 @@ def _plots(results: list[Result], out: Path, plot_batch: int, systems: list[str]
     series("seconds", plot_batch)
 
     # breakdown: share of each bucket per system and context
-    buckets = ["fc", "gpu_attention", "pim_stream", "pim_row_switch", "pim_refresh", "pim_bus",
-               "pim_unit_tail", "pcie"]
-    bcolors = ["tab:green", "tab:gray", "tab:blue", "tab:cyan", "tab:purple", "tab:olive",
-               "tab:pink", "tab:red"]
+    buckets = ["fc", "allreduce", "norm_act", "gpu_attention", "cpu_attention", "pim_stream",
+               "pim_row_switch", "pim_refresh", "pim_bus", "pim_unit_tail", "pim_link",
+               "pim_write", "pcie"]
+    bcolors = ["tab:green", "darkgreen", "yellowgreen", "tab:gray", "tab:brown", "tab:blue",
+               "tab:cyan", "tab:purple", "tab:olive", "tab:pink", "gold", "black", "tab:red"]
     fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.4), squeeze=False)
     for j, model in enumerate(models):
         ax = axes[0][j]
         x, labels = 0, []
-        for s in systems:
+        # the main systems only: eleven would not be readable side by side
+        shown = [s for s in systems if s in ("fp16-pim", "fp16-pim-cpu", "int4-pim",
+                                             "aqpim-2b")] or systems
+        for s in shown:
             for t in contexts:
                 r = _get(results, s, model, plot_batch, t)
                 if r is None:
@@ -355,7 +369,7 @@ def _plots(results: list[Result], out: Path, plot_batch: int, systems: list[str]
                     ax.bar(x, v, bottom=bottom, color=c, width=0.85,
                            label=b if (x == 0) else None)
                     bottom += v
-                labels.append(f"{s[:6]} {t // 1024}K")
+                labels.append(f"{s.replace('-pim', '')} {t // 1024}K")
                 x += 1
             x += 1
             labels.append("")
@@ -487,12 +501,16 @@ def main(argv: list[str]) -> int:
         print(f"aqpim bench perf: {e}", file=err)
         return 2
     t0 = time.perf_counter()
-    results = sweep(models, gpu, hw, args.contexts, args.batches, systems)
-    summary = summarise(results) if BASELINE in systems else summarise(results, systems[0])
-    summary["paper_3_4x_crossing"] = crossings(models, gpu, hw, args.batches)
-    summary["paper_3_4x_crossing_naive"] = crossings(models, gpu, hw, args.batches,
-                                                     baseline=NAIVE)
-    eq = equal_accuracy_table(ppl, models, gpu, hw, args.eq_contexts, args.eq_batches)
+    try:  # a user config can lack what a system needs (units.uniform, ...): say which
+        results = sweep(models, gpu, hw, args.contexts, args.batches, systems)
+        summary = summarise(results) if BASELINE in systems else summarise(results, systems[0])
+        summary["paper_3_4x_crossing"] = crossings(models, gpu, hw, args.batches)
+        summary["paper_3_4x_crossing_naive"] = crossings(models, gpu, hw, args.batches,
+                                                         baseline=NAIVE)
+        eq = equal_accuracy_table(ppl, models, gpu, hw, args.eq_contexts, args.eq_batches)
+    except (ValueError, TypeError) as e:
+        print(f"aqpim bench perf: {e}", file=err)
+        return 2
     chosen = {str(level): {f: s["name"] for f, s in choose(ppl, level).items()}
               for level in LEVELS}
     elapsed = time.perf_counter() - t0

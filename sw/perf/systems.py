@@ -52,6 +52,12 @@ __all__ = [
 ]
 
 BUILTIN_MODELS = ("llama2-7b", "llama3-8b", "llama2-70b")
+# Energy constants for configs that carry none (sources: the packaged configs' comments).
+GPU_ENERGY_DEFAULTS = {"hbm_pj_per_bit": 3.59, "flop_pj": 0.32, "nvlink_pj_per_bit": 1.3,
+                       "pcie_pj_per_bit": 5.0, "host_dram_pj_per_bit": 15.0}
+HW_ENERGY_DEFAULTS = {"activate_pj_per_bit": 0.11, "cell_read_pj_per_bit": 0.44,
+                      "bank_to_buffer_pj_per_bit": 2.74, "link_pj_per_bit": 1.3,
+                      "fp16_mac_pj": 0.32, "pq_op_pj": 0.1}
 BUILTIN_GPUS = ("h100", "a100")
 SYSTEMS = ("gpu", "fp16-pim", "aqpim-2b", "aqpim-4b")
 FP16_BYTES = 2
@@ -203,10 +209,12 @@ class GPUConfig:
         return (self.hbm_gb - self.reserved_gb) * 1e9
 
     def e(self, key: str) -> float:
-        """An energy constant from the config, with an error naming what is missing."""
-        if key not in self.energy:
-            raise ValueError(f"gpu config {self.name!r}: energy.{key} is missing")
-        return float(self.energy[key])
+        """An energy constant from the config (``h100.json``'s value when the config has none)."""
+        v = self.energy.get(key, GPU_ENERGY_DEFAULTS.get(key))
+        if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
+            raise ValueError(f"gpu config {self.name!r}: energy.{key} must be a number >= 0, "
+                             f"got {v!r}")
+        return float(v)
 
     def count_for(self, model: ModelConfig) -> int:
         """GPUs needed to hold the FP16 weights (tensor parallel)."""
@@ -547,9 +555,11 @@ class Result:
 
 
 def _hw_e(hw: HBM3Config, key: str) -> float:
-    if key not in hw.energy:
-        raise ValueError(f"hardware config: energy.{key} is missing")
-    return float(hw.energy[key])
+    """A PIM energy constant (``hbm3.json``'s value when the config has none)."""
+    v = hw.energy.get(key, HW_ENERGY_DEFAULTS.get(key))
+    if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
+        raise ValueError(f"hardware config: energy.{key} must be a number >= 0, got {v!r}")
+    return float(v)
 
 
 def evaluate(system: str | SystemSpec, model: ModelConfig, gpu: GPUConfig, hw: HBM3Config,
