@@ -355,7 +355,7 @@ def _plots(results: list[Result], out: Path, plot_batch: int, systems: list[str]
     for j, model in enumerate(models):
         ax = axes[0][j]
         x, labels = 0, []
-        # the main systems only: eleven would not be readable side by side
+        # the main systems only: all twelve would not be readable side by side
         shown = [s for s in systems if s in ("fp16-pim", "fp16-pim-cpu", "int4-pim",
                                              "aqpim-2b")] or systems
         for s in shown:

@@ -335,8 +335,7 @@ SYSTEM_SPECS: dict[str, SystemSpec] = {
     )
 }
 SYSTEMS = tuple(SYSTEM_SPECS)
-DEFAULT_SYSTEMS = ("gpu", "fp16-pim-naive", "fp16-pim", "fp16-pim-cpu", "int8-pim", "int4-pim",
-                   "kivi2-pim", "aqpim-2b", "aqpim-2b-nomerge", "aqpim-2b-gqa", "aqpim-4b")
+DEFAULT_SYSTEMS = SYSTEMS  # every named system
 AQPIM_DEFAULTS = {"subspaces": 64, "sinks": 4, "window": 64}
 
 
