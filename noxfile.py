@@ -51,10 +51,11 @@ def verilog(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks, JSON on stdout: golden model against FAISS, then the performance model."""
+    """Benchmarks as JSON (stdout and build/bench/): golden model against FAISS, then the
+    performance model."""
     _install(session)
-    session.run("aqpim", "bench", "golden", "--json", *session.posargs)
-    session.run("aqpim", "bench", "perf", "--json", "-")
+    session.run("aqpim", "bench", "golden", "--json", "--out", "build/bench", *session.posargs)
+    session.run("aqpim", "bench", "perf", "--json", "--out", "build/bench/perf")
 
 
 @nox.session

@@ -3,7 +3,7 @@
 Examples::
 
     aqpim bench perf                               # 3 models x 6 contexts x 4 batches
-    aqpim bench perf --json - --no-plots           # JSON on stdout (table on stderr)
+    aqpim bench perf --json --no-plots             # one JSON document on stdout
     aqpim bench perf --model my.json --hw hw.json --gpu a100 --stacks 8
 """
 
@@ -17,24 +17,36 @@ import time
 from pathlib import Path
 from typing import Any
 
+from aqpim.sw.perf.equal_accuracy import FAMILIES, LEVELS, PPL_FILE, choose, load_ppl
+from aqpim.sw.perf.equal_accuracy import table as equal_accuracy_table
 from aqpim.sw.perf.hbm3 import (
     ChannelTimer,
     HBM3Config,
     Segment,
     closed_form_cycles,
+    simulate_decode,
     stream_all_bank,
     trace_timing,
 )
 from aqpim.sw.perf.systems import (
     BUILTIN_MODELS,
+    DEFAULT_SYSTEMS,
+    SYSTEM_SPECS,
     SYSTEMS,
     GPUConfig,
     ModelConfig,
     Result,
     evaluate,
+    spec_workload,
 )
 
-__all__ = ["main", "sweep", "validation", "summarise", "crossings", "trace_report"]
+__all__ = ["main", "sweep", "validation", "summarise", "crossings", "trace_report",
+           "attacc_points", "BASELINE"]
+
+BASELINE = "fp16-pim"  # the fair FP16 PIM baseline (GQA-aware, GPU HBM first, PIM per GPU)
+NAIVE = "fp16-pim-naive"
+OVERHEADS = ("pim_row_switch", "pim_refresh", "pim_bus", "pim_unit_tail", "pim_link",
+             "pim_write")
 
 DEFAULT_CONTEXTS = (4096, 8192, 16384, 32768, 65536, 131072)
 DEFAULT_BATCHES = (1, 4, 16, 64)
@@ -94,30 +106,47 @@ def _get(results: list[Result], system: str, model: str, batch: int, ctx: int) -
     return None
 
 
-def summarise(results: list[Result]) -> dict[str, Any]:
-    """Regime (a), regime (b) and where the paper's 3.4x sits, from a sweep."""
+def summarise(results: list[Result], baseline: str = BASELINE) -> dict[str, Any]:
+    """Regime (a), regime (b) and where the paper's 3.4x sits, from a sweep.
+
+    Regime (a) rows carry AQPIM-2b's byte-ratio bound over ``baseline`` (bytes the baseline
+    streams inside the banks over the bytes AQPIM streams: 8x without GQA, less where AQPIM
+    re-reads its codes per query head and the baseline does not), the share of it reached, and
+    AQPIM's largest fixed cost (the overhead bucket that grows most against the baseline's).
+    """
     regime_a, regime_b, paper = [], [], {}
     keys = sorted({(r.model, r.batch, r.context) for r in results},
                   key=lambda k: (k[0], k[1], k[2]))
     for model, batch, ctx in keys:
-        fp = _get(results, "fp16-pim", model, batch, ctx)
+        fp = _get(results, baseline, model, batch, ctx)
         aq = _get(results, "aqpim-2b", model, batch, ctx)
         gpu = _get(results, "gpu", model, batch, ctx)
+        naive = _get(results, NAIVE, model, batch, ctx)
         if fp is None or aq is None:
             continue
         row = {"model": model, "batch": batch, "context": ctx,
                "fp16_fits": fp.fits, "aqpim_fits": aq.fits,
                "step_speedup_vs_fp16_pim": fp.seconds / aq.seconds,
                "fp16_pim_pcie_share": fp.pcie_share}
+        if naive is not None:
+            row["step_speedup_vs_fp16_pim_naive"] = naive.seconds / aq.seconds
         if gpu is not None:
             row["step_speedup_vs_gpu"] = gpu.seconds / aq.seconds
             row["gpu_pcie_share"] = gpu.pcie_share
         regime_b.append(row)
         if fp.fits and aq.fits:
-            regime_a.append({"model": model, "batch": batch, "context": ctx,
-                             "attention_speedup": fp.attention_seconds / aq.attention_seconds,
-                             "aqpim_bandwidth_utilisation": aq.pim_bandwidth_utilisation,
-                             "fp16_bandwidth_utilisation": fp.pim_bandwidth_utilisation})
+            a = {"model": model, "batch": batch, "context": ctx,
+                 "attention_speedup": fp.attention_seconds / aq.attention_seconds,
+                 "aqpim_bandwidth_utilisation": aq.pim_bandwidth_utilisation,
+                 "fp16_bandwidth_utilisation": fp.pim_bandwidth_utilisation}
+            if fp.streamed_bytes and aq.streamed_bytes:
+                bound = fp.streamed_bytes / aq.streamed_bytes
+                a["byte_ratio_bound"] = bound
+                a["share_of_bound"] = a["attention_speedup"] / bound
+                over = {k: aq.breakdown.get(k, 0.0) - fp.breakdown.get(k, 0.0) / bound
+                        for k in OVERHEADS}
+                a["limited_by"] = max(over, key=lambda k: over[k])
+            regime_a.append(a)
     for model in sorted({r["model"] for r in regime_b}):
         rows = [r for r in regime_b if r["model"] == model]
         near = min(rows, key=lambda r: abs(math.log(r["step_speedup_vs_fp16_pim"] / PAPER_SPEEDUP)))
@@ -129,11 +158,13 @@ def summarise(results: list[Result]) -> dict[str, Any]:
             "max_speedup_where_both_fit": max(
                 (r["step_speedup_vs_fp16_pim"] for r in rows if r["fp16_fits"]), default=None),
         }
-    return {"regime_a": regime_a, "regime_b": regime_b, "paper_3_4x": paper}
+    return {"baseline": baseline, "regime_a": regime_a, "regime_b": regime_b,
+            "paper_3_4x": paper}
 
 
 def crossings(models: list[ModelConfig], gpu: GPUConfig, hw: HBM3Config, batches: list[int],
-              lo: int = 1024, hi: int = 1 << 20, target: float = PAPER_SPEEDUP) -> list[dict]:
+              lo: int = 1024, hi: int = 1 << 20, target: float = PAPER_SPEEDUP,
+              baseline: str = BASELINE) -> list[dict]:
     """Per model and batch: the shortest context (to 1K) where aqpim-2b's whole step is
     ``target`` times faster than fp16-pim's, by bisection (the speedup grows with context),
     with the FP16 cache's spilled share and PCIe share there. None when not reached by ``hi``.
@@ -142,10 +173,11 @@ def crossings(models: list[ModelConfig], gpu: GPUConfig, hw: HBM3Config, batches
     for m in models:
         for b in batches:
             def speedup(ctx: int, m: ModelConfig = m, b: int = b) -> tuple[float, Result]:
-                fp = evaluate("fp16-pim", m, gpu, hw, ctx, b)
+                fp = evaluate(baseline, m, gpu, hw, ctx, b)
                 return fp.seconds / evaluate("aqpim-2b", m, gpu, hw, ctx, b).seconds, fp
 
-            row: dict[str, Any] = {"model": m.name, "batch": b, "context": None}
+            row: dict[str, Any] = {"model": m.name, "batch": b, "baseline": baseline,
+                                   "context": None}
             if speedup(hi)[0] >= target:
                 a, z = lo, hi
                 if speedup(a)[0] >= target:
@@ -160,6 +192,53 @@ def crossings(models: list[ModelConfig], gpu: GPUConfig, hw: HBM3Config, batches
                 row.update(context=z, speedup=sp, fp16_spilled_share=fp.spilled_bytes / fp.kv_bytes,
                            fp16_pcie_share=fp.pcie_share)
             out.append(row)
+    return out
+
+
+ATTACC_POINTS = (("llama2-7b", 1, 4096), ("llama2-7b", 1, 32768), ("llama2-7b", 16, 4096),
+                 ("llama2-7b", 16, 32768), ("llama2-70b", 1, 4096), ("llama2-70b", 16, 4096))
+
+
+def attacc_points(gpu: GPUConfig, hw: HBM3Config) -> list[dict[str, Any]]:
+    """FP16-PIM attention in the AttAcc mapping at the issue's points, next to what AttAcc's
+    trace generator (gen_trace_attacc_bank.py) issues for the same heads.
+
+    AttAcc's simulator runs ``ceil(batch x heads / stacks)`` heads per stack, one per channel,
+    in rounds of 16; per round and channel it issues L / 8 MACAB for the scores and L / 8 for
+    the context (dhead 128 over 4 banks x 16 MACs, L over 16 pseudo-channel x rank x bank-group
+    units), plus WRGB (8), MVSB (8 per 16 score columns + 16), MVGB (8 per 256 tokens) and one
+    SFM (16 tCK per 256 tokens). ``attacc_stream_ms`` is the MACAB stream alone in the
+    closed form (nCCD_AB, row switches, refresh), ``attacc_serial_ms`` adds every other command
+    at 4 tCK and the softmax, unoverlapped: AttAcc's ramulator2 time lies between the two (its
+    schedule overlaps two heads' moves with the other's MACs).
+    """
+    out = []
+    for name, batch, ctx in ATTACC_POINTS:
+        m = ModelConfig.load(name)
+        # as many 5-stack devices as the FP16 cache needs (AttAcc's DGX has one per GPU, 8)
+        devices = max(gpu.count_for(m), -(-m.kv_bytes(ctx, batch) // hw.capacity_bytes))
+        hw_d = hw.replace(stacks=hw.stacks * devices, link_gbs=hw.link_gbs * devices)
+        spec = SYSTEM_SPECS["fp16-pim-attacc"]
+        rep = simulate_decode(hw_d, spec_workload(spec, m, hw_d, batch, ctx))
+        link = rep.breakdown()["pim_link"]
+        heads_per_stack = -(-batch * m.heads // devices // hw.stacks)
+        rounds = -(-heads_per_stack // hw.org["channels"])
+        macab = ctx // 4
+        stream = closed_form_cycles(hw, macab, refresh=True)
+        other = 8 + 8 * -(-ctx // 256) + 16 + 8 * -(-ctx // 256)
+        sfm = 16 * -(-ctx // 256)
+        per_layer_stream = rounds * stream
+        per_layer_serial = rounds * (stream + 4 * other + sfm)
+        ms = m.layers * hw.tck_ns * 1e-6
+        out.append({
+            "model": m.name, "batch": batch, "context": ctx, "devices": devices,
+            "heads_per_stack": heads_per_stack, "rounds": rounds,
+            "macab_per_round_per_channel": macab,
+            "model_attention_ms": rep.seconds * 1e3,
+            "model_pim_ms_without_link": (rep.seconds - link) * 1e3,
+            "attacc_stream_ms": per_layer_stream * ms,
+            "attacc_serial_ms": per_layer_serial * ms,
+        })
     return out
 
 
@@ -213,14 +292,20 @@ def _plots(results: list[Result], out: Path, plot_batch: int, systems: list[str]
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib import ticker
 
     out.mkdir(parents=True, exist_ok=True)
     models = list(dict.fromkeys(r.model for r in results))
     contexts = sorted({r.context for r in results})
     batches = sorted({r.batch for r in results})
     written = []
-    colors = {"gpu": "tab:gray", "fp16-pim": "tab:blue", "aqpim-2b": "tab:red",
+    colors = {"gpu": "tab:gray", "fp16-pim": "tab:blue", "fp16-pim-naive": "tab:blue",
+              "fp16-pim-cpu": "tab:cyan", "fp16-pim-attacc": "navy", "int8-pim": "tab:olive",
+              "int4-pim": "tab:green", "kivi2-pim": "lime", "aqpim-2b": "tab:red",
+              "aqpim-2b-nomerge": "tab:red", "aqpim-2b-gqa": "tab:pink",
               "aqpim-4b": "tab:orange"}
+    # variants of a design share its colour and differ in line style
+    styles = {"fp16-pim-naive": ":", "aqpim-2b-nomerge": ":", "aqpim-2b-gqa": "--"}
 
     def series(metric: str, batch: int) -> None:
         fig, axes = plt.subplots(2, len(models), figsize=(3.6 * len(models), 5.2), squeeze=False)
@@ -229,14 +314,18 @@ def _plots(results: list[Result], out: Path, plot_batch: int, systems: list[str]
             for s in systems:
                 pts = [_get(results, s, model, batch, t) for t in contexts]
                 ys = [getattr(p, metric) * 1e3 if p else np.nan for p in pts]
-                ax.plot(contexts, ys, "o-", ms=3, color=colors.get(s), label=s)
+                ax.plot(contexts, ys, styles.get(s, "-"), marker="o", ms=3,
+                        color=colors.get(s), label=s)
                 base = [_get(results, "fp16-pim", model, batch, t) for t in contexts]
                 sp = [getattr(b, metric) / getattr(p, metric) if p and b else np.nan
                       for p, b in zip(pts, base, strict=True)]
-                axs.plot(contexts, sp, "o-", ms=3, color=colors.get(s), label=s)
+                axs.plot(contexts, sp, styles.get(s, "-"), marker="o", ms=3,
+                         color=colors.get(s), label=s)
             for a in (ax, axs):
                 a.set_xscale("log", base=2)
                 a.set_yscale("log")
+                a.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+                a.yaxis.set_minor_formatter(ticker.NullFormatter())
                 a.grid(True, which="both", alpha=0.3)
             axs.axhline(PAPER_SPEEDUP, color="k", ls=":", lw=1)
             if metric == "attention_seconds":
@@ -257,15 +346,19 @@ def _plots(results: list[Result], out: Path, plot_batch: int, systems: list[str]
     series("seconds", plot_batch)
 
     # breakdown: share of each bucket per system and context
-    buckets = ["fc", "gpu_attention", "pim_stream", "pim_row_switch", "pim_refresh", "pim_bus",
-               "pim_unit_tail", "pcie"]
-    bcolors = ["tab:green", "tab:gray", "tab:blue", "tab:cyan", "tab:purple", "tab:olive",
-               "tab:pink", "tab:red"]
+    buckets = ["fc", "allreduce", "norm_act", "gpu_attention", "cpu_attention", "pim_stream",
+               "pim_row_switch", "pim_refresh", "pim_bus", "pim_unit_tail", "pim_link",
+               "pim_write", "pcie"]
+    bcolors = ["tab:green", "darkgreen", "yellowgreen", "tab:gray", "tab:brown", "tab:blue",
+               "tab:cyan", "tab:purple", "tab:olive", "tab:pink", "gold", "black", "tab:red"]
     fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.4), squeeze=False)
     for j, model in enumerate(models):
         ax = axes[0][j]
         x, labels = 0, []
-        for s in systems:
+        # the main systems only: all twelve would not be readable side by side
+        shown = [s for s in systems if s in ("fp16-pim", "fp16-pim-cpu", "int4-pim",
+                                             "aqpim-2b")] or systems
+        for s in shown:
             for t in contexts:
                 r = _get(results, s, model, plot_batch, t)
                 if r is None:
@@ -276,7 +369,7 @@ def _plots(results: list[Result], out: Path, plot_batch: int, systems: list[str]
                     ax.bar(x, v, bottom=bottom, color=c, width=0.85,
                            label=b if (x == 0) else None)
                     bottom += v
-                labels.append(f"{s[:6]} {t // 1024}K")
+                labels.append(f"{s.replace('-pim', '')} {t // 1024}K")
                 x += 1
             x += 1
             labels.append("")
@@ -345,13 +438,22 @@ def main(argv: list[str]) -> int:
                    default=list(DEFAULT_CONTEXTS), help="comma list, 4K style allowed")
     p.add_argument("--batches", type=lambda s: _int_list(s, "--batches"),
                    default=list(DEFAULT_BATCHES))
-    p.add_argument("--systems", default=",".join(SYSTEMS),
+    p.add_argument("--systems", default=",".join(DEFAULT_SYSTEMS),
                    help=f"comma list of {', '.join(SYSTEMS)}")
     p.add_argument("--plot-batch", type=int, default=16,
                    help="batch of the whole-step and breakdown plots")
-    p.add_argument("--json", metavar="FILE|-", help="write the results as JSON ('-': stdout)")
-    p.add_argument("--out", default="out/perf", help="folder for the plots")
-    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON document (every system, energy, equal-accuracy table) "
+                        "to stdout and nothing else")
+    p.add_argument("--out", default="out/perf",
+                   help="folder for the files: plots and perf.json (default out/perf)")
+    p.add_argument("--no-plots", action="store_true", help="write no files")
+    p.add_argument("--ppl", default=str(PPL_FILE), metavar="FILE.json",
+                   help="perplexity sweep for the equal-accuracy table")
+    p.add_argument("--eq-contexts", type=lambda s: _int_list(s, "--eq-contexts"),
+                   default=[4096, 32768, 131072])
+    p.add_argument("--eq-batches", type=lambda s: _int_list(s, "--eq-batches"),
+                   default=[1, 16])
     p.add_argument("--trace", metavar="FILE.jsonl",
                    help="cost a recorded driver trace (aqpim.sw.host.trace) per command and stop")
     args = p.parse_args(argv)
@@ -382,7 +484,7 @@ def main(argv: list[str]) -> int:
         except (OSError, ValueError) as e:
             print(f"aqpim bench perf: trace {args.trace!r}: {e}", file=err)
             return 2
-        if args.json == "-":
+        if args.json:
             json.dump({"trace": str(args.trace), "opcodes": per}, sys.stdout, indent=1)
             sys.stdout.write("\n")
             return 0
@@ -393,16 +495,31 @@ def main(argv: list[str]) -> int:
                   f"{rec:>10}")
         return 0
 
+    try:
+        ppl = load_ppl(args.ppl)
+    except ValueError as e:
+        print(f"aqpim bench perf: {e}", file=err)
+        return 2
     t0 = time.perf_counter()
-    results = sweep(models, gpu, hw, args.contexts, args.batches, systems)
-    summary = summarise(results)
-    summary["paper_3_4x_crossing"] = crossings(models, gpu, hw, args.batches)
+    try:  # a user config can lack what a system needs (units.uniform, ...): say which
+        results = sweep(models, gpu, hw, args.contexts, args.batches, systems)
+        summary = summarise(results) if BASELINE in systems else summarise(results, systems[0])
+        summary["paper_3_4x_crossing"] = crossings(models, gpu, hw, args.batches)
+        summary["paper_3_4x_crossing_naive"] = crossings(models, gpu, hw, args.batches,
+                                                         baseline=NAIVE)
+        eq = equal_accuracy_table(ppl, models, gpu, hw, args.eq_contexts, args.eq_batches)
+    except (ValueError, TypeError) as e:
+        print(f"aqpim bench perf: {e}", file=err)
+        return 2
+    chosen = {str(level): {f: s["name"] for f, s in choose(ppl, level).items()}
+              for level in LEVELS}
     elapsed = time.perf_counter() - t0
     report = {
         "hardware": {"name": hw.name, "stacks": hw.stacks, "banks": hw.banks,
                      "capacity_gb": hw.capacity_bytes / 1e9,
                      "internal_tbs": hw.internal_gbs / 1e3, "external_tbs": hw.external_gbs / 1e3,
-                     "power_limit": hw.power_limit, "refresh": hw.refresh, "source": hw.source},
+                     "link_gbs": hw.link_gbs, "power_limit": hw.power_limit,
+                     "refresh": hw.refresh, "source": hw.source, "energy": hw.energy},
         "gpu": gpu.name,
         "models": [m.name for m in models],
         "contexts": args.contexts,
@@ -411,28 +528,103 @@ def main(argv: list[str]) -> int:
         "sweep_seconds": elapsed,
         "validation": validation(hw),
         **summary,
+        "equal_accuracy": {"ppl_file": str(args.ppl), "ppl_source": ppl.get("source", ""),
+                           "levels": list(LEVELS), "families": list(FAMILIES.values()),
+                           "chosen": chosen, "rows": eq},
+        "attacc_comparison": attacc_points(gpu, hw),
         "results": [r.to_json() for r in results],
         "note": "analytical GPU baseline: no GPU was lent to this task (docs/perf.md)",
     }
-    table_to = err if args.json == "-" else sys.stdout
-    print(_table(results, systems), file=table_to)
+    written = []
+    if not args.no_plots:
+        written = _plots(results, Path(args.out), args.plot_batch, systems)
+        written.append(_plot_equal(eq, Path(args.out)))
+        Path(args.out, "perf.json").write_text(json.dumps(report, indent=1) + "\n")
+        written.append(str(Path(args.out, "perf.json")))
+    if args.json:
+        json.dump(report, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return 0
+    print(_table(results, systems))
     for c in summary["paper_3_4x_crossing"]:
         if c["context"] is None:
-            print(f"3.4x: {c['model']} batch {c['batch']}: not reached up to 1M tokens",
-                  file=table_to)
+            print(f"3.4x: {c['model']} batch {c['batch']}: not reached up to 1M tokens")
         else:
             print(f"3.4x: {c['model']} batch {c['batch']}: from {c['context']} tokens "
                   f"(fp16 cache {c['fp16_spilled_share']:.1%} spilled, PCIe "
-                  f"{c['fp16_pcie_share']:.1%} of its step)", file=table_to)
-    print(f"{len(results)} points and the 3.4x crossings in {elapsed:.2f} s", file=table_to)
-    if not args.no_plots:
-        for path in _plots(results, Path(args.out), args.plot_batch, systems):
-            print(f"wrote {path}", file=table_to)
-    if args.json == "-":
-        json.dump(report, sys.stdout, indent=1)
-        sys.stdout.write("\n")
-    elif args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
-        print(f"wrote {args.json}", file=table_to)
+                  f"{c['fp16_pcie_share']:.1%} of its step)")
+    print(_eq_table(eq))
+    print(f"{len(results)} points, the 3.4x crossings and the equal-accuracy table in "
+          f"{elapsed:.2f} s")
+    for path in written:
+        print(f"wrote {path}")
     return 0
+
+
+def _eq_table(rows: list[dict[str, Any]]) -> str:
+    """Equal-accuracy table: step ms / attention ms / energy mJ per family."""
+    fams = list(dict.fromkeys(r["family"] for r in rows))
+    lines = [f"{'ppl<=':>5} {'model':<12} {'batch':>5} {'context':>7} "
+             + " ".join(f"{f + ' step/att ms, mJ':>30}" for f in fams)]
+    keys = list(dict.fromkeys((r["level"], r["model"], r["batch"], r["context"]) for r in rows))
+    for k in keys:
+        cells = []
+        for f in fams:
+            r = next((r for r in rows
+                      if (r["level"], r["model"], r["batch"], r["context"]) == k
+                      and r["family"] == f), None)
+            cells.append(f"{'-':>30}" if r is None else
+                         f"{r['setting'][:10]:>10} {r['step_ms']:>8.2f}{' ' if r['fits'] else '*'}"
+                         f"{r['attention_ms']:>6.2f} {r['energy_mj']:>5.0f}")
+        lines.append(f"{k[0]:>5} {k[1]:<12} {k[2]:>5} {k[3]:>7} " + " ".join(cells))
+    return "\n".join(lines)
+
+
+def _plot_equal(rows: list[dict[str, Any]], out: Path) -> str:
+    """The plot a reader looks at first: step time at equal perplexity, per family."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib import ticker
+
+    out.mkdir(parents=True, exist_ok=True)
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    batches = sorted({r["batch"] for r in rows})
+    fams = list(dict.fromkeys(r["family"] for r in rows))
+    colors = {"FP16-PIM": "tab:blue", "UQ-PIM": "tab:green", "AQPIM": "tab:red"}
+    fig, axes = plt.subplots(len(batches), len(models), figsize=(3.7 * len(models),
+                             2.9 * len(batches)), squeeze=False)
+    for i, b in enumerate(batches):
+        for j, m in enumerate(models):
+            ax = axes[i][j]
+            for level, ls in zip(LEVELS, ("-", "--"), strict=True):
+                for f in fams:
+                    pts = sorted((r["context"], r["step_ms"], r["setting"]) for r in rows
+                                 if (r["model"], r["batch"], r["family"], r["level"])
+                                 == (m, b, f, level))
+                    if not pts:
+                        continue
+                    ax.plot([p[0] for p in pts], [p[1] for p in pts], ls, marker="o", ms=3,
+                            color=colors.get(f), label=f"{f} {pts[0][2]} (ppl<={level})")
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+            ax.yaxis.set_minor_formatter(ticker.FormatStrFormatter("%g"))
+            ax.tick_params(axis="y", which="minor", labelsize=6)
+            lo, hi = ax.get_ylim()
+            if hi / lo > 20:  # decades apart: the minor labels would overlap
+                ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+            ax.grid(True, which="both", alpha=0.3)
+            ax.set_title(f"{m}, batch {b}", fontsize=9)
+            ax.set_xlabel("context (tokens)")
+        axes[i][0].set_ylabel("decode step (ms)")
+    axes[0][0].legend(fontsize=5.5)
+    fig.suptitle("Whole decode step at equal perplexity, each family's cheapest setting (solid: "
+                 "ppl <= 1.01x, dashed: <= 1.03x; FP16 is the same at both); H100 + 5-stack "
+                 "HBM3-PIM per GPU", fontsize=8)
+    fig.tight_layout()
+    path = out / "equal_accuracy.png"
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return str(path)

@@ -120,6 +120,12 @@ class HBM3Config:
     refresh: bool = True
     units: dict[str, dict[str, Any]] = field(default_factory=dict, compare=False)
     source: str = ""
+    # GPU-PIM link of one PIM device (AttAcc: NVLink 600 GB/s, half per direction); a system
+    # with one device per GPU scales it by the device count.
+    link_gbs: float = 600.0
+    link_direction_share: float = 0.5
+    n_wr: int = 21  # write recovery (tCK) after the new token's column writes
+    energy: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "hbm3 config") -> HBM3Config:
@@ -163,6 +169,16 @@ class HBM3Config:
         units = d.get("units", {})
         if not isinstance(units, dict):
             raise TypeError(f"{where}: units must be a JSON object")
+        link = d.get("link", {})
+        if not isinstance(link, dict):
+            raise TypeError(f"{where}: link must be a JSON object")
+        link_gbs = _pos_num(where, "link.gbs", link.get("gbs", 600.0))
+        share = _pos_num(where, "link.direction_share", link.get("direction_share", 0.5))
+        if share > 1:
+            raise ValueError(f"{where}: link.direction_share must be in (0, 1], got {share}")
+        energy = d.get("energy", {})
+        if not isinstance(energy, dict):
+            raise TypeError(f"{where}: energy must be a JSON object")
         return cls(
             name=str(d.get("name", "HBM3-PIM")),
             stacks=stacks,
@@ -176,6 +192,10 @@ class HBM3Config:
             refresh=bool(d.get("refresh", True)),
             units=units,
             source=str(d.get("source", "")),
+            link_gbs=link_gbs,
+            link_direction_share=share,
+            n_wr=_pos_int(where, "write.nWR", d.get("write", {}).get("nWR", 21)),
+            energy=energy,
         )
 
     @classmethod
@@ -241,6 +261,11 @@ class HBM3Config:
     @property
     def external_gbs(self) -> float:
         return self.stacks * self.external_gbs_per_stack
+
+    @property
+    def link_bytes_per_cycle(self) -> float:
+        """GPU-PIM link, one direction, bytes per tCK."""
+        return self.link_gbs * self.link_direction_share * self.tck_ns
 
     @property
     def bus_bytes_per_cycle(self) -> float:
@@ -518,17 +543,25 @@ def stream_all_bank(timer: ChannelTimer, segments: list[Segment]) -> StreamStats
     return st
 
 
-def stream_per_bank(timer: ChannelTimer, columns: int, *, spacing: int = 0) -> StreamStats:
+def stream_per_bank(timer: ChannelTimer, columns: int, *, spacing: int = 0,
+                    pch_broadcast: bool = True) -> StreamStats:
     """Stream ``columns`` per bank over every bank of the channel with per-bank commands.
 
     Column commands rotate over stack IDs and bank groups first (so consecutive commands hit
     different bank groups, nCCD_S apart) and over the banks of a group last. Each bank opens a
-    new row every ``columns`` per row (PRE, ACT; nRRD and nFAW apply).
+    new row every ``columns`` per row (PRE, ACT; nRRD and nFAW apply). With ``pch_broadcast``
+    (AttAcc's HBM3-PIM.cpp: "ACTPB and MACPB are broadcasted to pCHs in a channel") one
+    command reads the same bank in both pseudo-channels: the commands go to pseudo-channel
+    0's banks (ranks ``[0, stack_ids)``) and the other pseudo-channel mirrors them, with the
+    same timing (its nRRD, nFAW and nCCD scopes are its own), so every command moves
+    ``pseudo_channels`` columns.
     """
     cfg = timer.cfg
     cols_per_row = cfg.org["columns"]
+    mirror = cfg.org["pseudo_channels"] if pch_broadcast else 1
+    ranks = timer.nranks // mirror
     order = [
-        (r, g, b) for b in range(timer.nbk) for g in range(timer.nbg) for r in range(timer.nranks)
+        (r, g, b) for b in range(timer.nbk) for g in range(timer.nbg) for r in range(ranks)
     ]
     st = StreamStats()
     start = timer.last_issue
@@ -541,10 +574,11 @@ def stream_per_bank(timer: ChannelTimer, columns: int, *, spacing: int = 0) -> S
                     timer.issue(Cmd.PRE, r, g, b)
                 timer.issue(Cmd.ACT, r, g, b, row=row)
             last = timer.issue(Cmd.MACPB, r, g, b, row=row, spacing=spacing)
-    st.columns = columns * len(order)
-    st.rows = -(-columns // cols_per_row) * len(order)
+    commands = columns * len(order)
+    st.columns = commands * mirror
+    st.rows = -(-columns // cols_per_row) * len(order) * mirror
     st.cycles = last + cfg.timing["nBL"] - start if columns else 0
-    st.column_cycles = st.columns * cfg.timing["nBL"]
+    st.column_cycles = commands * cfg.timing["nBL"]
     st.row_switch_cycles = st.cycles - st.column_cycles
     return st
 
@@ -598,6 +632,15 @@ class PimWorkload:
     tail_cycles: int = 0  # unit latency after the last column (value MAC, pipeline)
     lut_load_cycles: int = 0  # per pass: the units take the LUT in (AQPIM: its beats)
     label: str = ""
+    # GPU-PIM link (0: not counted). Down: per job and layer, the new token's K/V and the
+    # queries; up: per partial (one per streaming bank, or per channel with the merge unit,
+    # and per query head a pass serves).
+    link_down_bytes_per_job: int = 0
+    link_up_bytes_per_partial: int = 0
+    queries_per_pass: int = 1
+    merge: bool = False  # buffer-die merge unit: one partial per channel and query head
+    write_columns_per_job: int = 0  # DRAM columns written per job per step (new token)
+    mapping: str = "aqpim"  # "aqpim": spread chosen by the schedule; "attacc": a channel per job
 
     def __post_init__(self) -> None:
         for name in ("layers", "jobs_per_layer", "passes"):
@@ -606,13 +649,18 @@ class PimWorkload:
             "tokens", "key_bits_per_token", "value_bits_per_token", "key_spacing",
             "value_spacing", "write_beats_per_job", "query_beats_per_pass",
             "partial_beats_per_bank", "roundtrip_bytes_per_token", "tail_cycles",
-            "lut_load_cycles",
+            "lut_load_cycles", "link_down_bytes_per_job", "link_up_bytes_per_partial",
+            "write_columns_per_job",
         ):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int):
                 raise TypeError(f"PimWorkload.{name} must be an int, got {v!r}")
             if v < 0:
                 raise ValueError(f"PimWorkload.{name} must be >= 0, got {v}")
+        _pos_int("PimWorkload", "queries_per_pass", self.queries_per_pass)
+        if self.mapping not in ("aqpim", "attacc"):
+            raise ValueError(f"PimWorkload.mapping must be 'aqpim' or 'attacc', "
+                             f"got {self.mapping!r}")
 
 
 @dataclass(frozen=True)
@@ -631,6 +679,10 @@ class ChannelPlan:
     tail_cycles: int
     exposed_roundtrip_beats: int  # FP16 score round trip that nothing overlaps
     lut_load_cycles: int = 0  # per pass, units busy taking the LUT in
+    link_cycles: int = 0  # GPU-PIM link, whole layer (queries + new K/V down, partials up)
+    link_bytes: int = 0  # whole layer, both directions
+    partials: int = 0  # partials crossing the link per layer
+    write_cycles: int = 0  # the new tokens' DRAM writes (all-bank streaming waits for them)
 
 
 def _cols(tokens: int, bits: int, column_bits: int) -> int:
@@ -640,17 +692,31 @@ def _cols(tokens: int, bits: int, column_bits: int) -> int:
 def _plan(cfg: HBM3Config, w: PimWorkload, spread: int) -> ChannelPlan:
     bpc = cfg.banks_per_channel
     jobs = w.jobs_per_layer
-    if jobs <= cfg.banks:
+    if w.mapping == "attacc":
+        # AttAcc's trace generator: a head's tokens over all banks of one channel, heads of a
+        # stack in rounds of one per channel (gen_trace_attacc_bank.py, run_attention).
+        spread = bpc
+        per_stack = -(-jobs // cfg.stacks)
+        rounds = -(-per_stack // cfg.org["channels"])
+        pieces = bpc * rounds
+        tokens_per_bank = -(-w.tokens // bpc)
+        ch_jobs = rounds
+        channels_per_job = 1
+    elif jobs <= cfg.banks:
         rounds = 1
         pieces = min(bpc, -(-jobs * spread // cfg.channels))
         tokens_per_bank = -(-w.tokens // spread)
         # A job's banks may straddle two channels: one more LUT write than a clean split.
         ch_jobs = min(jobs, -(-pieces // spread) + (0 if spread == 1 else 1))
+        aligned = spread % bpc == 0 or bpc % spread == 0
+        channels_per_job = -(-spread // bpc) + (0 if aligned else 1)
     else:
         rounds = -(-jobs // cfg.banks)
         pieces = bpc * rounds
         tokens_per_bank = w.tokens
         ch_jobs = pieces
+        spread = 1
+        channels_per_job = 1
     column_bits = cfg.org["column_bytes"] * 8
     key_cols = _cols(tokens_per_bank, w.key_bits_per_token, column_bits)
     val_cols = _cols(tokens_per_bank, w.value_bits_per_token, column_bits)
@@ -669,6 +735,22 @@ def _plan(cfg: HBM3Config, w: PimWorkload, spread: int) -> ChannelPlan:
     # With one pass in the whole layer the FP16 score round trip sits between the key and the
     # value stream with nothing to overlap it; with more, another pass streams meanwhile.
     exposed_rt = rt_beats if rounds * w.passes == 1 else 0
+    # Partials leaving the device per layer: one per streaming bank piece (or, with the
+    # merge unit, one per channel a job touches), per pass and per query head of a pass.
+    pieces_per_job = channels_per_job if w.merge else spread
+    partials = jobs * pieces_per_job * w.passes * w.queries_per_pass
+    down = jobs * w.link_down_bytes_per_job
+    up = partials * w.link_up_bytes_per_partial
+    link = 0
+    if down or up:
+        link = math.ceil(down / cfg.link_bytes_per_cycle) + math.ceil(up / cfg.link_bytes_per_cycle)
+    # The new token's columns are written per bank (ACT, one WR per column on the channel's
+    # bus, write recovery, PRE) before the all-bank stream can start.
+    t = cfg.timing
+    write = 0
+    if w.write_columns_per_job:
+        write = (t["nRCD"] + ch_jobs * w.write_columns_per_job * t["nCCD_S"] + cfg.n_wr
+                 + t["nRP"])
     return ChannelPlan(
         spread=spread,
         jobs=ch_jobs,
@@ -682,6 +764,10 @@ def _plan(cfg: HBM3Config, w: PimWorkload, spread: int) -> ChannelPlan:
         tail_cycles=w.tail_cycles,
         exposed_roundtrip_beats=exposed_rt,
         lut_load_cycles=w.lut_load_cycles,
+        link_cycles=link,
+        link_bytes=down + up,
+        partials=partials,
+        write_cycles=write,
     )
 
 
@@ -702,7 +788,10 @@ def _layer_cycles(cfg: HBM3Config, plan: ChannelPlan, stream_cycles: float) -> t
     rt = math.ceil(plan.exposed_roundtrip_beats * per_beat)
     overlappable = max(0, bus - head - tail_bus - rt)
     exposed = head + tail_bus + rt + max(0, overlappable - math.ceil(stream_cycles))
-    return math.ceil(stream_cycles) + exposed + plan.tail_cycles, exposed
+    # The link and the writes do not overlap the stream: the queries and the new token must be
+    # in before it starts, the partials leave after it (the next layer needs this layer's out).
+    return (math.ceil(stream_cycles) + exposed + plan.tail_cycles + plan.link_cycles
+            + plan.write_cycles, exposed)
 
 
 def plan_channel(cfg: HBM3Config, w: PimWorkload, spread: int | None = None) -> ChannelPlan:
@@ -717,6 +806,8 @@ def plan_channel(cfg: HBM3Config, w: PimWorkload, spread: int | None = None) -> 
     streaming bank of a channel holds the same number of tokens.
     """
     most = max(1, cfg.banks // w.jobs_per_layer)
+    if w.mapping == "attacc":
+        return _plan(cfg, w, cfg.banks_per_channel)
     if spread is not None:
         if isinstance(spread, bool) or not isinstance(spread, int) or not 1 <= spread <= most:
             raise ValueError(f"spread must be an int in [1, {most}], got {spread!r}")
@@ -754,6 +845,8 @@ class DecodeReport:
     bytes_streamed: int  # inside the banks, all banks, whole step
     bandwidth_utilisation: float  # bytes streamed / (time x peak internal bandwidth)
     plan: ChannelPlan
+    link_bytes: int = 0  # GPU-PIM link, whole step, both directions
+    bus_bytes: int = 0  # channel data buses, all channels, whole step (energy)
 
     def breakdown(self) -> dict[str, float]:
         """Seconds per bucket; the buckets sum to ``seconds``."""
@@ -765,7 +858,11 @@ class DecodeReport:
             "pim_refresh": s.refresh_cycles * per_cycle,
             "pim_bus": self.exposed_bus_cycles * per_cycle,
             "pim_unit_tail": self.tail_cycles * per_cycle,
+            "pim_link": self.plan.link_cycles * per_cycle,
+            "pim_write": self.plan.write_cycles * per_cycle,
         }
+
+
 
 
 _STREAM_CACHE: dict[tuple[Any, ...], StreamStats] = {}
@@ -802,6 +899,10 @@ def simulate_decode(cfg: HBM3Config, w: PimWorkload, spread: int | None = None) 
     )
     peak = cfg.internal_gbs * 1e9
     util = bytes_streamed / (seconds * peak) if seconds else 0.0
+    # Bus bytes of all channels: the most loaded channel's beats scaled by the channels in use.
+    used = max(1, min(cfg.channels, -(-w.jobs_per_layer * plan.spread
+                                      // (cfg.banks_per_channel * plan.rounds))))
+    bus_bytes = w.layers * plan.bus_beats * cfg.org["column_bytes"] * used
     return DecodeReport(
         label=w.label,
         seconds=seconds,
@@ -813,6 +914,8 @@ def simulate_decode(cfg: HBM3Config, w: PimWorkload, spread: int | None = None) 
         bytes_streamed=bytes_streamed,
         bandwidth_utilisation=util,
         plan=plan,
+        link_bytes=w.layers * plan.link_bytes,
+        bus_bytes=bus_bytes,
     )
 
 

@@ -23,7 +23,6 @@ from typing import Any
 
 from aqpim.sw.perf.hbm3 import (
     CONFIG_DIR,
-    DecodeReport,
     HBM3Config,
     PimWorkload,
     load_json,
@@ -38,6 +37,12 @@ __all__ = [
     "GPUConfig",
     "Result",
     "SYSTEMS",
+    "SYSTEM_SPECS",
+    "DEFAULT_SYSTEMS",
+    "SystemSpec",
+    "get_spec",
+    "spec_workload",
+    "uniform_workload",
     "BUILTIN_MODELS",
     "BUILTIN_GPUS",
     "aqpim_numerics",
@@ -47,6 +52,12 @@ __all__ = [
 ]
 
 BUILTIN_MODELS = ("llama2-7b", "llama3-8b", "llama2-70b")
+# Energy constants for configs that carry none (sources: the packaged configs' comments).
+GPU_ENERGY_DEFAULTS = {"hbm_pj_per_bit": 3.59, "flop_pj": 0.32, "nvlink_pj_per_bit": 1.3,
+                       "pcie_pj_per_bit": 5.0, "host_dram_pj_per_bit": 15.0}
+HW_ENERGY_DEFAULTS = {"activate_pj_per_bit": 0.11, "cell_read_pj_per_bit": 0.44,
+                      "bank_to_buffer_pj_per_bit": 2.74, "link_pj_per_bit": 1.3,
+                      "fp16_mac_pj": 0.32, "pq_op_pj": 0.1}
 BUILTIN_GPUS = ("h100", "a100")
 SYSTEMS = ("gpu", "fp16-pim", "aqpim-2b", "aqpim-4b")
 FP16_BYTES = 2
@@ -148,7 +159,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class GPUConfig:
-    """A GPU for the FC layers and the GPU baseline."""
+    """A GPU for the FC layers and the GPU baseline, with its host (CPU) side."""
 
     name: str
     hbm_gbs: float
@@ -158,6 +169,11 @@ class GPUConfig:
     compute_utilisation: float
     pcie_gbs: float
     reserved_gb: float
+    nvlink_gbs: float = 900.0  # GPU-GPU, for the tensor-parallel all-reduce
+    allreduce_latency_us: float = 5.0
+    host_memory_gbs: float = 1126.4  # CPU memory bandwidth (AttAcc's dgx-cpu attention)
+    norm_kernels_us_per_layer: float = 22.2
+    energy: dict[str, float] = field(default_factory=dict, compare=False)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "gpu config") -> GPUConfig:
@@ -172,7 +188,16 @@ class GPUConfig:
             raise ValueError(f"{where}: reserved_gb must be a number >= 0, got {reserved!r}")
         if reserved >= vals["hbm_gb"]:
             raise ValueError(f"{where}: reserved_gb {reserved} >= hbm_gb {vals['hbm_gb']}")
-        return cls(name=str(d.get("name", where)), reserved_gb=float(reserved), **vals)
+        # Optional keys (older configs lack them): defaults are the H100 DGX's.
+        for k in ("nvlink_gbs", "allreduce_latency_us", "host_memory_gbs",
+                  "norm_kernels_us_per_layer"):
+            if k in d:
+                vals[k] = _num_field(where, d, k)
+        energy = d.get("energy", {})
+        if not isinstance(energy, dict):
+            raise TypeError(f"{where}: energy must be a JSON object")
+        return cls(name=str(d.get("name", where)), reserved_gb=float(reserved), energy=energy,
+                   **vals)
 
     @classmethod
     def load(cls, name_or_path: str | Path) -> GPUConfig:
@@ -182,6 +207,14 @@ class GPUConfig:
     @property
     def usable_bytes(self) -> float:
         return (self.hbm_gb - self.reserved_gb) * 1e9
+
+    def e(self, key: str) -> float:
+        """An energy constant from the config (``h100.json``'s value when the config has none)."""
+        v = self.energy.get(key, GPU_ENERGY_DEFAULTS.get(key))
+        if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
+            raise ValueError(f"gpu config {self.name!r}: energy.{key} must be a number >= 0, "
+                             f"got {v!r}")
+        return float(v)
 
     def count_for(self, model: ModelConfig) -> int:
         """GPUs needed to hold the FP16 weights (tensor parallel)."""
@@ -199,24 +232,132 @@ class GPUConfig:
         compute = flops / (gpus * self.fp16_tflops * 1e12 * self.compute_utilisation)
         return max(memory, compute)
 
+    def host_read_seconds(self, nbytes: float) -> float:
+        """CPU attention over host-resident KV: its memory bandwidth at the same cap."""
+        return nbytes / (self.host_memory_gbs * 1e9 * self.bandwidth_utilisation)
+
+    def allreduce_seconds(self, model: ModelConfig, batch: int, gpus: int) -> float:
+        """Tensor parallel: two all-reduces of the hidden state per layer (after attention and
+        after the MLP), ring over NVLink: 2 (g - 1) / g of the bytes each way, plus latency."""
+        if gpus < 2:
+            return 0.0
+        nbytes = batch * model.hidden * FP16_BYTES
+        per = 2 * (gpus - 1) / gpus * nbytes / (self.nvlink_gbs / 2 * 1e9)
+        return 2 * model.layers * (per + self.allreduce_latency_us * 1e-6)
+
+    def allreduce_bytes(self, model: ModelConfig, batch: int, gpus: int) -> float:
+        if gpus < 2:
+            return 0.0
+        return 2 * model.layers * 2 * (gpus - 1) * batch * model.hidden * FP16_BYTES
+
+    def norm_seconds(self, model: ModelConfig) -> float:
+        """Norms, activations, residual adds: launch-bound kernels, a fixed cost per layer."""
+        return model.layers * self.norm_kernels_us_per_layer * 1e-6
+
 
 # ----------------------------------------------------------------------------------------------
-# PIM workloads
+# the systems
 # ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SystemSpec:
+    """How one system stores and attends over the KV cache.
+
+    ``kind``: ``gpu`` (attention on the GPU), ``fp16`` (AttAcc-style FP16 bank PIM),
+    ``uniform`` (integers of ``data_bits`` plus an FP16 scale and zero per ``group`` elements, in
+    the same PIM), ``pq`` (AQPIM: ``subspaces`` codes of ``code_bits`` per head vector).
+    ``spill``: where what does not fit in PIM goes: ``pcie`` (CPU memory, streamed to the GPU
+    every step), ``gpu-first`` (the GPU's free HBM, then CPU memory streamed over PCIe),
+    ``cpu-attention`` (GPU HBM first, then the CPU attends over its part: AttAcc's dgx-cpu).
+    ``gqa``: one column read serves as many query heads of a KV head as the MACs' slots allow.
+    ``device_per_gpu``: one PIM device (``stacks`` stacks) per GPU, or one shared by all.
+    ``merge``: the buffer-die merge unit (AQPIM). ``mapping``: ``aqpim`` (the schedule picks the
+    spread) or ``attacc`` (one head per channel, heads in rounds, AttAcc's trace generator).
+    """
+
+    name: str
+    kind: str
+    data_bits: int = 16
+    group: int = 0
+    subspaces: int = 0
+    code_bits: int = 0
+    spill: str = "gpu-first"
+    gqa: bool = True
+    device_per_gpu: bool = True
+    merge: bool = True
+    mapping: str = "aqpim"
+    window: bool = False  # attention sinks + recent window in FP16 on the GPU
+    pq_queries_per_pass: int = 0  # PQ: LUTs the units hold (0: the hardware config's value)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("gpu", "fp16", "uniform", "pq"):
+            raise ValueError(f"system {self.name!r}: unknown kind {self.kind!r}")
+        if self.spill not in ("pcie", "gpu-first", "cpu-attention"):
+            raise ValueError(f"system {self.name!r}: unknown spill policy {self.spill!r}")
+        if self.kind == "uniform" and not (1 <= self.data_bits <= 8 and self.group >= 1):
+            raise ValueError(f"system {self.name!r}: uniform needs data_bits in 1..8 and "
+                             f"group >= 1, got {self.data_bits}, {self.group}")
+
+    def bits_per_element(self, hw: HBM3Config, head_dim: int) -> float:
+        """Stored bits per KV element in the PIM (scales included)."""
+        if self.kind in ("gpu", "fp16"):
+            return 16.0
+        if self.kind == "uniform":
+            return self.data_bits + hw.unit("uniform", "scale_bits") / self.group
+        return self.subspaces * self.code_bits / head_dim
+
+
+def _pq(name: str, d: int, k: int, **kw: Any) -> SystemSpec:
+    """A PQ system for Llama-class head_dim 128: M = 128 / d subspaces, log2 K-bit codes."""
+    return SystemSpec(name, "pq", subspaces=128 // d, code_bits=k.bit_length() - 1, window=True,
+                      **kw)
+
+
+SYSTEM_SPECS: dict[str, SystemSpec] = {
+    s.name: s
+    for s in (
+        SystemSpec("gpu", "gpu"),
+        # the fair FP16 PIM baseline and its variants
+        SystemSpec("fp16-pim", "fp16"),
+        SystemSpec("fp16-pim-cpu", "fp16", spill="cpu-attention"),
+        SystemSpec("fp16-pim-naive", "fp16", spill="pcie", gqa=False, device_per_gpu=False),
+        SystemSpec("fp16-pim-attacc", "fp16", gqa=False, mapping="attacc"),
+        # uniform-quantized KV in the same PIM (scales: FP16 scale + zero per group)
+        SystemSpec("int8-pim", "uniform", data_bits=8, group=128, window=True),
+        SystemSpec("int4-pim", "uniform", data_bits=4, group=32, window=True),
+        SystemSpec("kivi2-pim", "uniform", data_bits=2, group=32, window=True),
+        # AQPIM (d = 2: K = 16 is 2 bits/element, K = 256 is 4 bits/element)
+        _pq("aqpim-2b", 2, 16),
+        _pq("aqpim-2b-nomerge", 2, 16, merge=False),
+        _pq("aqpim-4b", 2, 256),
+        # what-if, not in the RTL: units holding 6 LUTs serve 6 query heads per column read
+        # (1 cycle per LUT per column fits nCCD_AB = 6), as the GQA-aware FP16 baseline does
+        _pq("aqpim-2b-gqa", 2, 16, pq_queries_per_pass=6),
+    )
+}
+SYSTEMS = tuple(SYSTEM_SPECS)
+DEFAULT_SYSTEMS = SYSTEMS  # every named system
 AQPIM_DEFAULTS = {"subspaces": 64, "sinks": 4, "window": 64}
 
 
-def aqpim_numerics(model: ModelConfig, bits: int) -> Numerics:
-    """The PQ configuration for ``bits`` per element: M = 64 (d = 2), K = 2^(2 * bits)."""
-    if bits not in (2, 4):
-        raise ValueError(f"AQPIM bits per element must be 2 or 4, got {bits!r}")
-    m = AQPIM_DEFAULTS["subspaces"]
-    if model.head_dim % m:
+def get_spec(system: str | SystemSpec) -> SystemSpec:
+    if isinstance(system, SystemSpec):
+        return system
+    if system not in SYSTEM_SPECS:
+        raise ValueError(f"unknown system {system!r}: use one of {', '.join(SYSTEMS)}")
+    return SYSTEM_SPECS[system]
+
+
+def aqpim_numerics(model: ModelConfig, bits: int, subspaces: int | None = None) -> Numerics:
+    """The PQ configuration: ``bits`` per element with ``subspaces`` (default 64, d = 2)."""
+    m = AQPIM_DEFAULTS["subspaces"] if subspaces is None else subspaces
+    if bits not in (1, 2, 3, 4, 6, 8):
+        raise ValueError(f"AQPIM bits per element must be one of 1, 2, 3, 4, 6, 8, got {bits!r}")
+    if m < 1 or model.head_dim % m:
         raise ValueError(f"head_dim {model.head_dim} is not divisible by {m} subspaces")
     code_bits = bits * model.head_dim // m
-    if not 1 <= code_bits <= 8:
-        raise ValueError(f"{bits} bits/element with head_dim {model.head_dim} gives "
-                         f"{code_bits}-bit codes; 1..8 supported")
+    if not 1 <= code_bits <= 8 or code_bits * m != bits * model.head_dim:
+        raise ValueError(f"{bits} bits/element with head_dim {model.head_dim} and {m} subspaces "
+                         f"gives {bits * model.head_dim / m:g}-bit codes; 1..8 supported")
     return Numerics(head_dim=model.head_dim, subspaces=m, centroids=1 << code_bits)
 
 
@@ -224,8 +365,14 @@ def _beats(bits: int) -> int:
     return -(-bits // 256)
 
 
+def _link_partial(model: ModelConfig, word_bytes: int) -> int:
+    """One (max, sum, out[D]) partial on the link."""
+    return (model.head_dim + 2) * word_bytes
+
+
 def aqpim_workload(model: ModelConfig, hw: HBM3Config, num: Numerics, batch: int,
-                   tokens: int) -> PimWorkload:
+                   tokens: int, *, merge: bool = True, mapping: str = "aqpim",
+                   queries_per_pass: int = 0) -> PimWorkload:
     """One decode step of AQPIM in the banks (``tokens`` PQ tokens per KV head)."""
     u = lambda k: hw.unit("aqpim", k)  # noqa: E731
     div = u("clock_divider")
@@ -234,9 +381,14 @@ def aqpim_workload(model: ModelConfig, hw: HBM3Config, num: Numerics, batch: int
     # LOAD_LUT beats as the ISA packs them (power-of-two slots): the unit takes one per cycle
     lut_width = 1 << (num.lut_bits - 1).bit_length()
     lut_beats = -(-m * k * lut_width // 256)
-    passes = -(-model.group // u("query_heads_per_pass"))
+    qpp = min(model.group, queries_per_pass or u("query_heads_per_pass"))
+    passes = -(-model.group // qpp)
     tail = (u("lut_accumulate_latency") + u("softmax_histogram_latency")
             + k * u("value_mac_cycles_per_centroid") + u("value_mac_latency"))
+    lut_bytes = lut_beats * 32 if hw.units["aqpim"].get("lut_from_host", True) else \
+        model.head_dim * FP16_BYTES
+    word = hw.units["aqpim"].get("merge_unit", {}).get("partial_word_bytes",
+                                                        u("partial_word_bytes"))
     return PimWorkload(
         layers=model.layers,
         jobs_per_layer=batch * model.kv_heads,
@@ -244,41 +396,113 @@ def aqpim_workload(model: ModelConfig, hw: HBM3Config, num: Numerics, batch: int
         tokens=tokens,
         key_bits_per_token=m * b,
         value_bits_per_token=m * b,
-        key_spacing=math.ceil(u("lut_accumulate_cycles_per_column") * div),
-        value_spacing=math.ceil(tokens_per_column * u("softmax_histogram_cycles_per_token") * div),
+        # a pass's query heads take each column in turn (one LUT / histogram each)
+        key_spacing=math.ceil(qpp * u("lut_accumulate_cycles_per_column") * div),
+        value_spacing=math.ceil(qpp * tokens_per_column
+                                * u("softmax_histogram_cycles_per_token") * div),
         write_beats_per_job=2 * (1 + _beats(num.head_dim * num.elem_bits)),
-        query_beats_per_pass=1 + _beats(m * k * num.lut_bits),
-        partial_beats_per_bank=1 + _beats((num.head_dim + 2) * 8 * u("partial_word_bytes")),
+        query_beats_per_pass=qpp * (1 + _beats(m * k * num.lut_bits)),
+        partial_beats_per_bank=qpp * (1 + _beats((num.head_dim + 2) * 8 * u("partial_word_bytes"))),
         tail_cycles=math.ceil(tail * div),
-        lut_load_cycles=math.ceil(lut_beats * u("lut_load_cycles_per_beat") * div),
+        lut_load_cycles=math.ceil(qpp * lut_beats * u("lut_load_cycles_per_beat") * div),
         label=f"aqpim-{num.bits_per_element:g}b",
+        # down: every query head's LUT (built by the host) and the new token's FP16 K and V
+        link_down_bytes_per_job=model.group * lut_bytes + 2 * model.head_dim * FP16_BYTES,
+        link_up_bytes_per_partial=_link_partial(model, word),
+        queries_per_pass=qpp,
+        merge=merge,
+        write_columns_per_job=_beats(2 * m * b),
+        mapping=mapping,
     )
 
 
-def fp16_workload(model: ModelConfig, hw: HBM3Config, batch: int, tokens: int) -> PimWorkload:
-    """One decode step of AttAcc-style FP16 PIM (``tokens`` FP16 tokens per KV head)."""
-    u = lambda k: hw.unit("fp16", k)  # noqa: E731
-    div = u("clock_divider")
-    elems_per_column = hw.org["column_bytes"] // FP16_BYTES
-    passes = -(-model.group // u("query_heads_per_pass"))
-    spacing = u("mac_cycles_per_column") * elems_per_column / u("macs_per_column_command")
-    bits = model.head_dim * 16
+def uniform_workload(model: ModelConfig, hw: HBM3Config, batch: int, tokens: int, *,
+                     data_bits: int = 16, stored_bits: float = 16.0, gqa: bool = True,
+                     mapping: str = "aqpim", label: str = "fp16-pim") -> PimWorkload:
+    """One decode step of AttAcc-style PIM over FP16 (``data_bits`` 16) or integer KV.
+
+    Each bank's MACs take a 32 B column (256 / data_bits elements) in ``cycles`` cycles per
+    query head; a GQA-aware schedule serves ``floor(nCCD_AB / cycles)`` query heads (at most the
+    GQA group) per column read, the naive one a single query head. Without GQA (and in the
+    AttAcc mapping, which has no GQA), every query head is a job of its own over its KV copy.
+    """
+    design = "fp16" if data_bits == 16 else "uniform"
+    u = lambda k: hw.unit(design, k)  # noqa: E731
+    elems = hw.org["column_bytes"] * 8 / data_bits
+    if data_bits == 16:
+        cycles = u("mac_cycles_per_column") * elems / u("macs_per_column_command")
+        div = u("clock_divider")
+    else:
+        cycles = elems / u("macs_per_cycle")
+        div = 1
+    if gqa:
+        qpp = max(1, min(model.group, int(hw.n_ccd_ab // cycles)))
+        jobs, passes = batch * model.kv_heads, -(-model.group // qpp)
+    else:
+        # one query head per pass; the AttAcc mapping makes every query head its own job
+        qpp = 1
+        if mapping == "attacc":
+            jobs, passes = batch * model.heads, 1
+        else:
+            jobs, passes = batch * model.kv_heads, model.group
+    bits = math.ceil(model.head_dim * stored_bits)
+    spacing = math.ceil(qpp * cycles * div)
     return PimWorkload(
         layers=model.layers,
-        jobs_per_layer=batch * model.kv_heads,
+        jobs_per_layer=jobs,
         passes=passes,
         tokens=tokens,
         key_bits_per_token=bits,
         value_bits_per_token=bits,
-        key_spacing=math.ceil(spacing * div),
-        value_spacing=math.ceil(spacing * div),
+        key_spacing=spacing,
+        value_spacing=spacing,
         write_beats_per_job=2 * (1 + _beats(bits)),
-        query_beats_per_pass=1 + _beats(bits),
-        partial_beats_per_bank=1 + _beats(model.head_dim * 8 * u("partial_word_bytes")),
-        roundtrip_bytes_per_token=2 * FP16_BYTES,  # score out, softmax weight back
+        query_beats_per_pass=qpp * (1 + _beats(model.head_dim * 16)),
+        partial_beats_per_bank=qpp * (1 + _beats(model.head_dim * 8 * u("partial_word_bytes"))),
+        roundtrip_bytes_per_token=qpp * 2 * FP16_BYTES,  # score out, softmax weight back
         tail_cycles=math.ceil(u("mac_latency") * div),
-        label="fp16-pim",
+        label=label,
+        link_down_bytes_per_job=(jobs and (batch * model.heads // jobs)) * model.head_dim
+        * FP16_BYTES + 2 * model.head_dim * FP16_BYTES,
+        link_up_bytes_per_partial=_link_partial(model, FP16_BYTES),
+        queries_per_pass=qpp,
+        merge=True,  # AttAcc's buffer die gathers the bank outputs (its softmax/GEMV buffers)
+        write_columns_per_job=_beats(2 * bits),
+        mapping=mapping,
     )
+
+
+def fp16_workload(model: ModelConfig, hw: HBM3Config, batch: int, tokens: int, *,
+                  gqa: bool = False, mapping: str = "aqpim") -> PimWorkload:
+    """AttAcc-style FP16 PIM; ``gqa`` False is the naive one-pass-per-query-head schedule."""
+    return uniform_workload(model, hw, batch, tokens, gqa=gqa, mapping=mapping,
+                            label="fp16-pim" if gqa else "fp16-pim-naive")
+
+
+def spec_workload(spec: SystemSpec, model: ModelConfig, hw: HBM3Config, batch: int,
+                  tokens: int) -> PimWorkload:
+    """The PIM workload of ``spec`` (a PIM kind) at ``tokens`` PIM-resident tokens per job."""
+    if spec.kind == "pq":
+        num = Numerics(head_dim=model.head_dim, subspaces=_subspaces(spec, model),
+                       centroids=1 << spec.code_bits)
+        return aqpim_workload(model, hw, num, batch, tokens, merge=spec.merge,
+                              mapping=spec.mapping, queries_per_pass=spec.pq_queries_per_pass)
+    if spec.kind == "fp16":
+        return uniform_workload(model, hw, batch, tokens, gqa=spec.gqa, mapping=spec.mapping,
+                                label=spec.name)
+    if spec.kind == "uniform":
+        return uniform_workload(model, hw, batch, tokens, data_bits=spec.data_bits,
+                                stored_bits=spec.bits_per_element(hw, model.head_dim),
+                                gqa=spec.gqa, mapping=spec.mapping, label=spec.name)
+    raise ValueError(f"system {spec.name!r} has no PIM workload")
+
+
+def _subspaces(spec: SystemSpec, model: ModelConfig) -> int:
+    """PQ subspaces for this model: the spec's sub-vector length d = 128 / subspaces kept."""
+    d = 128 // spec.subspaces
+    if model.head_dim % d:
+        raise ValueError(f"head_dim {model.head_dim} is not divisible by d = {d}")
+    return model.head_dim // d
 
 
 # ----------------------------------------------------------------------------------------------
@@ -297,105 +521,166 @@ class Result:
     seconds: float
     attention_seconds: float
     breakdown: dict[str, float]
-    kv_bytes: int  # the KV cache in the system's own format (FP16 or codes + FP16 window)
-    spilled_bytes: int  # the part in CPU memory, read over PCIe every step
+    kv_bytes: int  # the KV cache in the system's own format (+ FP16 window, + codebooks)
+    spilled_bytes: int  # outside PIM (GPU HBM and CPU memory)
     pim_bandwidth_utilisation: float | None = None
     notes: list[str] = field(default_factory=list)
+    cpu_bytes: int = 0  # the part in CPU memory
+    gpu_hbm_bytes: int = 0  # the spilled part in the GPU's free HBM
+    link_bytes: int = 0  # GPU-PIM link, whole step
+    energy_j: dict[str, float] = field(default_factory=dict)
+    bits_per_element: float = 16.0
+    streamed_bytes: int = 0  # read inside the PIM banks, whole step (re-reads per pass count)
 
     @property
     def fits(self) -> bool:
+        """The whole KV cache sits in PIM (or, for the GPU system, in its HBM)."""
         return self.spilled_bytes == 0
 
     @property
     def pcie_share(self) -> float:
         return self.breakdown.get("pcie", 0.0) / self.seconds if self.seconds else 0.0
 
+    @property
+    def energy_total_j(self) -> float:
+        return sum(self.energy_j.values())
+
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["fits"] = self.fits
         d["pcie_share"] = self.pcie_share
+        d["energy_total_j"] = self.energy_total_j
         return d
 
 
-def _merge_parallel(
-    pim: DecodeReport | None, gpu_side: dict[str, float]
-) -> tuple[float, dict[str, float]]:
-    """PIM and GPU attend over their parts at the same time: the slower one is the time."""
-    pim_s = pim.seconds if pim is not None else 0.0
-    gpu_s = sum(gpu_side.values())
-    if pim is not None and pim_s >= gpu_s:
-        return pim_s, pim.breakdown()
-    return gpu_s, dict(gpu_side)
+def _hw_e(hw: HBM3Config, key: str) -> float:
+    """A PIM energy constant (``hbm3.json``'s value when the config has none)."""
+    v = hw.energy.get(key, HW_ENERGY_DEFAULTS.get(key))
+    if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
+        raise ValueError(f"hardware config: energy.{key} must be a number >= 0, got {v!r}")
+    return float(v)
 
 
-def evaluate(system: str, model: ModelConfig, gpu: GPUConfig, hw: HBM3Config, context: int,
-             batch: int) -> Result:
+def evaluate(system: str | SystemSpec, model: ModelConfig, gpu: GPUConfig, hw: HBM3Config,
+             context: int, batch: int) -> Result:
     """One decode step of ``system`` at ``context`` tokens and ``batch`` sequences."""
-    if system not in SYSTEMS:
-        raise ValueError(f"unknown system {system!r}: use one of {', '.join(SYSTEMS)}")
+    spec = get_spec(system)
     context = check_int("context", context, 1)
     batch = check_int("batch", batch, 1)
     gpus = gpu.count_for(model)
     fc = gpu.fc_seconds(model, batch, gpus)
+    common = {"fc": fc, "allreduce": gpu.allreduce_seconds(model, batch, gpus),
+              "norm_act": gpu.norm_seconds(model)}
     jobs = batch * model.layers * model.kv_heads
     notes: list[str] = []
     util = None
+    pim = None
+    link_bytes = 0
+    e_gpu_bit = gpu.e("hbm_pj_per_bit") * 1e-12
+    energy = {
+        "gpu_fc": model.weight_bytes * 8 * e_gpu_bit
+        + 2.0 * model.params * batch * gpu.e("flop_pj") * 1e-12,
+        "allreduce": gpu.allreduce_bytes(model, batch, gpus) * 8
+        * gpu.e("nvlink_pj_per_bit") * 1e-12,
+    }
+    gpu_room = max(0.0, gpus * gpu.usable_bytes - model.weight_bytes)
 
-    if system == "gpu":
+    if spec.kind == "gpu":
         kv = model.kv_bytes(context, batch)
-        room = max(0.0, gpus * gpu.usable_bytes - model.weight_bytes)
-        in_hbm = int(min(kv, room))
-        spill = kv - in_hbm
-        attn = {"gpu_attention": gpu.read_seconds(in_hbm, gpus),
-                "pcie": gpu.pcie_seconds(spill, gpus)}
-        attention = sum(attn.values())
-    elif system == "fp16-pim":
-        per_token = model.kv_token_bytes()
-        fit_tokens = min(context, int(hw.capacity_bytes // (jobs * per_token)))
-        spill = jobs * (context - fit_tokens) * per_token
-        kv = model.kv_bytes(context, batch)
-        pim = (simulate_decode(hw, fp16_workload(model, hw, batch, fit_tokens))
-               if fit_tokens else None)
-        util = pim.bandwidth_utilisation if pim else None
-        gpu_side = {"pcie": gpu.pcie_seconds(spill, gpus),
-                    "gpu_attention": gpu.read_seconds(spill, gpus)} if spill else {}
-        attention, attn = _merge_parallel(pim, gpu_side)
+        in_hbm = int(min(kv, gpu_room))
+        cpu = kv - in_hbm
+        read, pcie = gpu.read_seconds(kv, gpus), gpu.pcie_seconds(cpu, gpus)
+        attn = {"pcie": pcie} if pcie > read else {"gpu_attention": read}
+        attention = max(read, pcie)
+        spilled, in_gpu = cpu, in_hbm
+        energy["gpu_attention"] = kv * 8 * e_gpu_bit
+        energy["pcie"] = cpu * 8 * (gpu.e("pcie_pj_per_bit") + gpu.e("host_dram_pj_per_bit")) \
+            * 1e-12
+        bpe = 16.0
     else:
-        bits = 2 if system == "aqpim-2b" else 4
-        num = aqpim_numerics(model, bits)
-        full = min(context, AQPIM_DEFAULTS["sinks"] + AQPIM_DEFAULTS["window"])
-        pq_tokens = context - full
-        code_bytes = 2 * num.subspaces * num.code_bits // 8  # K and V codes of one token
-        cb_bytes = num.subspaces * num.centroids * num.sub_dim * num.elem_bits // 8
-        pieces = model.layers * max(batch * model.kv_heads, hw.banks)
-        room = hw.capacity_bytes - pieces * cb_bytes  # value codebooks in every bank piece
-        fit_tokens = min(pq_tokens, max(0, int(room // (jobs * code_bytes))))
-        spill = jobs * (pq_tokens - fit_tokens) * code_bytes
-        window_bytes = jobs * full * model.kv_token_bytes()
-        kv = jobs * pq_tokens * code_bytes + window_bytes
-        pim = (simulate_decode(hw, aqpim_workload(model, hw, num, batch, fit_tokens))
-               if fit_tokens else None)
-        util = pim.bandwidth_utilisation if pim else None
-        gpu_side = {"gpu_attention": gpu.read_seconds(window_bytes + spill, gpus)}
-        if spill:
-            gpu_side["pcie"] = gpu.pcie_seconds(spill, gpus)
-        attention, attn = _merge_parallel(pim, gpu_side)
+        devices = gpus if spec.device_per_gpu else 1
+        hw_sys = hw.replace(stacks=hw.stacks * devices, link_gbs=hw.link_gbs * devices)
+        bpe = spec.bits_per_element(hw, model.head_dim)
+        full = min(context, AQPIM_DEFAULTS["sinks"] + AQPIM_DEFAULTS["window"]) \
+            if spec.window else 0
+        pim_tokens = context - full
+        # per job and token, K and V in the stored format (whole bytes per token)
+        tok_bytes = math.ceil(2 * model.head_dim * bpe / 8)
+        fixed = 0
+        if spec.kind == "pq":
+            # key and value codebooks of every job piece (every bank's units hold both)
+            cb_bytes = (1 << spec.code_bits) * model.head_dim * 8 // 8
+            pieces = model.layers * max(batch * model.kv_heads, hw_sys.banks)
+            fixed = 2 * pieces * cb_bytes
+        room = hw_sys.capacity_bytes - fixed
         if room <= 0:
-            notes.append("value codebooks alone exceed PIM capacity")
+            notes.append("codebooks alone exceed PIM capacity")
+        fit = min(pim_tokens, max(0, int(room // (jobs * tok_bytes)))) if room > 0 else 0
+        rest = jobs * (pim_tokens - fit) * tok_bytes
+        window_bytes = jobs * full * model.kv_token_bytes()
+        kv = jobs * pim_tokens * tok_bytes + window_bytes + fixed
+        free = max(0.0, gpu_room - window_bytes)
+        in_gpu = 0 if spec.spill == "pcie" else int(min(rest, free))
+        cpu = rest - in_gpu
+        spilled = rest
+        if fit:
+            pim = simulate_decode(hw_sys, spec_workload(spec, model, hw_sys, batch, fit))
+            util = pim.bandwidth_utilisation
+            link_bytes = pim.link_bytes
+        pim_s = pim.seconds if pim else 0.0
+        if spec.spill == "cpu-attention":
+            read = gpu.read_seconds(window_bytes + in_gpu, gpus)
+            pcie = 0.0
+            cpu_s = gpu.host_read_seconds(cpu)
+        else:
+            # the GPU reads what it holds and what streams in over PCIe, overlapped
+            read = gpu.read_seconds(window_bytes + in_gpu + cpu, gpus)
+            pcie = gpu.pcie_seconds(cpu, gpus)
+            cpu_s = 0.0
+        sides = {"pim": pim_s, "gpu_attention": read, "pcie": pcie, "cpu_attention": cpu_s}
+        slowest = max(sides, key=lambda k: sides[k])
+        attention = sides[slowest]
+        attn = pim.breakdown() if slowest == "pim" and pim else {slowest: attention}
+        # energy of the PIM side
+        if pim:
+            e_bits = pim.bytes_streamed * 8
+            energy["pim_dram"] = e_bits * (_hw_e(hw, "activate_pj_per_bit")
+                                           + _hw_e(hw, "cell_read_pj_per_bit")) * 1e-12
+            energy["pim_bus"] = pim.bus_bytes * 8 * _hw_e(hw, "bank_to_buffer_pj_per_bit") * 1e-12
+            energy["pim_link"] = pim.link_bytes * 8 * _hw_e(hw, "link_pj_per_bit") * 1e-12
+            # one op per element and query head (FP16 / dequant MAC), or per code (PQ)
+            heads_tokens = batch * model.layers * model.heads * fit
+            if spec.kind == "pq":
+                ops = heads_tokens * 2 * _subspaces(spec, model)
+                energy["pim_units"] = ops * _hw_e(hw, "pq_op_pj") * 1e-12
+            else:
+                ops = heads_tokens * 2 * model.head_dim
+                energy["pim_units"] = ops * _hw_e(hw, "fp16_mac_pj") * 1e-12
+        energy["gpu_attention"] = (window_bytes + in_gpu + (0 if cpu_s else cpu)) * 8 * e_gpu_bit
+        energy["pcie"] = (cpu * 8 * (gpu.e("pcie_pj_per_bit") + gpu.e("host_dram_pj_per_bit"))
+                          * 1e-12 if pcie else 0.0)
+        energy["cpu_attention"] = cpu * 8 * gpu.e("host_dram_pj_per_bit") * 1e-12 if cpu_s \
+            else 0.0
 
-    breakdown = {"fc": fc, **attn}
+    breakdown = {**common, **attn}
     return Result(
-        system=system,
+        system=spec.name,
         model=model.name,
         context=context,
         batch=batch,
         gpus=gpus,
-        stacks=hw.stacks,
-        seconds=fc + attention,
+        stacks=hw.stacks * (gpus if spec.device_per_gpu and spec.kind != "gpu" else 1),
+        seconds=sum(common.values()) + attention,
         attention_seconds=attention,
         breakdown=breakdown,
         kv_bytes=int(kv),
-        spilled_bytes=int(spill),
+        spilled_bytes=int(spilled),
         pim_bandwidth_utilisation=util,
         notes=notes,
+        cpu_bytes=int(cpu),
+        gpu_hbm_bytes=int(in_gpu),
+        link_bytes=int(link_bytes),
+        energy_j={k: v for k, v in energy.items() if v},
+        bits_per_element=bpe,
+        streamed_bytes=pim.bytes_streamed if pim else 0,
     )
