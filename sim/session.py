@@ -14,12 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
-from aqpim.geometry import Geometry
-from aqpim.isa import Command, Response
 from aqpim.sw.host.device import Device
 from aqpim.sw.host.driver import Driver
 from aqpim.sw.host.golden_device import GoldenDevice
+
+from aqpim.geometry import Geometry
+from aqpim.isa import Command, Response
 
 __all__ = ["CycleLog", "PairedDecode", "StepResult"]
 
