@@ -12,10 +12,10 @@ import sys
 
 # name -> (module, one-line help). Two-word commands ("bench perf") are looked up first.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("aqpim.cmd.demo", "run one PQ-attention decode step (the main job)"),
+    "demo": ("aqpim.commands.demo", "run one PQ-attention decode step (the main job)"),
     "verilog": ("aqpim.hw.verilog", "write the Verilog of a unit for a parameter set"),
-    "compare": ("aqpim.cmd.compare", "RTL-vs-golden comparison, per unit and end to end"),
-    "bench golden": ("aqpim.cmd.bench", "golden-model throughput against FAISS (JSON)"),
+    "compare": ("aqpim.commands.compare", "RTL-vs-golden comparison, per unit and end to end"),
+    "bench golden": ("aqpim.commands.bench", "golden-model throughput against FAISS (JSON)"),
     "bench perf": ("aqpim.sw.perf.cli", "HBM3-PIM performance model against GPU and FP16 PIM"),
     "eval accuracy": ("aqpim.sw.eval.accuracy", "accuracy of PQ attention on activations"),
 }

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from amaranth.hdl import Shape
 from amaranth.lib import data
+from aqpim.sim.streams import pack
 from aqpim.sw.golden import intmodel
 
 from aqpim.geometry import Geometry
@@ -22,8 +22,6 @@ __all__ = [
     "KINDS",
     "AttnCase",
     "make_case",
-    "pack",
-    "unpack",
     "lut_beats",
     "codebook_beats",
     "column_beats",
@@ -39,56 +37,6 @@ KINDS = (
     "lut_min",      # every LUT entry minimal: all scores score_min (the max's reset value)
     "extremes",     # LUT entries and centroids at the format ends: full delta range
 )
-
-
-def _size(shape: object) -> int:
-    if isinstance(shape, data.Layout):
-        return shape.size
-    return Shape.cast(shape).width
-
-
-def pack(layout: object, value: object) -> int:
-    """Flatten a value (dict for structs, list for arrays, int) into a layout's bit vector.
-
-    An int given for a struct or array is taken as its raw bits.
-    """
-    if isinstance(value, (int, np.integer)):
-        return int(value) & ((1 << _size(layout)) - 1)
-    if isinstance(layout, data.StructLayout):
-        if not isinstance(value, dict):
-            raise TypeError(f"a struct payload needs a dict, got {value!r}")
-        unknown = set(value) - {name for name, _ in layout}
-        if unknown:
-            raise ValueError(f"fields {sorted(unknown)} are not in the layout")
-        word = 0
-        for name, fld in layout:
-            word |= pack(fld.shape, value.get(name, 0)) << fld.offset
-        return word
-    if isinstance(layout, data.ArrayLayout):
-        width = _size(layout.elem_shape)
-        word = 0
-        for i, v in enumerate(value):  # type: ignore[arg-type]
-            word |= pack(layout.elem_shape, v) << (i * width)
-        return word
-    raise TypeError(f"cannot pack {value!r} into {layout!r}")
-
-
-def unpack(shape: object, word: int) -> object:
-    """Inverse of :func:`pack`; signed fields come back as negative ints where due."""
-    word = int(word)
-    if isinstance(shape, data.StructLayout):
-        return {
-            name: unpack(fld.shape, (word >> fld.offset) & ((1 << _size(fld.shape)) - 1))
-            for name, fld in shape
-        }
-    if isinstance(shape, data.ArrayLayout):
-        w = _size(shape.elem_shape)
-        return [unpack(shape.elem_shape, (word >> (i * w)) & ((1 << w) - 1))
-                for i in range(shape.length)]
-    sh = Shape.cast(shape)
-    if sh.signed and sh.width and word >> (sh.width - 1):
-        return word - (1 << sh.width)
-    return word
 
 
 @dataclass(frozen=True)
@@ -187,7 +135,7 @@ def column_beats(layout: data.StructLayout, codes: np.ndarray, num: Numerics) ->
     tpc = Geometry(num).tokens_per_column
     tokens = codes.shape[0]
     if tokens == 0:
-        return [pack(layout, {"ntok": 0, "last": 1})]
+        return [layout.const({"ntok": 0, "last": 1}).as_bits()]
     cols = intmodel.pack_columns(codes, num)
     out = []
     for c, word in enumerate(cols):

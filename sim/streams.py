@@ -58,12 +58,16 @@ def pack(shape: Any, value: Any) -> int:
     """Integer whose bits are ``value`` laid out by ``shape`` (as Amaranth lays it out).
 
     ``value`` is an int for plain shapes, a mapping for ``StructLayout`` and a sequence for
-    ``ArrayLayout`` (nested as the layout nests). Raises ValueError for out-of-range values or
-    missing fields.
+    ``ArrayLayout`` (nested as the layout nests); an int for a layout is taken as its raw bits.
+    Raises ValueError for out-of-range values or missing fields.
     """
     from amaranth.lib import data
 
     s = _as_layout_or_shape(shape)
+    if isinstance(s, data.Layout) and isinstance(value, int) and not isinstance(value, bool):
+        if not 0 <= value < 1 << s.size:
+            raise ValueError(f"raw value {value} does not fit {s.size} bits of {s!r}")
+        return value  # the layout's raw bits
     if isinstance(s, data.Layout):
         word = 0
         if isinstance(s, data.ArrayLayout):

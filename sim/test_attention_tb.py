@@ -45,8 +45,8 @@ from aqpim.sim.attn_stimulus import (
     column_beats,
     lut_beats,
     make_case,
-    unpack,
 )
+from aqpim.sim.streams import unpack
 from aqpim.sim.testbench import Testbench
 from aqpim.sw.golden import intmodel
 from cocotb.triggers import RisingEdge

@@ -17,17 +17,16 @@ from aqpim.hw.histogram import Histogram
 from aqpim.hw.lut_accumulate import LUTAccumulate
 from aqpim.hw.softmax import Softmax
 from aqpim.hw.value_mac import ValueMAC
+from aqpim.sim.amaranth_streams import Sink, Source, run_phases
 from aqpim.sim.attn_stimulus import (
     KINDS,
     codebook_beats,
     column_beats,
     lut_beats,
     make_case,
-    pack,
-    unpack,
 )
+from aqpim.sim.streams import pack, unpack
 from aqpim.sw.golden import intmodel
-from attn_simlib import Sink, Source, run_phases
 
 from aqpim.geometry import Geometry
 from aqpim.numerics import Numerics, exp2_weight
@@ -191,7 +190,7 @@ def _run_histogram(num: Numerics, weights: np.ndarray, codes: np.ndarray, *,
     beats = [pack(tl, {"codes": [int(c) for c in codes[t]], "weight": int(weights[t]),
                        "last": int(t == len(weights) - 1)}) for t in range(len(weights))]
     if not beats:  # no tokens: one weight-0 token ends the pass
-        beats = [pack(tl, {"last": 1})]
+        beats = [tl.const({"last": 1}).as_bits()]
     src = Source(dut.i_tok, beats, idle=idle)
     snk = Sink(dut.o_bins, num.centroids, backpressure=idle)
     run_phases(dut, [([src], [snk])], seed=seed)

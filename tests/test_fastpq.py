@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from aqpim.cmd import bench
+from aqpim.commands import bench
 from aqpim.sw.golden import fastpq, intmodel, pq
 
 from aqpim.numerics import Numerics

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from aqpim.cmd import demo
+from aqpim.commands import demo
 from aqpim.sw.golden import api, pq, reference, synthetic
 
 

@@ -13,8 +13,8 @@ function                           equals
                                    ``nearest`` also returns the distances, for k-means)
 :func:`encode_int`                 :func:`~aqpim.sw.golden.intmodel.encode` (integer input, codes)
 :func:`lut_scan`                   ``s_t = sum_m table[m, codes[m, t]]`` summed in m order, as
-                                   :func:`aqpim.cmd.bench.lut_scan`; integer tables: exact int64,
-                                   so :func:`aqpim.sw.golden.intmodel.lut_accumulate`
+                                   the NumPy form in ``aqpim.commands.bench``; integer tables:
+                                   exact int64, so :func:`aqpim.sw.golden.intmodel.lut_accumulate`
 :func:`lut_scan_packed`            the scan on 4-bit codes packed two per byte (as the bank stores
                                    them): M/2 lookups per token in :func:`pair_lut` tables
 =================================  ===============================================================

@@ -34,7 +34,7 @@ from aqpim.isa import Opcode
 from aqpim.numerics import Numerics
 
 if TYPE_CHECKING:
-    from aqpim.cmd.console import Console
+    from aqpim.commands.console import Console
 
 __all__ = ["main", "run_compare"]
 
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, name) < (0 if name in ("steps", "random_seeds") else 1):
             print(f"aqpim compare: --{name.replace('_', '-')} must be positive", file=sys.stderr)
             return 2
-    from aqpim.cmd.console import Console, logs_to_file, tail
+    from aqpim.commands.console import Console, logs_to_file, tail
 
     log = None if args.verbose else LOG
     try:

@@ -3,7 +3,7 @@
 The co-simulation helpers in ``aqpim.sim`` drive Verilog under cocotb; these do the same job on
 ``amaranth.sim`` (no build), with random idle cycles on every source and random backpressure on
 every sink, seeded. Payloads go in and come out as plain integers (the flat bit vector of the
-payload layout), packed and unpacked with :func:`aqpim.sim.attn_stimulus.pack` / ``unpack``.
+payload layout), packed and unpacked with :func:`aqpim.sim.streams.pack` / ``unpack``.
 """
 
 from __future__ import annotations

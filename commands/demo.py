@@ -42,7 +42,7 @@ from aqpim.geometry import Geometry
 from aqpim.numerics import Numerics
 
 if TYPE_CHECKING:
-    from aqpim.cmd.console import Console
+    from aqpim.commands.console import Console
     from aqpim.sw.perf.hbm3 import HBM3Config
 
 __all__ = ["DemoConfig", "RtlDemoConfig", "compare", "run_golden", "run_rtl", "main"]
@@ -495,7 +495,7 @@ LOG = Path("build/logs/demo.log")
 
 def _run_rtl_logged(cfg: RtlDemoConfig, trace: str | None, log: Path | None) -> dict[str, object]:
     """:func:`run_rtl` with stage lines on the terminal and child-process logs in ``log``."""
-    from aqpim.cmd.console import Console, logs_to_file, tail
+    from aqpim.commands.console import Console, logs_to_file, tail
 
     with logs_to_file(log) as (_, err):
         console = Console(err, prefix="aqpim demo ")
