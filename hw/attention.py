@@ -14,7 +14,7 @@ from amaranth.lib.wiring import In, Out
 from aqpim.geometry import Geometry
 from aqpim.numerics import Numerics
 
-from .attn_params import numerics_from
+from .attn_params import check_numerics
 from .histogram import Histogram
 from .lut_accumulate import LUTAccumulate, column_layout, lut_write_layout
 from .softmax import Softmax
@@ -82,29 +82,17 @@ class Attention(wiring.Component):
 
     Parameters (keyword-only)
     -------------------------
-    numerics : Numerics, optional
-        Base configuration; any ``Numerics`` field given here overrides it.
+    numerics : Numerics
+        The configuration (:mod:`aqpim.numerics`); every width follows from it.
     """
 
     def __init__(
         self,
         *,
-        numerics: Numerics | None = None,
-        head_dim: int | None = None,
-        subspaces: int | None = None,
-        centroids: int | None = None,
-        elem_bits: int | None = None,
-        lut_bits: int | None = None,
-        lut_frac_bits: int | None = None,
-        exp_bits: int | None = None,
-        token_capacity: int | None = None,
+        numerics: Numerics,
         forwarding: bool = True,
     ) -> None:
-        num = numerics_from(
-            numerics, head_dim=head_dim, subspaces=subspaces, centroids=centroids,
-            elem_bits=elem_bits, lut_bits=lut_bits, lut_frac_bits=lut_frac_bits,
-            exp_bits=exp_bits, token_capacity=token_capacity,
-        )
+        num = check_numerics(numerics)
         self._num = num
         self._tpc = Geometry(num).tokens_per_column
         self._forwarding = forwarding

@@ -1,10 +1,10 @@
-"""Parameter handling shared by the attention units (LUT-accumulate, softmax, histogram, MAC).
+"""Numerics arguments of the units.
 
-Every attention unit takes keyword-only parameters: either a whole
-:class:`aqpim.numerics.Numerics` (``numerics=``), or any of its integer fields, or both (the
-fields then override the given or default configuration). The result is one validated
-``Numerics``, so every width in the RTL is the width the golden model uses. This module is
-pure Python (no Amaranth).
+The attention units take a whole :class:`Numerics` (:func:`check_numerics`), so every width in
+the RTL is the width the golden model uses; ``aqpim verilog`` builds one from flat ``--param``
+values (:func:`aqpim.hw.verilog.build_unit`). The bank controller also accepts flat fields over
+a base configuration (:func:`numerics_from`), which the RTL device's build passes. Pure Python
+(no Amaranth).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import dataclasses
 
 from aqpim.numerics import Numerics
 
-__all__ = ["numerics_from"]
+__all__ = ["check_numerics", "numerics_from"]
 
 _FIELDS = (
     "head_dim", "subspaces", "centroids", "elem_bits", "lut_bits", "lut_frac_bits",
@@ -53,3 +53,10 @@ def numerics_from(numerics: Numerics | None = None, **fields: int | None) -> Num
         given[name] = value
     base = numerics if numerics is not None else Numerics()
     return dataclasses.replace(base, **given)
+
+
+def check_numerics(numerics: object) -> Numerics:
+    """Return ``numerics`` if it is a :class:`Numerics`; TypeError naming it otherwise."""
+    if not isinstance(numerics, Numerics):
+        raise TypeError(f"numerics must be a Numerics, got {numerics!r}")
+    return numerics

@@ -13,7 +13,7 @@ from amaranth.lib.wiring import In, Out
 
 from aqpim.numerics import Numerics
 
-from .attn_params import numerics_from
+from .attn_params import check_numerics
 
 __all__ = ["Histogram", "token_layout", "bins_layout"]
 
@@ -67,26 +67,17 @@ class Histogram(wiring.Component):
 
     Parameters (keyword-only)
     -------------------------
-    numerics : Numerics, optional
-        Base configuration; ``subspaces``, ``centroids``, ``exp_bits``, ``token_capacity``
-        override it.
+    numerics : Numerics
+        The configuration (:mod:`aqpim.numerics`); every width follows from it.
     """
 
     def __init__(
         self,
         *,
-        numerics: Numerics | None = None,
-        subspaces: int | None = None,
-        centroids: int | None = None,
-        exp_bits: int | None = None,
-        token_capacity: int | None = None,
-        head_dim: int | None = None,
+        numerics: Numerics,
         forwarding: bool = True,
     ) -> None:
-        num = numerics_from(
-            numerics, subspaces=subspaces, centroids=centroids, exp_bits=exp_bits,
-            token_capacity=token_capacity, head_dim=head_dim,
-        )
+        num = check_numerics(numerics)
         if not isinstance(forwarding, bool):
             raise TypeError(f"forwarding must be a bool, got {forwarding!r}")
         self._num = num

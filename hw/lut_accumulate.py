@@ -15,7 +15,7 @@ from amaranth.lib.wiring import In, Out
 from aqpim.geometry import COLUMN_BITS, Geometry
 from aqpim.numerics import Numerics
 
-from .attn_params import numerics_from
+from .attn_params import check_numerics
 
 __all__ = [
     "LUTAccumulate",
@@ -114,25 +114,16 @@ class LUTAccumulate(wiring.Component):
 
     Parameters (keyword-only)
     -------------------------
-    numerics : Numerics, optional
-        Base configuration (default ``Numerics()``); the fields below override it.
-    subspaces, centroids, lut_bits : int, optional
-        M, K and L. ``M * log2(K)`` must divide 256.
+    numerics : Numerics
+        The configuration (:mod:`aqpim.numerics`); every width follows from it.
     """
 
     def __init__(
         self,
         *,
-        numerics: Numerics | None = None,
-        subspaces: int | None = None,
-        centroids: int | None = None,
-        lut_bits: int | None = None,
-        head_dim: int | None = None,
+        numerics: Numerics,
     ) -> None:
-        num = numerics_from(
-            numerics, subspaces=subspaces, centroids=centroids, lut_bits=lut_bits,
-            head_dim=head_dim,
-        )
+        num = check_numerics(numerics)
         self._num = num
         self._tpc = Geometry(num).tokens_per_column
         super().__init__({

@@ -15,7 +15,7 @@ from amaranth.lib.wiring import In, Out
 from aqpim.checks import check_int
 from aqpim.numerics import Numerics
 
-from .attn_params import numerics_from
+from .attn_params import check_numerics
 
 __all__ = ["Softmax", "softmax_in_layout", "softmax_out_layout"]
 
@@ -60,9 +60,9 @@ class Softmax(wiring.Component):
 
     Parameters (keyword-only)
     -------------------------
-    numerics : Numerics, optional
-        Base configuration; ``subspaces``, ``lut_bits``, ``lut_frac_bits``, ``exp_bits``
-        override it (the score width is ``lut_bits + ceil(log2 subspaces)``).
+    numerics : Numerics
+        The configuration (:mod:`aqpim.numerics`); every width follows from it (the score
+        width is ``lut_bits + ceil(log2 subspaces)``).
     tag_bits : int
         Width of the side data carried with each score (0 = none).
     """
@@ -70,18 +70,10 @@ class Softmax(wiring.Component):
     def __init__(
         self,
         *,
-        numerics: Numerics | None = None,
-        subspaces: int | None = None,
-        lut_bits: int | None = None,
-        lut_frac_bits: int | None = None,
-        exp_bits: int | None = None,
-        head_dim: int | None = None,
+        numerics: Numerics,
         tag_bits: int = 0,
     ) -> None:
-        num = numerics_from(
-            numerics, subspaces=subspaces, lut_bits=lut_bits, lut_frac_bits=lut_frac_bits,
-            exp_bits=exp_bits, head_dim=head_dim,
-        )
+        num = check_numerics(numerics)
         tag_bits = check_int("tag_bits", tag_bits, 0)
         self._num = num
         self._tag_bits = tag_bits

@@ -13,7 +13,7 @@ from amaranth.lib.wiring import In, Out
 
 from aqpim.numerics import Numerics
 
-from .attn_params import numerics_from
+from .attn_params import check_numerics
 from .histogram import bins_layout
 from .lut_accumulate import index_shape
 
@@ -64,26 +64,16 @@ class ValueMAC(wiring.Component):
 
     Parameters (keyword-only)
     -------------------------
-    numerics : Numerics, optional
-        Base configuration; ``head_dim``, ``subspaces``, ``centroids``, ``elem_bits``,
-        ``exp_bits``, ``token_capacity`` override it.
+    numerics : Numerics
+        The configuration (:mod:`aqpim.numerics`); every width follows from it.
     """
 
     def __init__(
         self,
         *,
-        numerics: Numerics | None = None,
-        head_dim: int | None = None,
-        subspaces: int | None = None,
-        centroids: int | None = None,
-        elem_bits: int | None = None,
-        exp_bits: int | None = None,
-        token_capacity: int | None = None,
+        numerics: Numerics,
     ) -> None:
-        num = numerics_from(
-            numerics, head_dim=head_dim, subspaces=subspaces, centroids=centroids,
-            elem_bits=elem_bits, exp_bits=exp_bits, token_capacity=token_capacity,
-        )
+        num = check_numerics(numerics)
         self._num = num
         super().__init__({
             "i_cb": In(stream.Signature(codebook_write_layout(num))),

@@ -17,15 +17,20 @@ reads a JSON object of parameters (flat, or ``{"<unit>": {...}}``); ``--param`` 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import inspect
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LINT_WAIVERS", "UNITS", "build_unit", "lint", "main", "unit_params", "write_verilog"]
+__all__ = [
+    "LINT_WAIVERS", "UNITS", "build_unit", "factory", "lint", "main", "unit_params",
+    "write_verilog",
+]
 
 # unit name -> "module:Class". Other units add one line each.
 UNITS: dict[str, str] = {
@@ -86,12 +91,25 @@ def _resolve(unit: str) -> type:
 
 
 def unit_params(unit: str) -> dict[str, Any]:
-    """The unit's keyword-only parameters and their defaults (``inspect.Parameter.empty``)."""
+    """The unit's parameters and their defaults (``inspect.Parameter.empty`` where required).
+
+    A unit that takes a whole ``numerics`` (:class:`aqpim.numerics.Numerics`) lists the
+    Numerics fields instead, with the project defaults: flat values build one.
+    """
+    from aqpim.numerics import Numerics
+
     sig = inspect.signature(_resolve(unit).__init__)
-    return {
-        name: p.default for name, p in sig.parameters.items()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY
-    }
+    out: dict[str, Any] = {}
+    for name, p in sig.parameters.items():
+        if p.kind is not inspect.Parameter.KEYWORD_ONLY:
+            continue
+        if name == "numerics":
+            base = Numerics()
+            out.update({f.name: getattr(base, f.name)
+                        for f in dataclasses.fields(Numerics) if f.init})
+        else:
+            out.setdefault(name, p.default)
+    return out
 
 
 def _parse_param(text: str) -> tuple[str, int]:
@@ -104,15 +122,28 @@ def _parse_param(text: str) -> tuple[str, int]:
         raise ValueError(f"--param {name}: value {value!r} is not an integer") from None
 
 
-def build_unit(unit: str, params: dict[str, int]) -> Any:
-    """Instantiate ``unit`` with ``params`` after checking the names against its signature."""
+def build_unit(unit: str, params: dict[str, Any]) -> Any:
+    """Instantiate ``unit`` from flat ``params`` (names checked against :func:`unit_params`):
+    the Numerics fields among them become one ``Numerics`` for a unit that takes one."""
+    from aqpim.numerics import Numerics
+
     known = unit_params(unit)
     unknown = sorted(set(params) - set(known))
     if unknown:
         raise ValueError(
             f"unknown parameter(s) {', '.join(unknown)} for {unit}; accepted: {', '.join(known)}"
         )
-    return _resolve(unit)(**params)
+    cls = _resolve(unit)
+    if "numerics" not in inspect.signature(cls.__init__).parameters:
+        return cls(**params)
+    fields = {f.name for f in dataclasses.fields(Numerics) if f.init}
+    num = Numerics(**{k: v for k, v in params.items() if k in fields})
+    return cls(numerics=num, **{k: v for k, v in params.items() if k not in fields})
+
+
+def factory(unit: str) -> Callable[..., Any]:
+    """``design(**params)`` for :func:`aqpim.sim.runner.build_and_run`: builds ``unit``."""
+    return lambda **params: build_unit(unit, params)
 
 
 def _header(unit: str, component: Any, params: dict[str, int]) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from aqpim.hw.attention import Attention
+from aqpim.hw.verilog import factory
 from aqpim.sim.runner import build_and_run
 
 # Hardware parameter sets of the issue: (M, K) with D = 128; T_cap 512 keeps builds small.
@@ -47,7 +47,7 @@ def _run(name: str, cases: list, e2e: dict | None, tmp_path, *, forwarding: bool
         params["forwarding"] = False
     report = tmp_path / "report.json"
     build_and_run(
-        Attention, unit="attention", params=params,
+        factory("attention"), unit="attention", params=params,
         test_module="aqpim.sim.test_attention_tb",
         test_params={"cases": cases, "e2e": e2e, "report": str(report)},
     )

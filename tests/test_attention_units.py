@@ -17,6 +17,7 @@ from aqpim.hw.histogram import Histogram
 from aqpim.hw.lut_accumulate import LUTAccumulate
 from aqpim.hw.softmax import Softmax
 from aqpim.hw.value_mac import ValueMAC
+from aqpim.hw.verilog import build_unit
 from aqpim.sim.amaranth_streams import Sink, Source, run_phases
 from aqpim.sim.attn_stimulus import (
     KINDS,
@@ -43,26 +44,35 @@ NUM_TPC1 = Numerics(head_dim=64, subspaces=64, centroids=16, token_capacity=16)
 # parameters
 # ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    ("factory", "kwargs", "error", "text"),
+    ("unit", "kwargs", "error", "text"),
     [
-        (LUTAccumulate, {"subspaces": 3, "head_dim": 3}, ValueError, "must divide"),
-        (LUTAccumulate, {"centroids": 12}, ValueError, "12"),
-        (LUTAccumulate, {"subspaces": 64.0}, TypeError, "64.0"),
-        (LUTAccumulate, {"numerics": {"subspaces": 4}}, TypeError, "Numerics"),
-        (Softmax, {"tag_bits": -1}, ValueError, "-1"),
-        (Softmax, {"tag_bits": True}, TypeError, "True"),
-        (Histogram, {"forwarding": 1}, TypeError, "forwarding"),
-        (ValueMAC, {"subspaces": 48}, ValueError, "48"),
-        (Attention, {"token_capacity": 0}, ValueError, "token_capacity"),
+        ("lut_accumulate", {"subspaces": 3, "head_dim": 3}, ValueError, "must divide"),
+        ("lut_accumulate", {"centroids": 12}, ValueError, "12"),
+        ("lut_accumulate", {"subspaces": 64.0}, TypeError, "64.0"),
+        ("lut_accumulate", {"lanes": 4}, ValueError, "unknown parameter"),
+        ("softmax", {"tag_bits": -1}, ValueError, "-1"),
+        ("softmax", {"tag_bits": True}, TypeError, "True"),
+        ("histogram", {"forwarding": 1}, TypeError, "forwarding"),
+        ("value_mac", {"subspaces": 48}, ValueError, "48"),
+        ("attention", {"token_capacity": 0}, ValueError, "token_capacity"),
     ],
 )
-def test_bad_parameters_raise(factory, kwargs, error, text) -> None:
+def test_bad_parameters_raise(unit, kwargs, error, text) -> None:
+    """Flat parameters (as `aqpim verilog --param` gives them) build the unit's Numerics."""
     with pytest.raises(error, match=text):
-        factory(**kwargs)
+        build_unit(unit, kwargs)
+
+
+@pytest.mark.parametrize("cls", [LUTAccumulate, Softmax, Histogram, ValueMAC, Attention])
+def test_units_take_a_numerics(cls) -> None:
+    with pytest.raises(TypeError, match="numerics must be a Numerics"):
+        cls(numerics={"subspaces": 4})
+    with pytest.raises(TypeError):
+        cls(subspaces=4)  # flat fields are for build_unit, not the unit
 
 
 def test_parameters_are_read_only() -> None:
-    dut = LUTAccumulate(subspaces=32, centroids=256)
+    dut = LUTAccumulate(numerics=Numerics(subspaces=32, centroids=256))
     assert dut.tokens_per_column == 1 and dut.numerics.lut_bits == 16
     with pytest.raises(AttributeError):
         dut.tokens_per_column = 2  # type: ignore[misc]
