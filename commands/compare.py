@@ -183,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
                 console.say(f"logs of the build and the simulator: {log}")
             try:
                 summary = run_compare(args, console)
+            except (TypeError, ValueError):
+                raise
             except BaseException:
                 if log is not None:
                     print(f"--- last lines of {log} ---\n{tail(log)}", file=err, flush=True)

@@ -503,6 +503,8 @@ def _run_rtl_logged(cfg: RtlDemoConfig, trace: str | None, log: Path | None) -> 
             console.say(f"logs of the build and the simulator: {log}")
         try:
             res = run_rtl(cfg, trace=trace, console=console)
+        except (TypeError, ValueError):
+            raise
         except BaseException:
             if log is not None:
                 print(f"--- last lines of {log} ---\n{tail(log)}", file=err, flush=True)
@@ -588,6 +590,7 @@ def main(argv: list[str] | None = None) -> int:
                                  "tokens round-robin)")
             trace = given.pop("trace", None)
             cfg = RtlDemoConfig(**given)
+            cfg.numerics()  # a bad configuration is refused before anything is logged or built
             res = _run_rtl_logged(cfg, trace, None if args.verbose else LOG)
     except (TypeError, ValueError) as exc:
         print(f"aqpim demo: {exc}", file=sys.stderr)
