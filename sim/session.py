@@ -14,17 +14,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from aqpim.sw.host.device import Device
+from aqpim.sw.host.device import Device, DeviceWrapper
 from aqpim.sw.host.driver import Driver
 from aqpim.sw.host.golden_device import GoldenDevice
 
-from aqpim.geometry import Geometry
 from aqpim.isa import Command, Response
 
 __all__ = ["CycleLog", "PairedDecode", "StepResult"]
 
 
-class CycleLog:
+class CycleLog(DeviceWrapper):
     """A Device that passes commands through and keeps every command's per-bank cycles.
 
     ``records`` is a list of ``(bank, opcode, cycles)``; ``cycles`` is None for a device that
@@ -32,24 +31,8 @@ class CycleLog:
     """
 
     def __init__(self, inner: Device) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self.records: list[tuple[int | None, int, list[int] | None]] = []
-
-    @property
-    def geometry(self) -> Geometry:
-        return self._inner.geometry
-
-    @property
-    def num_banks(self) -> int:
-        return self._inner.num_banks
-
-    @property
-    def last_cycles(self) -> list[int] | None:
-        return self._inner.last_cycles
-
-    @property
-    def last_batch_cycles(self) -> list[list[int]] | None:
-        return self._inner.last_batch_cycles
 
     def execute(self, bank: int | None, cmd: Command) -> list[Response]:
         resps = self._inner.execute(bank, cmd)

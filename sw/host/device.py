@@ -18,7 +18,7 @@ from typing import Protocol, runtime_checkable
 from aqpim.geometry import Geometry
 from aqpim.isa import Command, Response
 
-__all__ = ["Device", "check_bank", "observe"]
+__all__ = ["Device", "DeviceWrapper", "check_bank", "observe"]
 
 
 @runtime_checkable
@@ -52,6 +52,30 @@ class Device(Protocol):
     def execute_batch(self, items: Sequence[tuple[int | None, Command]]) -> list[list[Response]]:
         """Run several commands in order; a device may overlap their transport."""
         ...
+
+
+class DeviceWrapper:
+    """Base of devices that forward to an ``inner`` device (recorders, counters): geometry,
+    bank count and cycle counts are the inner device's."""
+
+    def __init__(self, inner: Device) -> None:
+        self._inner = inner
+
+    @property
+    def geometry(self) -> Geometry:
+        return self._inner.geometry
+
+    @property
+    def num_banks(self) -> int:
+        return self._inner.num_banks
+
+    @property
+    def last_cycles(self) -> list[int] | None:
+        return self._inner.last_cycles
+
+    @property
+    def last_batch_cycles(self) -> list[list[int]] | None:
+        return self._inner.last_batch_cycles
 
 
 def check_bank(bank: object, num_banks: int) -> None:

@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
-from aqpim.sw.host.device import Device
+from aqpim.sw.host.device import Device, DeviceWrapper
 
 from aqpim import isa
 from aqpim.geometry import Geometry
@@ -56,7 +56,7 @@ def _header(geometry: Geometry, num_banks: int) -> dict[str, object]:
             "heads": geometry.heads, "numerics": num}
 
 
-class TraceRecorder:
+class TraceRecorder(DeviceWrapper):
     """A device that forwards to ``inner`` and appends every command to a trace file.
 
     Parameters
@@ -68,27 +68,11 @@ class TraceRecorder:
     """
 
     def __init__(self, inner: Device, path: str | Path) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._path = Path(path)
         self._fh: IO[str] | None = self._path.open("w", encoding="utf-8")
         self._fh.write(json.dumps(_header(inner.geometry, inner.num_banks)) + "\n")
         self.commands = 0
-
-    @property
-    def geometry(self) -> Geometry:
-        return self._inner.geometry
-
-    @property
-    def num_banks(self) -> int:
-        return self._inner.num_banks
-
-    @property
-    def last_cycles(self) -> list[int] | None:
-        return self._inner.last_cycles
-
-    @property
-    def last_batch_cycles(self) -> list[list[int]] | None:
-        return self._inner.last_batch_cycles
 
     def _record(self, bank: int | None, cmd: Command, resps: list[Response],
                 cycles: list[int] | None) -> None:
