@@ -167,27 +167,7 @@ class Attention(wiring.Component):
             swp.data.eq(sc.scores),
             swp.en.eq(sc_fire & (wr_row < rows)),
         ]
-        # Balanced max tree over the valid slots; each node a named signal (a Mux chain that
-        # reused its own output would double the expression at every slot).
-        level = [max_r]
-        for k in range(tpc):
-            cand = Signal(signed(num.score_bits), name=f"sc_cand{k}")
-            m.d.comb += cand.eq(Mux(k < sc.ntok, sc.scores[k], num.score_min))
-            level.append(cand)
-        depth = 0
-        while len(level) > 1:
-            depth += 1
-            nxt = []
-            for i in range(0, len(level), 2):
-                if i + 1 == len(level):
-                    nxt.append(level[i])
-                    continue
-                node = Signal(signed(num.score_bits), name=f"sc_max{depth}_{i // 2}")
-                a, c = level[i], level[i + 1]
-                m.d.comb += node.eq(Mux(c > a, c, a))
-                nxt.append(node)
-            level = nxt
-        beat_max = level[0]
+        beat_max = _running_max(m, max_r, sc, tpc, num)
         with m.If(sc_fire):
             m.d.sync += [max_r.eq(beat_max), tokens_r.eq(tokens_r + sc.ntok)]
             with m.If(wr_row < rows):
@@ -197,38 +177,9 @@ class Attention(wiring.Component):
             with m.If(sc.last):
                 m.d.sync += scores_done.eq(1)
 
-        # Pass 2: a value column is taken when the serializer is free or on its last token;
-        # its score row is read in the same cycle and is there when the serializer starts.
-        ser_valid = Signal()
-        ser_idx = Signal(range(max(tpc, 2)))
-        ser_ntok = Signal.like(self.i_val.payload.ntok)
-        ser_last = Signal()
-        ser_codes = Signal(data.ArrayLayout(data.ArrayLayout(unsigned(b), nsub), tpc))
-        ser_end = Signal()  # the current token is the column's last (or its only dummy)
-        ser_take = Signal()
-        m.d.comb += [
-            ser_end.eq(Mux(ser_ntok == 0, 1, ser_idx == ser_ntok - 1)),
-            ser_take.eq(~ser_valid | (ser_end & sm.i.ready)),
-            self.i_val.ready.eq(scores_done & ~val_done & ser_take),
-        ]
-        val_fire = self.i_val.valid & self.i_val.ready
-        m.d.comb += [srp.addr.eq(rd_row), srp.en.eq(val_fire)]
-        with m.If(val_fire):
-            m.d.sync += [
-                rd_row.eq(rd_row + 1),
-                ser_valid.eq(1),
-                ser_idx.eq(0),
-                ser_ntok.eq(self.i_val.payload.ntok),
-                ser_last.eq(self.i_val.payload.last),
-                ser_codes.eq(self.i_val.payload.codes),
-            ]
-            with m.If(self.i_val.payload.last):
-                m.d.sync += val_done.eq(1)
-        with m.Elif(ser_valid & sm.i.ready):
-            with m.If(ser_end):
-                m.d.sync += ser_valid.eq(0)
-            with m.Else():
-                m.d.sync += ser_idx.eq(ser_idx + 1)
+        # Pass 2: value columns through the serializer, one token per cycle.
+        ser_valid, ser_idx, ser_ntok, ser_last, ser_codes, ser_end = self._serializer(
+            m, sm, srp, rd_row, scores_done, val_done)
 
         # One token per cycle into the softmax; its codes, last flag and "no token" flag ride
         # along as the tag (a column with ntok = 0 sends one weight-0 token to end the pass).
@@ -274,3 +225,70 @@ class Attention(wiring.Component):
                 wr_row.eq(0), rd_row.eq(0),
             ]
         return m
+
+    def _serializer(self, m: Module, sm: Softmax, srp: object, rd_row: Signal,
+                    scores_done: Signal, val_done: Signal) -> tuple:
+        """Pass 2's column-to-token serializer and the scratch read of each column's scores.
+
+        A value column is taken when the serializer is free or on its last token; its score
+        row is read in the same cycle and is there when the serializer starts.
+        """
+        nsub, b, tpc = self._num.subspaces, self._num.code_bits, self._tpc
+        ser_valid = Signal()
+        ser_idx = Signal(range(max(tpc, 2)))
+        ser_ntok = Signal.like(self.i_val.payload.ntok)
+        ser_last = Signal()
+        ser_codes = Signal(data.ArrayLayout(data.ArrayLayout(unsigned(b), nsub), tpc))
+        ser_end = Signal()  # the current token is the column's last (or its only dummy)
+        ser_take = Signal()
+        m.d.comb += [
+            ser_end.eq(Mux(ser_ntok == 0, 1, ser_idx == ser_ntok - 1)),
+            ser_take.eq(~ser_valid | (ser_end & sm.i.ready)),
+            self.i_val.ready.eq(scores_done & ~val_done & ser_take),
+        ]
+        val_fire = self.i_val.valid & self.i_val.ready
+        m.d.comb += [srp.addr.eq(rd_row), srp.en.eq(val_fire)]
+        with m.If(val_fire):
+            m.d.sync += [
+                rd_row.eq(rd_row + 1),
+                ser_valid.eq(1),
+                ser_idx.eq(0),
+                ser_ntok.eq(self.i_val.payload.ntok),
+                ser_last.eq(self.i_val.payload.last),
+                ser_codes.eq(self.i_val.payload.codes),
+            ]
+            with m.If(self.i_val.payload.last):
+                m.d.sync += val_done.eq(1)
+        with m.Elif(ser_valid & sm.i.ready):
+            with m.If(ser_end):
+                m.d.sync += ser_valid.eq(0)
+            with m.Else():
+                m.d.sync += ser_idx.eq(ser_idx + 1)
+        return ser_valid, ser_idx, ser_ntok, ser_last, ser_codes, ser_end
+
+
+def _running_max(m: Module, max_r: Signal, sc: object, tpc: int, num: Numerics) -> Signal:
+    """max(max_r, valid slots of a score beat) through a balanced tree of named Mux nodes.
+
+    Each node is a named signal: a Mux chain that reused its own output would double the
+    expression at every slot.
+    """
+    level = [max_r]
+    for k in range(tpc):
+        cand = Signal(signed(num.score_bits), name=f"sc_cand{k}")
+        m.d.comb += cand.eq(Mux(k < sc.ntok, sc.scores[k], num.score_min))
+        level.append(cand)
+    depth = 0
+    while len(level) > 1:
+        depth += 1
+        nxt = []
+        for i in range(0, len(level), 2):
+            if i + 1 == len(level):
+                nxt.append(level[i])
+                continue
+            node = Signal(signed(num.score_bits), name=f"sc_max{depth}_{i // 2}")
+            a, c = level[i], level[i + 1]
+            m.d.comb += node.eq(Mux(c > a, c, a))
+            nxt.append(node)
+        level = nxt
+    return level[0]
