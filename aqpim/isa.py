@@ -1,6 +1,6 @@
 """The PIM bank command set: opcodes, field widths, status codes and their binary encoding.
 
-One source of truth for the bank controller (``hw/bank.py`` builds its Amaranth layouts from
+One source of truth for the bank controller (``hw/command.py`` builds its Amaranth layouts from
 the constants here), the golden device, the RTL device and the host driver. Pure Python: the
 driver encodes commands without importing Amaranth or NumPy. docs/isa.md is the table.
 

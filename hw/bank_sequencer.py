@@ -178,24 +178,29 @@ class BankSequencer(wiring.Component):
                     m.next = "RSP_HDR"
 
             # Responses: the header word, then the data beats of read commands.
-            with m.State("RSP_HDR"):
-                m.d.comb += rsp.select.eq(Select.HEADER)
-                with m.If(rsp.taken):
-                    with m.If(rsp_len == 0):
-                        m.next = "IDLE"
-                    with m.Elif(op.as_value().matches(Opcode.READ_CODES, Opcode.READ_CB,
-                                                      Opcode.READ_LUT)):
-                        m.d.comb += self.read.start.eq(1)
-                        m.next = "RSP_MEM"
-                    with m.Else():
-                        m.next = "RSP_REG"
-            with m.State("RSP_REG"):
-                m.d.comb += rsp.select.eq(Mux(op == Opcode.READ_STATUS, Select.STATUS,
-                                              Select.PARTIAL))
-                with m.If(rsp.taken & rsp.last):
-                    m.next = "IDLE"
-            with m.State("RSP_MEM"):
-                m.d.comb += rsp.select.eq(Select.MEMORY)
-                with m.If(~self.read.busy):
-                    m.next = "IDLE"
+            self._respond(m, op, rsp_len)
         return m
+
+    def _respond(self, m: Module, op, rsp_len) -> None:
+        """The response states (inside the FSM): the header word, then read commands' beats."""
+        rsp = self.respond
+        with m.State("RSP_HDR"):
+            m.d.comb += rsp.select.eq(Select.HEADER)
+            with m.If(rsp.taken):
+                with m.If(rsp_len == 0):
+                    m.next = "IDLE"
+                with m.Elif(op.as_value().matches(Opcode.READ_CODES, Opcode.READ_CB,
+                                                  Opcode.READ_LUT)):
+                    m.d.comb += self.read.start.eq(1)
+                    m.next = "RSP_MEM"
+                with m.Else():
+                    m.next = "RSP_REG"
+        with m.State("RSP_REG"):
+            m.d.comb += rsp.select.eq(Mux(op == Opcode.READ_STATUS, Select.STATUS,
+                                          Select.PARTIAL))
+            with m.If(rsp.taken & rsp.last):
+                m.next = "IDLE"
+        with m.State("RSP_MEM"):
+            m.d.comb += rsp.select.eq(Select.MEMORY)
+            with m.If(~self.read.busy):
+                m.next = "IDLE"

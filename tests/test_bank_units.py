@@ -113,7 +113,8 @@ def test_decoder_status_matches_golden_checks() -> None:
             ctx.set(dut.bus.header, _header(cmd))
             ctx.set(dut.bus.state, bank_state_layout(g).const(state))
             got = ctx.get(dut.bus.status)
-            assert got.name == expected.name, f"{cmd!r} in state {state}: {got.name} != {expected.name}"
+            assert got.name == expected.name, (
+                f"{cmd!r} in state {state}: {got.name} != {expected.name}")
 
     sim = Simulator(dut)
     sim.add_testbench(bench)
