@@ -1,6 +1,6 @@
 """The PIM bank command set: opcodes, field widths, status codes and their binary encoding.
 
-One source of truth for the bank controller (``hw/bank.py`` builds its Amaranth layouts from
+One source of truth for the bank controller (``hw/command.py`` builds its Amaranth layouts from
 the constants here), the golden device, the RTL device and the host driver. Pure Python: the
 driver encodes commands without importing Amaranth or NumPy. docs/isa.md is the table.
 
@@ -52,6 +52,8 @@ __all__ = [
     "WORD_BITS",
     "HEADER_FIELDS",
     "RESPONSE_FIELDS",
+    "OPCODE_FIELDS",
+    "STATUS_FIELDS",
     "PARTIAL_WORD_BITS",
     "Opcode",
     "Status",
@@ -102,6 +104,11 @@ RESPONSE_FIELDS: dict[str, tuple[int, int]] = {
     "length": (8, 16),
 }
 MAX_HEADS = 1 << HEADER_FIELDS["head"][1]
+# READ_STATUS: the first beat of a head slot (its k_mask and v_mask beats follow)
+STATUS_FIELDS: dict[str, tuple[int, int]] = {
+    "tokens": (0, 32),
+    "flags": (32, 8),
+}
 
 
 class Opcode(enum.IntEnum):
@@ -119,6 +126,24 @@ class Opcode(enum.IntEnum):
     READ_CODES = 9
     READ_CB = 10
     READ_LUT = 11
+
+
+# opcode -> the header fields that command uses (the rest are ignored); the bank checks
+# `head` and `subspace` only where listed, and hw/command.py builds one union member per entry
+OPCODE_FIELDS: dict[Opcode, tuple[str, ...]] = {
+    Opcode.NOP: (),
+    Opcode.RESET: (),
+    Opcode.LOAD_CB: ("kv", "head", "subspace"),
+    Opcode.WRITE_KV: ("head", "addr", "count"),
+    Opcode.LOAD_LUT: ("head",),
+    Opcode.SCORE: ("head",),
+    Opcode.AGGREGATE: ("head",),
+    Opcode.READ_PARTIAL: ("head",),
+    Opcode.READ_STATUS: (),
+    Opcode.READ_CODES: ("kv", "head", "addr", "count"),
+    Opcode.READ_CB: ("kv", "head", "subspace"),
+    Opcode.READ_LUT: ("head",),
+}
 
 
 class Status(enum.IntEnum):
@@ -433,8 +458,8 @@ def decode_status(geom: Geometry, resp: Response) -> list[HeadStatus]:
     out = []
     for h in range(geom.heads):
         b0, bk, bv = resp.data[3 * h:3 * h + 3]
-        out.append(HeadStatus(tokens=b0 & 0xFFFF_FFFF, flags=Flag((b0 >> 32) & 0xFF),
-                              k_mask=bk, v_mask=bv))
+        f = _unpack_fields(STATUS_FIELDS, b0)
+        out.append(HeadStatus(tokens=f["tokens"], flags=Flag(f["flags"]), k_mask=bk, v_mask=bv))
     return out
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 
+from amaranth.hdl import Value
 from amaranth.sim import Simulator
 
 
@@ -70,13 +71,13 @@ def run_phases(
                         presenting[i] = True
                     ctx.set(s.port.valid, presenting[i])
                     if presenting[i]:
-                        ctx.set(s.port.payload.as_value(), s.beats[pos[i]])
+                        ctx.set(Value.cast(s.port.payload), s.beats[pos[i]])
                 for k in sinks:
                     ctx.set(k.port.ready, rng.random() >= k.backpressure)
                 fired_src = [presenting[i] and ctx.get(s.port.ready)
                              for i, s in enumerate(sources)]
                 fired_snk = [ctx.get(k.port.valid) and ctx.get(k.port.ready) for k in sinks]
-                snk_vals = [ctx.get(k.port.payload.as_value()) if f else None
+                snk_vals = [ctx.get(Value.cast(k.port.payload)) if f else None
                             for k, f in zip(sinks, fired_snk, strict=True)]
                 await ctx.tick()
                 for i, s in enumerate(sources):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 from aqpim.hw.bank import BankController
+from aqpim.hw.command import ResponseHeader
 from aqpim.sw.host.golden_device import GoldenBank
 
 from aqpim import isa
@@ -60,8 +61,8 @@ def run_amaranth(num: Numerics, commands: list[Command], *, seed: int = 0,
                 assert start < WATCHDOG, f"hang on {cmd!r} (response)"
                 if ready and valid:
                     got.append(payload)
-                    if need is None:
-                        need = 1 + ((payload >> 8) & 0xFFFF)  # header + its length field
+                    if need is None:  # header + the data beats its length field announces
+                        need = 1 + ResponseHeader.from_bits(payload).length
             ctx.set(dut.o_rsp.ready, 0)
             out.append((isa.decode_response(got), start))
 

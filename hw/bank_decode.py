@@ -1,0 +1,139 @@
+"""Command header decode and checks of the bank (docs/isa.md, "Status codes and check order").
+
+From a latched :class:`aqpim.hw.command.Command` header and the bank state the decoder computes,
+combinationally:
+
+- ``status``: the first check that fails, in the isa's order (BAD_OPCODE, then per opcode: head
+  and subspace range where the opcode has those fields, data length, then the command's own
+  checks), or OK;
+- ``rsp_length``: the data beats of the response if the command is accepted (read commands);
+- ``read``: the :class:`aqpim.hw.bank_reader.ColumnReader` request the command needs (code
+  columns for SCORE / AGGREGATE, the column WRITE_KV continues, the beats of a read command).
+
+Latency 0 (the sequencer registers ``status`` one cycle after the header, which keeps the
+checks off the input path); one header per cycle.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+from aqpim.hw.bank_reader import Sink, Source, read_request_layout
+from aqpim.hw.command import Command, Opcode, Status, bank_state_layout
+
+from aqpim import isa
+from aqpim.geometry import Geometry
+
+__all__ = ["CommandDecoder", "decode_bus", "sub_index"]
+
+
+def decode_bus(geometry: Geometry) -> wiring.Signature:
+    """The sequencer's side: header and state out, status, response length and read request in."""
+    return wiring.Signature({
+        "header": Out(Command),
+        "state": Out(bank_state_layout(geometry)),
+        "status": In(Status),
+        "rsp_length": In(unsigned(isa.RESPONSE_FIELDS["length"][1])),
+        "read": In(read_request_layout(geometry)),
+    })
+
+
+def sub_index(subspace, subspaces: int):
+    """A checked subspace field as an index of ``subspaces`` entries (a power of two)."""
+    return subspace[:subspaces.bit_length() - 1] if subspaces > 1 else 0
+
+
+class CommandDecoder(wiring.Component):
+    """Checks a command header against the bank state (see the module docstring).
+
+    Parameters (keyword-only)
+    -------------------------
+    geometry:
+        The bank's :class:`aqpim.geometry.Geometry` (beats per command, capacity, head slots).
+    """
+
+    def __init__(self, *, geometry: Geometry) -> None:
+        if not isinstance(geometry, Geometry):
+            raise TypeError(f"geometry must be a Geometry, got {geometry!r}")
+        self._g = geometry
+        super().__init__({"bus": In(decode_bus(geometry))})
+
+    def elaborate(self, platform: object) -> Module:
+        m = Module()
+        g, n = self._g, self._g.num
+        M, tpc = n.subspaces, g.tokens_per_column
+        hdr, st, bus = self.bus.header, self.bus.state, self.bus
+        op, p = hdr.opcode, hdr.params
+        used = (st.tokens + (tpc - 1)) >> (tpc.bit_length() - 1)  # code columns in use
+        k_full = st.k_mask == (1 << M) - 1
+        v_full = st.v_mask == (1 << M) - 1
+        cb_mask = Mux(p.read_cb.kv, st.v_mask, st.k_mask)
+
+        # Data beats each opcode must carry, and its own checks after head/subspace/length.
+        data_beats = {Opcode.LOAD_CB: g.cb_beats, Opcode.LOAD_LUT: g.lut_beats,
+                      Opcode.WRITE_KV: p.write_kv.count * g.token_beats}
+        wkv, rc = p.write_kv, p.read_codes
+        own = {
+            Opcode.WRITE_KV: [(wkv.count == 0, Status.BAD_LENGTH),
+                              (wkv.addr != st.tokens, Status.ADDR_RANGE),
+                              (wkv.addr + wkv.count > n.token_capacity, Status.CAPACITY),
+                              (~(k_full & v_full), Status.NO_CODEBOOK)],
+            Opcode.READ_CODES: [(rc.count == 0, Status.BAD_LENGTH),
+                                (rc.addr + rc.count > used, Status.ADDR_RANGE)],
+            Opcode.READ_CB: [(~cb_mask.bit_select(sub_index(p.read_cb.subspace, M), 1),
+                              Status.NO_CODEBOOK)],
+            Opcode.AGGREGATE: [(~v_full, Status.NO_CODEBOOK), (~st.scores, Status.NO_SCORES)],
+            Opcode.SCORE: [(~st.lut, Status.NO_LUT)],
+            Opcode.READ_LUT: [(~st.lut, Status.NO_LUT)],
+            Opcode.READ_PARTIAL: [(~st.partial, Status.NO_PARTIAL)],
+        }
+        with m.If(~op.as_value().matches(*Opcode)):
+            m.d.comb += bus.status.eq(Status.BAD_OPCODE)
+        with m.Else():
+            with m.Switch(op):
+                for code in Opcode:
+                    fields = getattr(p, code.name.lower())
+                    names = isa.OPCODE_FIELDS[isa.Opcode[code.name]]
+                    chain = []
+                    if "head" in names:
+                        chain.append((fields.head >= g.heads, Status.ADDR_RANGE))
+                    if "subspace" in names:
+                        chain.append((fields.subspace >= M, Status.ADDR_RANGE))
+                    chain.append((hdr.length != data_beats.get(code, 0), Status.BAD_LENGTH))
+                    chain += own.get(code, [])
+                    with m.Case(code):
+                        for i, (fail, status) in enumerate(chain):
+                            with (m.If if i == 0 else m.Elif)(fail):
+                                m.d.comb += bus.status.eq(status)
+                        with m.Else():
+                            m.d.comb += bus.status.eq(Status.OK)
+
+        # Response data beats of an accepted read command.
+        rsp = {Opcode.READ_PARTIAL: g.partial_beats, Opcode.READ_STATUS: g.status_beats,
+               Opcode.READ_CODES: rc.count, Opcode.READ_CB: g.cb_beats,
+               Opcode.READ_LUT: g.lut_beats}
+        with m.Switch(op):
+            for code, beats in rsp.items():
+                with m.Case(code):
+                    m.d.comb += bus.rsp_length.eq(beats)
+
+        # The read each command needs: (source, sink, first beat, beats).
+        passes = Mux(used == 0, 1, used)  # zero tokens still send one (empty) column
+        cb = p.read_cb
+        reads = {
+            Opcode.SCORE: (Source.KEYS, Sink.KEY, 0, passes),
+            Opcode.AGGREGATE: (Source.VALUES, Sink.VALUE, 0, passes),
+            Opcode.WRITE_KV: (Source.KEYS, Sink.RELOAD, st.tokens >> (tpc.bit_length() - 1), 1),
+            Opcode.READ_CODES: (Mux(rc.kv, Source.VALUES, Source.KEYS), Sink.RESPONSE, rc.addr,
+                                rc.count),
+            Opcode.READ_CB: (Source.CODEBOOK, Sink.RESPONSE,
+                             (cb.kv * M + sub_index(cb.subspace, M)) * g.cb_beats, g.cb_beats),
+            Opcode.READ_LUT: (Source.LUT, Sink.RESPONSE, 0, g.lut_beats),
+        }
+        with m.Switch(op):
+            for code, (src, sink, base, count) in reads.items():
+                with m.Case(code):
+                    m.d.comb += [bus.read.src.eq(src), bus.read.sink.eq(sink),
+                                 bus.read.base.eq(base), bus.read.count.eq(count)]
+        return m

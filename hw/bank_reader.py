@@ -1,0 +1,170 @@
+"""Code/column read streamer of the bank: one memory beat per cycle to the sink asked for.
+
+A request ``{src, sink, base, count}`` on ``ctrl`` (a one-cycle ``start`` strobe) makes the
+reader stream beats ``base .. base + count - 1`` of one of the bank's four memories (key codes,
+value codes, codebook copy, LUT copy) to one sink:
+
+- ``KEY`` / ``VALUE``: code columns for the attention unit's ``i_key`` / ``i_val``, as
+  :func:`aqpim.hw.lut_accumulate.column_layout` (``ntok`` of the last used column is what
+  remains of ``ctrl.tokens``; zero tokens give one ``ntok = 0, last = 1`` beat);
+- ``RESPONSE``: raw beats for the response mux (READ_CODES / READ_CB / READ_LUT);
+- ``RELOAD``: the stored key and value column side by side, for WRITE_KV to continue a column.
+
+Latency: the first beat is offered 2 cycles after the ``start`` strobe (one cycle to issue the
+read, one for the synchronous memory). Throughput: one beat per cycle (the next read is issued
+while the current beat is taken: read-ahead, II = 1); back-pressure stalls the read port.
+``ctrl.busy`` is low once the last beat has been taken.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib.memory import ReadPort
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+from aqpim.hw.command import bank_state_layout
+from aqpim.hw.lut_accumulate import column_layout
+
+from aqpim import isa
+from aqpim.geometry import Geometry
+
+__all__ = ["ColumnReader", "read_control", "Sink", "Source", "memory_depths",
+           "read_request_layout", "reload_layout"]
+
+W = isa.WORD_BITS
+
+
+class Source(enum.Enum, shape=2):
+    """The memory a request reads."""
+
+    KEYS = 0
+    VALUES = 1
+    CODEBOOK = 2
+    LUT = 3
+
+
+class Sink(enum.Enum, shape=3):
+    """Where the beats of a request go."""
+
+    NONE = 0
+    KEY = 1
+    VALUE = 2
+    RESPONSE = 3
+    RELOAD = 4
+
+
+def memory_depths(geometry: Geometry) -> dict[Source, int]:
+    """Beats in each memory: code columns per K or V, 2M codebooks, the LUT."""
+    g = geometry
+    return {Source.KEYS: g.columns_per_head, Source.VALUES: g.columns_per_head,
+            Source.CODEBOOK: 2 * g.num.subspaces * g.cb_beats, Source.LUT: g.lut_beats}
+
+
+def read_request_layout(geometry: Geometry) -> data.StructLayout:
+    depth = max(memory_depths(geometry).values())
+    return data.StructLayout({"src": Source, "sink": Sink, "base": range(depth + 1),
+                              "count": range(depth + 2)})
+
+
+def reload_layout() -> data.StructLayout:
+    return data.StructLayout({"k": unsigned(W), "v": unsigned(W)})
+
+
+def read_control(geometry: Geometry) -> wiring.Signature:
+    """The sequencer's side: a request with its ``start`` strobe, the token count, busy."""
+    return wiring.Signature({
+        "start": Out(1),
+        "request": Out(read_request_layout(geometry)),
+        "tokens": Out(bank_state_layout(geometry)["tokens"].shape),
+        "busy": In(1),
+    })
+
+
+class ColumnReader(wiring.Component):
+    """Streams memory beats to the sink of the current request (see the module docstring).
+
+    Parameters (keyword-only)
+    -------------------------
+    geometry:
+        The bank's :class:`aqpim.geometry.Geometry`; sizes the four read ports and the columns.
+    """
+
+    def __init__(self, *, geometry: Geometry) -> None:
+        if not isinstance(geometry, Geometry):
+            raise TypeError(f"geometry must be a Geometry, got {geometry!r}")
+        self._g = geometry
+        ports = {
+            f"{src.name.lower()}_mem": In(ReadPort.Signature(addr_width=ceil_log2(depth),
+                                                              shape=unsigned(W)))
+            for src, depth in memory_depths(geometry).items()
+        }
+        col = column_layout(geometry.num)
+        super().__init__({
+            "ctrl": In(read_control(geometry)),
+            **ports,
+            "o_key": Out(stream.Signature(col)),
+            "o_val": Out(stream.Signature(col)),
+            "o_data": Out(stream.Signature(unsigned(W))),
+            "o_reload": Out(stream.Signature(reload_layout())),
+        })
+
+    def elaborate(self, platform: object) -> Module:
+        m = Module()
+        g, req = self._g, self.ctrl.request
+        tpc = g.tokens_per_column
+        log_tpc = tpc.bit_length() - 1
+        mems = {Source.KEYS: self.keys_mem, Source.VALUES: self.values_mem,
+                Source.CODEBOOK: self.codebook_mem, Source.LUT: self.lut_mem}
+
+        # Read-ahead: a beat is read whenever the presented one is taken (or none is presented).
+        src = Signal(Source)
+        sink = Signal(Sink)
+        base = Signal.like(req.base)
+        nxt = Signal.like(req.base)
+        left = Signal.like(req.count)
+        valid = Signal()
+        idx = Signal.like(req.base)  # offset of the beat now presented
+        ready = Signal()
+        beat = Signal(W)
+        adv = ~valid | ready
+        for port in mems.values():
+            m.d.comb += [port.addr.eq(base + nxt), port.en.eq(adv)]
+        with m.Switch(src):
+            for s, port in mems.items():
+                with m.Case(s):
+                    m.d.comb += beat.eq(port.data)
+        with m.If(adv):
+            with m.If(left != 0):
+                m.d.sync += [valid.eq(1), nxt.eq(nxt + 1), left.eq(left - 1), idx.eq(nxt)]
+            with m.Else():
+                m.d.sync += valid.eq(0)
+        # A new request replaces an idle one (the sequencer only starts one when not busy).
+        with m.If(self.ctrl.start):
+            m.d.sync += [src.eq(req.src), sink.eq(req.sink), base.eq(req.base), nxt.eq(0),
+                         left.eq(req.count)]
+        m.d.comb += self.ctrl.busy.eq(valid | (left != 0))
+
+        # Code columns: the last used column carries what remains of the token count.
+        tokens = self.ctrl.tokens
+        used = (tokens + (tpc - 1)) >> log_tpc
+        last = idx == Mux(used == 0, 0, used - 1)
+        col = self.o_key.payload
+        m.d.comb += [
+            col.codes.eq(beat),
+            col.last.eq(last),
+            col.ntok.eq(Mux(tokens == 0, 0, Mux(last, tokens - (idx << log_tpc), tpc))),
+            self.o_val.payload.eq(col),
+            self.o_data.payload.eq(beat),
+            self.o_reload.payload.k.eq(self.keys_mem.data),
+            self.o_reload.payload.v.eq(self.values_mem.data),
+        ]
+
+        # Route the presented beat to the request's sink and take that sink's ready.
+        outs = {Sink.KEY: self.o_key, Sink.VALUE: self.o_val, Sink.RESPONSE: self.o_data,
+                Sink.RELOAD: self.o_reload}
+        with m.Switch(sink):
+            for s, port in outs.items():
+                with m.Case(s):
+                    m.d.comb += [port.valid.eq(valid), ready.eq(port.ready)]
+        return m

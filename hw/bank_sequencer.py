@@ -1,0 +1,206 @@
+"""Command sequencer of the bank: the FSM that runs one command at a time.
+
+It takes the header word from ``i_cmd``, has the :class:`~aqpim.hw.bank_decode.CommandDecoder`
+check it (state ``CHECK``, one cycle after the header), and then drives the other bank parts
+through their control ports: data beats to the :class:`~aqpim.hw.bank_unpack.BeatUnpacker`
+(``DATA``), column reads of the :class:`~aqpim.hw.bank_reader.ColumnReader` (``PASS`` for
+SCORE / AGGREGATE, ``RSP_MEM`` for reads, ``WKV_LOAD`` for the column WRITE_KV continues), the
+:class:`~aqpim.hw.bank_collect.CodeCollector` (``WKV_WAIT`` until every token is written), the
+attention unit's partial (``AGG_WAIT``) and the :class:`~aqpim.hw.bank_response.ResponseMux`
+(``RSP_HDR``, ``RSP_REG``, ``RSP_MEM``). It owns the bank state of docs/isa.md (token count,
+loaded masks, LUT / scores / partial flags) and the partial registers.
+
+A rejected command's ``length`` data beats are drained (``DRAIN``) and only a response header
+goes out, so no command can hang the bank or change its state. Cycles per command are
+docs/bank.md's table (header to decision 2 cycles).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+from aqpim.hw.attention import partial_layout
+from aqpim.hw.bank_collect import collect_control
+from aqpim.hw.bank_decode import decode_bus, sub_index
+from aqpim.hw.bank_reader import read_control
+from aqpim.hw.bank_response import Select, response_control
+from aqpim.hw.bank_unpack import unpack_control
+from aqpim.hw.command import Command, CommandWord, Opcode, Status, bank_state_layout
+
+from aqpim import isa
+from aqpim.geometry import Geometry
+
+__all__ = ["BankSequencer"]
+
+W = isa.WORD_BITS
+
+
+class BankSequencer(wiring.Component):
+    """Runs commands (see the module docstring).
+
+    Parameters (keyword-only)
+    -------------------------
+    geometry:
+        The bank's :class:`aqpim.geometry.Geometry`.
+    """
+
+    def __init__(self, *, geometry: Geometry) -> None:
+        if not isinstance(geometry, Geometry):
+            raise TypeError(f"geometry must be a Geometry, got {geometry!r}")
+        self._g = geometry
+        super().__init__({
+            "i_cmd": In(stream.Signature(unsigned(W))),
+            "o_data": Out(stream.Signature(unsigned(W))),
+            "decode": Out(decode_bus(geometry)),
+            "read": Out(read_control(geometry)),
+            "unpack": Out(unpack_control()),
+            "collect": Out(collect_control(geometry)),
+            "respond": Out(response_control(geometry)),
+            "i_partial": In(stream.Signature(partial_layout(geometry.num))),
+            "unit_rst": Out(1),
+        })
+
+    def elaborate(self, platform: object) -> Module:
+        m = Module()
+        g = self._g
+        M = g.num.subspaces
+        cmd, rsp = self.i_cmd, self.respond
+
+        # The latched header, the status decided for it, the data beats still to come.
+        hdr = Signal(Command)
+        op = hdr.opcode
+        status = Signal(Status)
+        left = Signal(range(1 << 16))
+        rsp_len = Signal(unsigned(isa.RESPONSE_FIELDS["length"][1]))
+        state = Signal(bank_state_layout(g))
+        partial = Signal(partial_layout(g.num))
+        cb = hdr.params.load_cb
+        m.d.comb += [
+            self.decode.header.eq(hdr), self.decode.state.eq(state),
+            self.read.request.eq(self.decode.read), self.read.tokens.eq(state.tokens),
+            self.unpack.header.eq(hdr), self.collect.first.eq(state.tokens),
+            rsp.header.status.eq(status), rsp.header.opcode.eq(op), rsp.header.length.eq(rsp_len),
+            rsp.state.eq(state), rsp.partial.eq(partial),
+            self.o_data.payload.eq(cmd.payload),
+        ]
+
+        with m.FSM():
+            # Latch a header word; decide next cycle (keeps the checks off the input path).
+            with m.State("IDLE"):
+                m.d.comb += cmd.ready.eq(1)
+                with m.If(cmd.valid):
+                    header = CommandWord(cmd.payload).header
+                    m.d.sync += [hdr.eq(header), left.eq(header.length)]
+                    m.next = "CHECK"
+
+            with m.State("CHECK"):
+                ok = self.decode.status == Status.OK
+                m.d.sync += [status.eq(self.decode.status),
+                             rsp_len.eq(Mux(ok, self.decode.rsp_length, 0))]
+                m.d.comb += self.unpack.start.eq(1)
+                with m.If(~ok):
+                    m.next = "DRAIN"
+                with m.Else():
+                    with m.Switch(op):
+                        with m.Case(Opcode.RESET):
+                            m.d.comb += self.unit_rst.eq(1)
+                            m.d.sync += state.eq(0)
+                            m.next = "RSP_HDR"
+                        with m.Case(Opcode.LOAD_CB, Opcode.LOAD_LUT):
+                            m.next = "DATA"
+                        with m.Case(Opcode.WRITE_KV):
+                            # new tokens: the scores no longer cover every token
+                            m.d.comb += [self.collect.start.eq(1), self.read.start.eq(1)]
+                            m.d.sync += state.scores.eq(0)
+                            m.next = "WKV_LOAD"
+                        with m.Case(Opcode.SCORE, Opcode.AGGREGATE):
+                            # SCORE restarts the attention path: a head may be rescored
+                            m.d.comb += [self.unit_rst.eq(op == Opcode.SCORE),
+                                         self.read.start.eq(1)]
+                            m.next = "PASS"
+                        with m.Default():
+                            m.next = "RSP_HDR"
+
+            # A rejected command: swallow its data beats, then answer with the status alone.
+            with m.State("DRAIN"):
+                m.d.comb += cmd.ready.eq(left != 0)
+                with m.If(left == 0):
+                    m.next = "RSP_HDR"
+                with m.Elif(cmd.valid):
+                    m.d.sync += left.eq(left - 1)
+
+            # LOAD_CB / LOAD_LUT / WRITE_KV data beats go to the unpacker.
+            with m.State("DATA"):
+                m.d.comb += [self.o_data.valid.eq(cmd.valid), cmd.ready.eq(self.o_data.ready)]
+                with m.If(cmd.valid & self.o_data.ready):
+                    m.d.sync += left.eq(left - 1)
+                with m.If(self.unpack.last):
+                    with m.Switch(op):
+                        with m.Case(Opcode.LOAD_CB):  # the K-th centroid
+                            sub = sub_index(cb.subspace, M)
+                            with m.If(cb.kv):
+                                m.d.sync += state.v_mask.bit_select(sub, 1).eq(1)
+                            with m.Else():
+                                m.d.sync += state.k_mask.bit_select(sub, 1).eq(1)
+                            m.next = "DRAIN"
+                        with m.Case(Opcode.LOAD_LUT):
+                            with m.If(left == 1):
+                                m.d.sync += [state.lut.eq(1), state.scores.eq(0)]
+                                m.next = "DRAIN"
+                        with m.Case(Opcode.WRITE_KV):  # a vector done; the last one?
+                            with m.If(left == 0):
+                                m.next = "WKV_WAIT"
+
+            # WRITE_KV: the reader issues the column read, the memory answers a cycle later.
+            with m.State("WKV_LOAD"):
+                m.next = "WKV_LOAD2"
+            with m.State("WKV_LOAD2"):
+                m.next = "DATA"
+            with m.State("WKV_WAIT"):
+                with m.If(self.collect.written == hdr.params.write_kv.count):
+                    m.d.sync += state.tokens.eq(state.tokens + hdr.params.write_kv.count)
+                    m.next = "RSP_HDR"
+
+            # SCORE / AGGREGATE: code columns stream from the reader into the attention path.
+            with m.State("PASS"):
+                with m.If(~self.read.busy):
+                    with m.If(op == Opcode.SCORE):
+                        m.d.sync += state.scores.eq(1)
+                        m.next = "RSP_HDR"
+                    with m.Else():
+                        m.next = "AGG_WAIT"
+            with m.State("AGG_WAIT"):
+                m.d.comb += self.i_partial.ready.eq(1)
+                with m.If(self.i_partial.valid):
+                    m.d.sync += [partial.eq(self.i_partial.payload), state.partial.eq(1),
+                                 state.scores.eq(0)]
+                    m.next = "RSP_HDR"
+
+            # Responses: the header word, then the data beats of read commands.
+            self._respond(m, op, rsp_len)
+        return m
+
+    def _respond(self, m: Module, op, rsp_len) -> None:
+        """The response states (inside the FSM): the header word, then read commands' beats."""
+        rsp = self.respond
+        with m.State("RSP_HDR"):
+            m.d.comb += rsp.select.eq(Select.HEADER)
+            with m.If(rsp.taken):
+                with m.If(rsp_len == 0):
+                    m.next = "IDLE"
+                with m.Elif(op.as_value().matches(Opcode.READ_CODES, Opcode.READ_CB,
+                                                  Opcode.READ_LUT)):
+                    m.d.comb += self.read.start.eq(1)
+                    m.next = "RSP_MEM"
+                with m.Else():
+                    m.next = "RSP_REG"
+        with m.State("RSP_REG"):
+            m.d.comb += rsp.select.eq(Mux(op == Opcode.READ_STATUS, Select.STATUS,
+                                          Select.PARTIAL))
+            with m.If(rsp.taken & rsp.last):
+                m.next = "IDLE"
+        with m.State("RSP_MEM"):
+            m.d.comb += rsp.select.eq(Select.MEMORY)
+            with m.If(~self.read.busy):
+                m.next = "IDLE"

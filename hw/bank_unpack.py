@@ -1,0 +1,171 @@
+"""Beat unpacker of the bank: command data beats into the units' typed payloads.
+
+The sequencer forwards the data beats of an accepted LOAD_CB, WRITE_KV or LOAD_LUT on
+``i_data``; the latched header on ``ctrl`` says which:
+
+- LOAD_LUT: each beat goes straight to the attention unit (``o_lut``: row and its E = 256 / L'
+  sign-extended entries) and, normalised, to the LUT copy (``lut_write``) for READ_LUT;
+  one beat per cycle, latency 0.
+- LOAD_CB: a beat is held and its centroids (groups of d elements) are handed out one per
+  cycle to the encoder (``o_cb``) and, for values, to the value MAC (``o_vcb``); the normalised
+  beat goes to the codebook copy (``cb_write``). K centroids take K cycles plus one per beat.
+- WRITE_KV: the held beat's sub-vectors go to the encoder (``o_x``), keys of a token as
+  subspaces 0..M-1 and its values as M..2M-1, one per cycle; a vector ends its beat (the next
+  vector starts on a fresh beat), so the rate is one sub-vector per cycle plus one cycle per beat.
+
+``ctrl.last`` is high in the cycle that completes a unit: the K-th centroid, a vector's M-th
+sub-vector, or any LUT beat. ``ctrl.start`` (the header check) resets the counters.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import WritePort
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+from aqpim.hw.bank_decode import sub_index
+from aqpim.hw.command import Command, Opcode
+from aqpim.hw.lut_accumulate import lut_write_layout
+from aqpim.hw.value_mac import codebook_write_layout
+
+from aqpim import isa
+from aqpim.geometry import Geometry
+
+__all__ = ["BeatUnpacker", "unpack_control"]
+
+W = isa.WORD_BITS
+
+
+def unpack_control() -> wiring.Signature:
+    """The sequencer's side: start strobe and header out, end of a unit in."""
+    return wiring.Signature({"start": Out(1), "header": Out(Command), "last": In(1)})
+
+
+def _elements(m: Module, word, width: int, bits: int, count: int) -> Signal:
+    """The ``count`` ``bits``-bit signed values stored ``width`` bits apart in ``word``."""
+    src = data.View(data.ArrayLayout(unsigned(width), count), word)
+    out = Signal(data.ArrayLayout(signed(bits), count))
+    m.d.comb += [out[i].eq(src[i][:bits].as_signed()) for i in range(count)]
+    return out
+
+
+def _normalised(m: Module, word, width: int, bits: int) -> Signal:
+    """``word`` with every ``width``-bit slot sign-extended from its low ``bits`` bits."""
+    vals = _elements(m, word, width, bits, W // width)
+    out = Signal(data.ArrayLayout(signed(width), W // width))
+    m.d.comb += [out[i].eq(vals[i]) for i in range(W // width)]
+    return out
+
+
+class BeatUnpacker(wiring.Component):
+    """Hands data beats to the encoder and attention unit (see the module docstring).
+
+    Parameters (keyword-only)
+    -------------------------
+    geometry:
+        The bank's :class:`aqpim.geometry.Geometry`.
+    cb_layout, x_layout:
+        The encoder's ``i_cb`` and ``i_x`` payload layouts (:class:`aqpim.hw.encoder.PQEncoder`
+        with 2M subspaces).
+    """
+
+    def __init__(self, *, geometry: Geometry, cb_layout: data.Layout,
+                 x_layout: data.Layout) -> None:
+        if not isinstance(geometry, Geometry):
+            raise TypeError(f"geometry must be a Geometry, got {geometry!r}")
+        self._g = geometry
+        n = geometry.num
+        super().__init__({
+            "ctrl": In(unpack_control()),
+            "i_data": In(stream.Signature(unsigned(W))),
+            "o_cb": Out(stream.Signature(cb_layout)),
+            "o_x": Out(stream.Signature(x_layout)),
+            "o_vcb": Out(stream.Signature(codebook_write_layout(n))),
+            "o_lut": Out(stream.Signature(lut_write_layout(n))),
+            "cb_write": In(WritePort.Signature(
+                addr_width=ceil_log2(2 * n.subspaces * geometry.cb_beats), shape=unsigned(W))),
+            "lut_write": In(WritePort.Signature(addr_width=ceil_log2(geometry.lut_beats),
+                                                shape=unsigned(W))),
+        })
+
+    def elaborate(self, platform: object) -> Module:
+        m = Module()
+        g = self._g
+        n = g.num
+        M, K, d = n.subspaces, n.centroids, n.sub_dim
+        ew, lw = g.elem_width, g.lut_width
+        gpb = W // (d * ew)  # groups (centroids, sub-vectors) per beat
+        hdr, i_data = self.ctrl.header, self.i_data
+        cb = hdr.params.load_cb
+        cb_sub = cb.kv * M + sub_index(cb.subspace, M)  # keys 0..M-1, values M..2M-1
+
+        # The held beat, the group in it now offered, and the counters of this command.
+        full = Signal()
+        beat = Signal(data.ArrayLayout(unsigned(d * ew), gpb))
+        slot = Signal(range(gpb + 1))
+        grp = Signal(range(max(K, M) + 1))  # centroid (LOAD_CB) or subspace (WRITE_KV)
+        vec = Signal(range(2 * g.max_tokens_per_write + 2))  # vectors done (WRITE_KV)
+        row = Signal(range(max(g.lut_beats, g.cb_beats) + 1))  # beats taken
+        group = _elements(m, beat[slot[:ceil_log2(gpb)]] if gpb > 1 else beat[0], ew,
+                          n.elem_bits, d)
+        took = i_data.valid & i_data.ready
+        with m.If(took):
+            m.d.sync += row.eq(row + 1)
+
+        # LOAD_LUT: a whole beat per cycle into the LUT, its normalised copy beside it.
+        with m.If(hdr.opcode == Opcode.LOAD_LUT):
+            lut = self.o_lut.payload
+            m.d.comb += [
+                lut.row.eq(row),
+                lut.values.eq(_elements(m, i_data.payload, lw, n.lut_bits, W // lw)),
+                self.o_lut.valid.eq(i_data.valid),
+                i_data.ready.eq(self.o_lut.ready),
+                self.lut_write.addr.eq(row),
+                self.lut_write.data.eq(_normalised(m, i_data.payload, lw, n.lut_bits)),
+                self.lut_write.en.eq(took),
+                self.ctrl.last.eq(took),
+            ]
+        # LOAD_CB / WRITE_KV: take a beat when none is held, then hand out its groups.
+        with m.Else():
+            m.d.comb += i_data.ready.eq(~full)
+            with m.If(took):
+                m.d.sync += [beat.eq(i_data.payload), slot.eq(0), full.eq(1)]
+            with m.If(hdr.opcode == Opcode.LOAD_CB):
+                m.d.comb += [
+                    self.cb_write.addr.eq(cb_sub * g.cb_beats + row),
+                    self.cb_write.data.eq(_normalised(m, i_data.payload, ew, n.elem_bits)),
+                    self.cb_write.en.eq(took),
+                ]
+
+        # One centroid per cycle into the encoder and, for values, the value MAC. Writes are
+        # idempotent, so a unit that took the centroid early may see it again while waiting.
+        enc, mac = self.o_cb.payload, self.o_vcb.payload
+        m.d.comb += [enc.sub.eq(cb_sub), enc.idx.eq(grp), enc.vec.eq(group),
+                     mac.subspace.eq(cb.subspace), mac.index.eq(grp), mac.vector.eq(group)]
+        with m.If(full & (hdr.opcode == Opcode.LOAD_CB)):
+            m.d.comb += [self.o_cb.valid.eq(1), self.o_vcb.valid.eq(cb.kv)]
+            with m.If(self.o_cb.ready & (self.o_vcb.ready | ~cb.kv)):
+                m.d.sync += [grp.eq(grp + 1), slot.eq(slot + 1)]
+                with m.If(grp == K - 1):
+                    m.d.comb += self.ctrl.last.eq(1)
+                    m.d.sync += full.eq(0)
+                with m.Elif(slot == gpb - 1):
+                    m.d.sync += full.eq(0)
+
+        # Sub-vector `grp` of vector `vec` (even: key, odd: value) of a token.
+        x = self.o_x.payload
+        m.d.comb += [x.sub.eq(vec[0] * M + grp[:ceil_log2(M)]), x.x.eq(group)]
+        with m.If(full & (hdr.opcode == Opcode.WRITE_KV)):
+            m.d.comb += self.o_x.valid.eq(1)
+            with m.If(self.o_x.ready):
+                m.d.sync += [grp.eq(grp + 1), slot.eq(slot + 1)]
+                with m.If(grp == M - 1):
+                    m.d.comb += self.ctrl.last.eq(1)
+                    m.d.sync += [grp.eq(0), vec.eq(vec + 1), full.eq(0)]
+                with m.Elif(slot == gpb - 1):
+                    m.d.sync += full.eq(0)
+
+        with m.If(self.ctrl.start):
+            m.d.sync += [slot.eq(0), grp.eq(0), vec.eq(0), row.eq(0), full.eq(0)]
+        return m
