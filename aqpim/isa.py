@@ -68,6 +68,7 @@ __all__ = [
     "decode_command",
     "encode_response",
     "decode_response",
+    "response_length",
     "HeadStatus",
     "decode_status",
     "decode_partial",
@@ -309,6 +310,11 @@ def encode_header(cmd: Command) -> int:
 def decode_header(word: int) -> dict[str, int]:
     """Fields of a command header word (reserved bits ignored, as the bank does)."""
     return _unpack_fields(HEADER_FIELDS, word)
+
+
+def response_length(word: int) -> int:
+    """Data beats that follow a response header word (its ``length`` field)."""
+    return _unpack_fields(RESPONSE_FIELDS, word)["length"]
 
 
 def encode_command(cmd: Command) -> list[int]:

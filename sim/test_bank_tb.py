@@ -39,6 +39,8 @@ from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, RisingEdge
 from cocotb.utils import get_sim_time
 
+from aqpim import isa
+
 WORD = unsigned(256)
 
 
@@ -60,7 +62,7 @@ async def _run_command(
             if b in done:
                 continue
             got = sinks[b].received[base[b]:]
-            if got and len(got) >= 1 + ((got[0].raw >> 8) & 0xFFFF):
+            if got and len(got) >= 1 + isa.response_length(got[0].raw):
                 done[b] = got[-1].cycle - start
         if srcs[0].cycle() - start > watchdog:
             pending = [b for b in targets if b not in done]
