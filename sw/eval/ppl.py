@@ -146,7 +146,7 @@ def capture_kv(model, windows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray
             np.stack([np.concatenate(x, axis=1) for x in vs]))
 
 
-def train_layer(x: np.ndarray, d: int, k: int, seed: int = 0, iters: int = 20
+def train_layer(x: np.ndarray, d: int, k: int, seed: int = 0, iters: int = 10
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Codebooks of one layer's heads x (Hkv, N, D): float (Hkv, M, K, d), int and steps.
 
@@ -555,15 +555,19 @@ def main(argv: list[str] | None = None) -> int:
     cfg_tag = (f"{tid}-{cid}-T{args.window}-S{args.sinks}-W{args.recent}-C{args.calib_windows}"
                f"-G{args.key_group}x{args.value_group}")
     books = args.out / f"books-{cfg_tag}.npz"
-    if needed_books(settings) and not books.is_file():
+    stale = books.is_file() and any(
+        _book_key(*b) + "_float" not in set(np.load(books).files) for b in needed_books(settings))
+    if needed_books(settings) and (stale or not books.is_file()):
+        # k-means per (layer, side, (d, K)) runs as tasks on the same kind of cluster.
         t0 = time.perf_counter()
-        calibrate(model, cwins, settings, books, progress=progress)
+        client, cluster = _client(args.scheduler, args.workers)
+        try:
+            calibrate(model, cwins, settings, books, client=client, progress=progress)
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
         logging.info("calibration %.1f s", time.perf_counter() - t0)
-    elif books.is_file():
-        # A file from an earlier run may lack a set that a new --settings needs.
-        have = set(np.load(books).files)
-        if any(_book_key(*b) + "_float" not in have for b in needed_books(settings)):
-            calibrate(model, cwins, settings, books, progress=progress)
     _STATE.pop("model")  # the workers load their own; free this process's copy
     threads = max(1, (os.cpu_count() or 1) // args.workers)
     tasks = make_tasks(settings, windows, str(books.resolve()), integer=not args.no_int,
