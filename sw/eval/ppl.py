@@ -56,6 +56,7 @@ __all__ = [
     "make_cache",
     "run_sweep",
     "summarize",
+    "summary",
     "main",
 ]
 
@@ -358,6 +359,25 @@ def summarize(settings: list[Setting], done: dict[str, dict], tag: str, windows:
             "window": tokens, "fp16_ppl": base, "settings": rows}
 
 
+SUMMARY_KEYS = ("name", "kind", "key", "value", "code_bits_per_element", "bits_per_element",
+                "ppl_ratio_float", "ppl_ratio_int")
+
+
+def summary(report: dict) -> dict:
+    """The machine-readable summary (sw/data/ppl_smollm2.json) the performance model reads.
+
+    ``{"model", "tokens", "fp16_ppl", "settings": [{name, kind, key, value,
+    code_bits_per_element, bits_per_element, ppl_ratio_float, ppl_ratio_int}]}`` plus the
+    window geometry (``windows``, ``window``, ``sinks``, ``recent``).
+    """
+    out = {k: report[k] for k in ("model", "tokens", "fp16_ppl")}
+    out["settings"] = [{k: r[k] for k in SUMMARY_KEYS} for r in report["settings"]]
+    for k in ("windows", "window", "sinks", "recent"):
+        if k in report:
+            out[k] = report[k]
+    return out
+
+
 def targets(report: dict) -> dict:
     """The issue's targets, each with the numbers that decide it."""
     rows = [r for r in report["settings"] if r["kind"] == "pq" and r["ppl_ratio_int"]]
@@ -513,6 +533,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=1, help="LocalCluster worker processes")
     ap.add_argument("--out", type=Path, default=Path("out/ppl"), help="output directory")
     ap.add_argument("--json", action="store_true", help="print one JSON document to stdout")
+    ap.add_argument("--summary", type=Path, default=None,
+                    help="also write the short summary (schema of sw/data/ppl_smollm2.json)")
     ap.add_argument("--no-plots", action="store_true")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
@@ -582,6 +604,8 @@ def main(argv: list[str] | None = None) -> int:
     report["texts"] = {"eval": tid, "calib": cid}
     report["targets"] = targets(report)
     (args.out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    if args.summary is not None:
+        args.summary.write_text(json.dumps(summary(report), indent=1) + "\n")
     table = format_table(report)
     (args.out / "table.txt").write_text(table + "\n")
     if not args.no_plots:
