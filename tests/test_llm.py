@@ -245,7 +245,7 @@ def test_killed_sweep_resumes_without_repeating(tmp_path) -> None:  # noqa: ANN0
     tasks = [{"key": f"t/{i}"} for i in range(8)]
     res = tmp_path / "results.jsonl"
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
-                      dashboard_address=None) as cluster:
+                      dashboard_address=":0") as cluster:
         addr = cluster.scheduler_address
         _CALLS.clear()
         ppl.run_sweep(tasks, res, scheduler=addr, progress=False, limit=3,

@@ -252,7 +252,7 @@ def _client(scheduler: str | None, workers: int):  # noqa: ANN202
     if scheduler:
         return Client(scheduler), None
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                           dashboard_address=None, silence_logs=logging.ERROR)
+                           dashboard_address=":0", silence_logs=logging.ERROR)
     return Client(cluster), cluster
 
 
