@@ -425,6 +425,29 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def format_markdown(report: dict) -> str:
+    """The table of docs/llm.md: bits, perplexity ratios float and integer, gap, seconds."""
+    def f(x: float | None, fmt: str = ".4f") -> str:
+        return "-" if x is None else format(x, fmt)
+
+    def side(x: dict) -> str:
+        return f"d={x['d']}, K={x['K']}" if "d" in x else f"{x['bits']}-bit"
+
+    lines = ["| setting | keys | values | code bits | bits/element | ppl ratio float | "
+             "ppl ratio int | int / float - 1 | s float | s int |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in report["settings"]:
+        gap = (None if r["ppl_int"] is None or r["ppl_float"] is None
+               else 100 * (r["ppl_int"] / r["ppl_float"] - 1))
+        lines.append(
+            f"| {r['name']} | {side(r['key'])} | {side(r['value'])} | "
+            f"{r['code_bits_per_element']:.3f} | {r['bits_per_element']:.3f} | "
+            f"{f(r['ppl_ratio_float'])} | {f(r['ppl_ratio_int'])} | "
+            f"{'-' if gap is None else f'{gap:+.2f} %'} | {f(r['seconds_float'], '.0f')} | "
+            f"{f(r['seconds_int'], '.0f')} |")
+    return "\n".join(lines)
+
+
 def plot(report: dict, out: Path) -> Path:
     """Perplexity ratio against bits per element, the hardware's (d, K) marked."""
     import matplotlib
