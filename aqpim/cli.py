@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench golden": ("aqpim.commands.bench", "golden-model throughput against FAISS (JSON)"),
     "bench perf": ("aqpim.sw.perf.cli", "HBM3-PIM performance model against GPU and FP16 PIM"),
     "eval accuracy": ("aqpim.sw.eval.accuracy", "accuracy of PQ attention on activations"),
+    "eval ppl": ("aqpim.sw.eval.ppl", "LLM perplexity with the KV cache compressed in the loop"),
 }
 
 

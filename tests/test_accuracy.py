@@ -200,17 +200,20 @@ def test_pq_float_matches_reference_pq_attention():
         np.testing.assert_allclose(out[i], want, rtol=1e-10, atol=1e-12)
 
 
-def test_quick_end_to_end_pq_beats_uniform(tmp_path, monkeypatch):
+def test_quick_end_to_end_pq_beats_uniform(tmp_path, monkeypatch, capsys):
     """--quick on clustered synthetic data: the JSON is complete, and 2-bit PQ beats uniform
-    2-bit (which even has more bits) on data that PQ's clusters fit."""
+    2-bit (which even has more bits) on data that PQ's clusters fit. With --json, stdout is
+    exactly one JSON document (the report)."""
     f = tmp_path / "acts.npz"
     np.savez(f, **_clustered(64, 2))
     monkeypatch.setitem(sys.modules, "torch", None)  # the task metric must skip cleanly
     out = tmp_path / "out"
     rc = acc.main(["--acts", str(f), "--quick", "--out", str(out), "--no-progress",
-                   "--task", "on", "--stride", "8"])
+                   "--task", "on", "--stride", "8", "--json"])
     assert rc == 0
     rep = json.loads((out / "accuracy.json").read_text())
+    printed = json.loads(capsys.readouterr().out)  # fails on any other stdout text
+    assert printed["results"] == rep["results"]
     by = {r["setting"]["name"]: r for r in rep["results"]}
     assert set(by) >= {"fp16", "uniform-2", "uniform-3", "uniform-4", "pq-d2-K16", "best"}
     for r in rep["results"]:

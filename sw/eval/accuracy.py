@@ -1106,7 +1106,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--task", choices=("auto", "on", "off"), default="auto",
                     help="task-level MiniLM embedding metric (needs torch); auto: if available")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--json", action="store_true",
+                    help="print one JSON document (the report) to stdout; text goes to stderr")
     args = ap.parse_args(argv)
+    # With --json, stdout carries exactly one JSON document; everything else goes to stderr.
+    out_stream = sys.stderr if args.json else sys.stdout
+
+    def say(*parts: object) -> None:
+        print(*parts, file=out_stream)
 
     for key in ("stride", "max_heads", "window", "key_group", "value_group", "amortise"):
         val = getattr(args, key)
@@ -1144,7 +1151,7 @@ def main(argv: list[str] | None = None) -> int:
             import torch  # noqa: F401
         except ImportError:
             report["task"] = {"skipped": "torch is not installed (pip install '.[eval]')"}
-            print("task-level metric skipped: torch is not installed (pip install '.[eval]')")
+            say("task-level metric skipped: torch is not installed (pip install '.[eval]')")
         else:
             names = ("best", "best-eq", "best4", "uniform-2", "uniform-3", "uniform-4")
             sel = [s for s in default_settings() if s.name in names]
@@ -1156,20 +1163,22 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "accuracy.json").write_text(json.dumps(report, indent=1))
     table = format_table(report)
     (args.out / "accuracy.txt").write_text(table + "\n")
-    print(f"{acts.source}\nshape {report['shape']}, {report['sequences']} sequence(s) of "
+    say(f"{acts.source}\nshape {report['shape']}, {report['sequences']} sequence(s) of "
           f"{report['window']} tokens, {report['heads_evaluated']} heads, "
           f"{report['decode_positions_per_sequence']} decode positions each")
-    print(table)
+    say(table)
     for kind, res in report["targets"].items():
         for label, r in res.items():
-            print(f"target {kind} {label}: {json.dumps(r)}")
+            say(f"target {kind} {label}: {json.dumps(r)}")
     task = report.get("task", {})
     for name, r in task.get("settings", {}).items():
-        print(f"task {name}: {json.dumps(r)}")
+        say(f"task {name}: {json.dumps(r)}")
     if not args.no_plots:
         for p in plot(report, args.out):
-            print(f"wrote {p}")
-    print(f"wrote {args.out / 'accuracy.json'} ({report['seconds']} s)")
+            say(f"wrote {p}")
+    say(f"wrote {args.out / 'accuracy.json'} ({report['seconds']} s)")
+    if args.json:
+        print(json.dumps(report))
     return 0
 
 
