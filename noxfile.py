@@ -1,4 +1,5 @@
-"""Task runner. ``nox`` alone runs lint and the default test subset (what CI runs).
+"""Task runner. ``nox`` alone runs lint, the default test subset and the fast LLM tests (what CI
+runs).
 
 Sessions: lint, tests (unit tests + representative co-simulation), cosim (the full
 co-simulation matrix), verilog, bench, demo, accuracy, llm (LLM perplexity tests).
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import nox
 
-nox.options.sessions = ["lint", "tests"]
+nox.options.sessions = ["lint", "tests", "llm"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = False
 
