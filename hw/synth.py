@@ -43,13 +43,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aqpim.hw.verilog import UNITS, _parse_param, build_unit
+from aqpim.hw import verilog
+from aqpim.hw.verilog import UNITS, _parse_param
 
 __all__ = [
     "GATES",
     "LEVEL_BUDGET",
     "NAND2_WEIGHTS",
     "PRESETS",
+    "REFERENCES",
     "SynthResult",
     "main",
     "nand2_area",
@@ -74,6 +76,9 @@ NAND2_WEIGHTS: dict[str, float] = {
 }
 _FF_PREFIXES = ("$_DFF_", "$_DFFE_", "$_SDFF_", "$_SDFFE_", "$_SDFFCE_", "$_DFFSR_",
                 "$_DFFSRE_", "$_ALDFF_", "$_ALDFFE_", "$_DLATCH_", "$_FF_")
+
+# Synthesis-only references (not AQPIM units, not in `aqpim verilog`): AttAcc's per-bank unit.
+REFERENCES: dict[str, str] = {"fp16_mac16": "aqpim.hw.fp16_mac:FP16MAC"}
 
 # HBM3 tCK = 0.769 ns; a stage of tCK x 2 holds about 20 generic gate levels (BRIEF).
 LEVEL_BUDGET = 20
@@ -285,6 +290,16 @@ def _levels(path: Path) -> tuple[int, list[str]]:
     return int(match.group(1)), nodes
 
 
+def build_unit(unit: str, params: dict[str, int]) -> Any:
+    """A registered unit (:data:`aqpim.hw.verilog.UNITS`) or a reference (:data:`REFERENCES`)."""
+    if unit in REFERENCES:
+        import importlib
+
+        module, _, cls = REFERENCES[unit].partition(":")
+        return getattr(importlib.import_module(module), cls)(**params)
+    return verilog.build_unit(unit, params)
+
+
 def synth_unit(
     unit: str, params: dict[str, int] | None = None, *, workdir: Path | None = None,
     timeout: float = 3600.0,
@@ -374,7 +389,8 @@ def _table(results: list[SynthResult]) -> str:
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="aqpim synth", description=__doc__.split("\n")[0])
-    ap.add_argument("unit", nargs="?", help=f"one of: {', '.join(sorted(UNITS))}")
+    ap.add_argument("unit", nargs="?",
+                    help=f"one of: {', '.join(sorted(UNITS))}; reference: fp16_mac16")
     ap.add_argument("--all", action="store_true", help="every registered unit")
     ap.add_argument("--param", "-p", action="append", default=[], metavar="NAME=VALUE")
     ap.add_argument("--preset", choices=[*PRESETS, "both"], default="default",
@@ -400,8 +416,11 @@ def main(argv: list[str]) -> int:
         else:
             if not args.unit:
                 raise ValueError("give a UNIT or --all")
-            if args.unit not in UNITS:
-                raise ValueError(f"unknown unit {args.unit!r}; known: {', '.join(sorted(UNITS))}")
+            if args.unit not in UNITS and args.unit not in REFERENCES:
+                raise ValueError(
+                    f"unknown unit {args.unit!r}; known: {', '.join(sorted(UNITS))}, "
+                    f"references: {', '.join(REFERENCES)}"
+                )
             for preset in presets:
                 params = dict(PRESETS[preset].get(args.unit, {}))
                 params.update(dict(_parse_param(p) for p in args.param))
