@@ -6,9 +6,10 @@ to the lowest index at every level and therefore overall.
 
 With ``stage_levels = s > 0`` the (value, index) pairs are registered after every s tree levels
 (not after the last: the user registers the output), so a clock period holds s compare-select
-levels (about 8 generic gate levels each at 17-18-bit distances: s = 2 fits the 20-level
-budget of tCK x 2, docs/silicon.md). The registers load when ``en`` is high (the user's
-pipeline enable), so back-pressure freezes the tree with the rest of the pipeline.
+levels (about 12 generic gate levels each at 18-bit distances: s = 1 fits the 20-level
+budget of tCK x 2, s = 2 measured 26, docs/silicon.md). The registers load when ``en`` is
+high (the user's pipeline enable), so back-pressure freezes the tree with the rest of the
+pipeline.
 
 Latency: :attr:`ArgminTree.latency` = ``(ceil(log2 N) - 1) // s`` cycles (0 when s = 0:
 combinational). Throughput: one set per cycle.

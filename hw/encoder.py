@@ -56,9 +56,10 @@ class PQEncoder(PQGeometry, wiring.Component):
         P, parallel distance lanes: 1 <= P <= K and P divides K.
     argmin_stage_levels:
         Compare-select levels of the argmin tree per registered stage (0: one combinational
-        tree, as before). The default 2 keeps every stage of the tree within the 20 gate
-        levels of tCK x 2 (docs/silicon.md); it adds ``(ceil(log2 P) - 1) // 2`` cycles of
-        latency (none at P <= 4) and keeps the throughput.
+        tree, as before). The default 1 keeps every stage of the tree within the 20 gate
+        levels of tCK x 2 (12 levels measured at P = 256, 18-bit distances; 2 per stage gave
+        26, docs/silicon.md); it adds ``ceil(log2 P) - 1`` cycles of latency (1 at P = 4,
+        7 at P = 256) and keeps the throughput.
 
     Ports
     -----
@@ -80,7 +81,7 @@ class PQEncoder(PQGeometry, wiring.Component):
         subspaces: int = 64,
         elem_bits: int = 8,
         lanes: int = 4,
-        argmin_stage_levels: int = 2,
+        argmin_stage_levels: int = 1,
     ) -> None:
         self._set_geometry(
             sub_dim=sub_dim, centroids=centroids, subspaces=subspaces, elem_bits=elem_bits,
@@ -223,7 +224,7 @@ class PQEncoder(PQGeometry, wiring.Component):
             m.d.sync += [s2_dist[i].eq(lane.dist) for i, lane in enumerate(lanes)]
 
         # Stage 3: argmin over the lanes (A more registered stages inside the tree, so each
-        # holds two compare-select levels), registered with the centroid index j = c * P + lane.
+        # holds s compare-select levels), registered with the centroid index j = c * P + lane.
         # The pass's subspace and counter ride along the tree's stages.
         m.d.comb += [argmin.values.eq(s2_dist), argmin.en.eq(adv)]
         t_valid, t_sub, t_cnt = s2_valid, s2_sub, s2_cnt

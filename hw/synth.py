@@ -77,8 +77,12 @@ NAND2_WEIGHTS: dict[str, float] = {
 _FF_PREFIXES = ("$_DFF_", "$_DFFE_", "$_SDFF_", "$_SDFFE_", "$_SDFFCE_", "$_DFFSR_",
                 "$_DFFSRE_", "$_ALDFF_", "$_ALDFFE_", "$_DLATCH_", "$_FF_")
 
-# Synthesis-only references (not AQPIM units, not in `aqpim verilog`): AttAcc's per-bank unit.
-REFERENCES: dict[str, str] = {"fp16_mac16": "aqpim.hw.fp16_mac:FP16MAC"}
+# Synthesis-only entries (not in `aqpim verilog`): AttAcc's per-bank unit as the area reference,
+# and the encoder's argmin tree alone (give count and value_bits), to see its levels per stage.
+REFERENCES: dict[str, str] = {
+    "fp16_mac16": "aqpim.hw.fp16_mac:FP16MAC",
+    "argmin": "aqpim.hw.argmin:ArgminTree",
+}
 
 # HBM3 tCK = 0.769 ns; a stage of tCK x 2 holds about 20 generic gate levels (BRIEF).
 LEVEL_BUDGET = 20
@@ -390,7 +394,7 @@ def _table(results: list[SynthResult]) -> str:
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="aqpim synth", description=__doc__.split("\n")[0])
     ap.add_argument("unit", nargs="?",
-                    help=f"one of: {', '.join(sorted(UNITS))}; reference: fp16_mac16")
+                    help=f"one of: {', '.join(sorted(UNITS))}; also {', '.join(REFERENCES)}")
     ap.add_argument("--all", action="store_true", help="every registered unit")
     ap.add_argument("--param", "-p", action="append", default=[], metavar="NAME=VALUE")
     ap.add_argument("--preset", choices=[*PRESETS, "both"], default="default",
