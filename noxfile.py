@@ -1,7 +1,7 @@
 """Task runner. ``nox`` alone runs lint and the default test subset (what CI runs).
 
 Sessions: lint, tests (unit tests + representative co-simulation), cosim (the full
-co-simulation matrix), verilog, bench, demo, accuracy.
+co-simulation matrix), verilog, synth, bench, demo, accuracy.
 """
 
 from __future__ import annotations
@@ -47,6 +47,15 @@ def verilog(session: nox.Session) -> None:
     """Write the Verilog of every unit at its default parameters into build/verilog/."""
     _install(session)
     session.run("aqpim", "verilog", "--all", "--out", "build/verilog", "--lint", *session.posargs)
+
+
+@nox.session
+def synth(session: nox.Session) -> None:
+    """Every unit through Yosys (area, flip-flops, memory bits, logic levels), defaults and the
+    accurate configuration: about an hour on 2 cores (docs/silicon.md). JSON in build/synth/."""
+    _install(session)
+    session.run("aqpim", "synth", "--all", "--preset", "both", "--out", "build/synth",
+                *session.posargs)
 
 
 @nox.session
