@@ -2,7 +2,7 @@
 runs).
 
 Sessions: lint, tests (unit tests + representative co-simulation), cosim (the full
-co-simulation matrix), verilog, bench, demo, accuracy, llm (LLM perplexity tests).
+co-simulation matrix), verilog, synth, bench, demo, accuracy, llm (LLM perplexity tests).
 """
 
 from __future__ import annotations
@@ -48,6 +48,15 @@ def verilog(session: nox.Session) -> None:
     """Write the Verilog of every unit at its default parameters into build/verilog/."""
     _install(session)
     session.run("aqpim", "verilog", "--all", "--out", "build/verilog", "--lint", *session.posargs)
+
+
+@nox.session
+def synth(session: nox.Session) -> None:
+    """Every unit through Yosys (area, flip-flops, memory bits, logic levels), defaults and the
+    accurate configuration: about an hour on 2 cores (docs/silicon.md). JSON in build/synth/."""
+    _install(session)
+    session.run("aqpim", "synth", "--all", "--preset", "both", "--out", "build/synth",
+                *session.posargs)
 
 
 @nox.session

@@ -14,6 +14,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("aqpim.commands.demo", "run one PQ-attention decode step (the main job)"),
     "verilog": ("aqpim.hw.verilog", "write the Verilog of a unit for a parameter set"),
+    "synth": ("aqpim.hw.synth", "synthesize a unit to generic gates: area, flops, levels"),
     "compare": ("aqpim.commands.compare", "RTL-vs-golden comparison, per unit and end to end"),
     "bench golden": ("aqpim.commands.bench", "golden-model throughput against FAISS (JSON)"),
     "bench perf": ("aqpim.sw.perf.cli", "HBM3-PIM performance model against GPU and FP16 PIM"),

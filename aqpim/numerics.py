@@ -29,6 +29,8 @@ __all__ = [
     "unsigned_width",
     "exp2_table",
     "exp2_weight",
+    "merge_widths",
+    "MERGE_GUARD_BITS",
 ]
 
 
@@ -248,3 +250,35 @@ class Numerics:
             "hist_bits": self.hist_bits,
             "out_bits": self.out_bits,
         }
+
+
+# Guard bits of the channel merge's rescale factor: a bank R binades below the channel maximum
+# is still scaled exactly (up to the ROM's rounding), so the floor of the shift costs nothing
+# measurable (docs/numerics.md, "Channel merge in the buffer die").
+MERGE_GUARD_BITS = 8
+
+
+def merge_widths(num: Numerics, banks: int, guard_bits: int = MERGE_GUARD_BITS) -> dict[str, int]:
+    """Widths of the channel merge (docs/numerics.md, "Channel merge in the buffer die").
+
+    ``scale`` is the rescale factor (P + 1 + R bits, 2^(P+R) is one); ``sum``/``out`` the
+    channel partial's sum (unsigned) and output elements (signed); ``acc_sum``/``acc_out`` the
+    exact accumulators of ``sum_b * a_b`` and ``out_b * a_b`` over the banks, plus the rounding
+    constant 2^(P+R-1).
+    """
+    if isinstance(banks, bool) or not isinstance(banks, int) or banks < 1:
+        raise ValueError(f"banks must be a positive int, got {banks!r}")
+    if isinstance(guard_bits, bool) or not isinstance(guard_bits, int) or not 0 <= guard_bits <= 32:
+        raise ValueError(f"guard_bits must be an int in [0, 32], got {guard_bits!r}")
+    one = num.weight_one
+    sum_max = banks * num.token_capacity * one
+    unit = one << guard_bits
+    half = unit >> 1
+    return {
+        "scale": unsigned_width(unit),
+        "sum": unsigned_width(sum_max),
+        "out": signed_width(sum_max * num.elem_min, sum_max * num.elem_max),
+        "acc_sum": unsigned_width(sum_max * unit + half),
+        "acc_out": signed_width(sum_max * num.elem_min * unit + half,
+                                sum_max * num.elem_max * unit + half),
+    }

@@ -34,6 +34,8 @@ from aqpim.hw.argmin import ArgminTree
 from aqpim.hw.codebook import CodebookStore, PQGeometry
 from aqpim.hw.distance import SquaredDistance, dist_bits
 
+from aqpim.checks import check_int
+
 __all__ = ["PQEncoder"]
 
 
@@ -52,6 +54,12 @@ class PQEncoder(PQGeometry, wiring.Component):
         W, width of the signed activations and centroids (4..16, as in ``Numerics``).
     lanes:
         P, parallel distance lanes: 1 <= P <= K and P divides K.
+    argmin_stage_levels:
+        Compare-select levels of the argmin tree per registered stage (0: one combinational
+        tree, as before). The default 1 keeps every stage of the tree within the 20 gate
+        levels of tCK x 2 (12 levels measured at P = 256, 18-bit distances; 2 per stage gave
+        26, docs/silicon.md); it adds ``ceil(log2 P) - 1`` cycles of latency (1 at P = 4,
+        7 at P = 256) and keeps the throughput.
 
     Ports
     -----
@@ -73,12 +81,14 @@ class PQEncoder(PQGeometry, wiring.Component):
         subspaces: int = 64,
         elem_bits: int = 8,
         lanes: int = 4,
+        argmin_stage_levels: int = 1,
     ) -> None:
         self._set_geometry(
             sub_dim=sub_dim, centroids=centroids, subspaces=subspaces, elem_bits=elem_bits,
             lanes=lanes, max_sub_dim=16, max_centroids=256, max_subspaces=1024,
             elem_range=(4, 16),
         )
+        self._argmin_levels = check_int("argmin_stage_levels", argmin_stage_levels, 0, 12)
         super().__init__(
             {
                 "i_cb": In(stream.Signature(self.cb_layout)),
@@ -89,9 +99,24 @@ class PQEncoder(PQGeometry, wiring.Component):
 
     # --- derived widths and layouts (the parameters are PQGeometry properties) -------------
     @property
+    def argmin_stage_levels(self) -> int:
+        return self._argmin_levels
+
+    @property
+    def argmin_latency(self) -> int:
+        """Registered stages inside the argmin tree: ``(ceil(log2 P) - 1) // s`` (0 if s = 0)."""
+        depth = (self._p - 1).bit_length()
+        if not self._argmin_levels or depth == 0:
+            return 0
+        return (depth - 1) // self._argmin_levels
+
+    @property
     def latency(self) -> int:
-        """Cycles from the input handshake to the earliest output handshake: T + 3."""
-        return self.iterations + 3
+        """Cycles from the input handshake to the earliest output handshake: T + 3 + A.
+
+        A is :attr:`argmin_latency`, the argmin tree's internal registers.
+        """
+        return self.iterations + 3 + self.argmin_latency
 
     @property
     def dist_bits(self) -> int:
@@ -123,7 +148,10 @@ class PQEncoder(PQGeometry, wiring.Component):
         m.submodules.store = store = CodebookStore(
             sub_dim=d, centroids=self._k, subspaces=self._m, elem_bits=self._w, lanes=p
         )
-        m.submodules.argmin = argmin = ArgminTree(count=p, value_bits=self.dist_bits)
+        m.submodules.argmin = argmin = ArgminTree(
+            count=p, value_bits=self.dist_bits, stage_levels=self._argmin_levels
+        )
+        assert argmin.latency == self.argmin_latency
         lanes = [SquaredDistance(sub_dim=d, elem_bits=self._w) for _ in range(p)]
         for i, lane in enumerate(lanes):
             m.submodules[f"dist{i}"] = lane
@@ -140,7 +168,11 @@ class PQEncoder(PQGeometry, wiring.Component):
         h_x = Signal(vec)
         h_sub = Signal(self.sub_bits)
         s1_valid, s2_valid, s3_valid = Signal(), Signal(), Signal()
+        # valid bits of the argmin tree's internal stages (A of them)
+        a_valid = [Signal(name=f"a{k}_valid") for k in range(self.argmin_latency)]
         in_flight = busy | s1_valid | s2_valid | s3_valid
+        for v in a_valid:
+            in_flight = in_flight | v
         m.d.comb += self.i_x.ready.eq(adv & ~busy & ~self.i_cb.valid)
         accept = self.i_x.valid & self.i_x.ready
         issue = Signal()
@@ -191,19 +223,28 @@ class PQEncoder(PQGeometry, wiring.Component):
             m.d.sync += [s2_valid.eq(s1_valid), s2_sub.eq(s1_sub), s2_cnt.eq(s1_cnt)]
             m.d.sync += [s2_dist[i].eq(lane.dist) for i, lane in enumerate(lanes)]
 
-        # Stage 3: argmin over the lanes, registered with the centroid index j = c * P + lane.
-        m.d.comb += argmin.values.eq(s2_dist)
+        # Stage 3: argmin over the lanes (A more registered stages inside the tree, so each
+        # holds s compare-select levels), registered with the centroid index j = c * P + lane.
+        # The pass's subspace and counter ride along the tree's stages.
+        m.d.comb += [argmin.values.eq(s2_dist), argmin.en.eq(adv)]
+        t_valid, t_sub, t_cnt = s2_valid, s2_sub, s2_cnt
+        for k in range(self.argmin_latency):
+            n_sub = Signal(self.sub_bits, name=f"a{k}_sub")
+            n_cnt = Signal(max(1, iter_bits), name=f"a{k}_cnt")
+            with m.If(adv):
+                m.d.sync += [a_valid[k].eq(t_valid), n_sub.eq(t_sub), n_cnt.eq(t_cnt)]
+            t_valid, t_sub, t_cnt = a_valid[k], n_sub, n_cnt
         s3_min = Signal(self.dist_bits)
         s3_idx = Signal(self.code_bits)
         s3_sub = Signal(self.sub_bits)
         s3_first, s3_last = Signal(), Signal()
         idx_parts = ([argmin.index[:lane_bits]] if lane_bits else []) + (
-            [s2_cnt[:iter_bits]] if iter_bits else []
+            [t_cnt[:iter_bits]] if iter_bits else []
         )
         with m.If(adv):
             m.d.sync += [
-                s3_valid.eq(s2_valid), s3_min.eq(argmin.min), s3_idx.eq(Cat(*idx_parts)),
-                s3_sub.eq(s2_sub), s3_first.eq(s2_cnt == 0), s3_last.eq(s2_cnt == t - 1),
+                s3_valid.eq(t_valid), s3_min.eq(argmin.min), s3_idx.eq(Cat(*idx_parts)),
+                s3_sub.eq(t_sub), s3_first.eq(t_cnt == 0), s3_last.eq(t_cnt == t - 1),
             ]
 
         # Output: running minimum over the T passes. Strict < keeps the earlier pass, whose

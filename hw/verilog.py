@@ -41,6 +41,7 @@ UNITS: dict[str, str] = {
     "value_mac": "aqpim.hw.value_mac:ValueMAC",
     "attention": "aqpim.hw.attention:Attention",
     "bank": "aqpim.hw.bank:BankController",
+    "merge": "aqpim.hw.merge:Merge",
 }
 
 # Warnings of `verilator -Wall` that Amaranth's generated Verilog raises by construction.

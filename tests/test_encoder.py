@@ -60,7 +60,12 @@ def test_properties_and_widths() -> None:
     assert (enc.sub_dim, enc.centroids, enc.subspaces, enc.elem_bits, enc.lanes) == (
         4, 256, 3, 16, 64,
     )
-    assert enc.iterations == 4 and enc.latency == 7 and enc.code_bits == 8
+    # P = 64: a 6-level argmin tree, registered after every level but the last (5 cycles)
+    assert enc.iterations == 4 and enc.argmin_latency == 5 and enc.code_bits == 8
+    assert enc.latency == 4 + 3 + 5
+    assert PQEncoder(lanes=64, centroids=64, argmin_stage_levels=0).latency == 1 + 3
+    assert PQEncoder(lanes=256, centroids=256, argmin_stage_levels=2).argmin_latency == 3
+    assert PQEncoder(lanes=4).latency == 4 + 3 + 1  # the default: 2-level tree, 1 register
     with pytest.raises(AttributeError):
         enc.lanes = 2  # type: ignore[misc]
     for d, w in ((1, 4), (2, 8), (4, 8), (4, 16), (16, 16)):
@@ -153,8 +158,15 @@ def _amaranth_run(p: dict[str, int], seed: int, n_vectors: int, kinds: tuple[str
         dict(sub_dim=2, centroids=16, subspaces=3, elem_bits=8, lanes=4),
         dict(sub_dim=4, centroids=16, subspaces=2, elem_bits=16, lanes=16),
         dict(sub_dim=1, centroids=2, subspaces=1, elem_bits=4, lanes=2),
+        # pipelined argmin trees: A = 5 at P = 64, A = 3 with T = 4 passes, A = 1 with two
+        # levels per stage at P = 16, and the combinational tree (A = 0) at P = 16
+        dict(sub_dim=2, centroids=64, subspaces=2, elem_bits=8, lanes=64),
+        dict(sub_dim=2, centroids=64, subspaces=2, elem_bits=8, lanes=16),  # T = 4, A = 3
+        dict(sub_dim=2, centroids=16, subspaces=2, elem_bits=8, lanes=16, argmin_stage_levels=2),
+        dict(sub_dim=2, centroids=16, subspaces=2, elem_bits=8, lanes=16, argmin_stage_levels=0),
     ],
-    ids=lambda p: "d{sub_dim}-K{centroids}-M{subspaces}-W{elem_bits}-P{lanes}".format(**p),
+    ids=lambda p: "d{sub_dim}-K{centroids}-M{subspaces}-W{elem_bits}-P{lanes}".format(**p)
+    + (f"-S{p['argmin_stage_levels']}" if "argmin_stage_levels" in p else ""),
 )
 def test_amaranth_sim_matches_golden(p: dict[str, int]) -> None:
     seed = int(os.environ.get("SEED", "1234"))

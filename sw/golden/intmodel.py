@@ -16,6 +16,7 @@ function                   hardware                             where it runs
 :func:`histogram`          ``hw/histogram.py``                  bank
 :func:`hist_times_centroids` ``hw/value_mac.py``                bank
 :func:`bank_partial`       the three above, in order            bank
+:func:`channel_merge`      ``hw/merge.py``                      buffer die (per channel)
 :func:`host_merge`         -                                    host (flash-decoding merge)
 =========================  ===================================  ==========================
 
@@ -31,7 +32,7 @@ import numpy as np
 
 from aqpim.checks import float_array, int_array
 from aqpim.geometry import Geometry
-from aqpim.numerics import Numerics
+from aqpim.numerics import MERGE_GUARD_BITS, Numerics, merge_widths
 
 __all__ = [
     "BankPartial",
@@ -48,6 +49,8 @@ __all__ = [
     "hist_times_centroids",
     "bank_partial",
     "float_partial",
+    "channel_merge",
+    "merge_scale",
     "host_merge",
 ]
 
@@ -299,6 +302,73 @@ def bank_partial(
     hist = histogram(w, value_codes, num)
     out = hist_times_centroids(hist, value_codebook, num)
     return BankPartial(max=mx, sum=int(w.sum()), out=out)
+
+
+# ----------------------------------------------------------------------------------------------
+# buffer die: channel merge
+# ----------------------------------------------------------------------------------------------
+def channel_merge(
+    partials: list[BankPartial], num: Numerics, guard_bits: int = MERGE_GUARD_BITS
+) -> BankPartial:
+    """Merge the bank partials of one channel and head into one partial, in integers.
+
+    With ``R = guard_bits``, ``G = max of max_b over banks with sum_b > 0`` (an empty bank,
+    sum 0, takes no part), ``delta_b = G - max_b``, ``n_b = delta_b >> F``,
+    ``f_b = delta_b mod 2^F``, the rescale factor is the softmax's exp2 ROM entry shifted with
+    R guard bits::
+
+        a_b = (EXP2[f_b] << R) >> n_b        (0 once n_b > P + R)
+
+    so ``a_b`` is ``2^(max_b - G)`` with ``2^(P+R)`` as one; then, exact sums with one rounding
+    at the end (half up: ``floor(x / 2^(P+R) + 1/2)``)::
+
+        sum = (sum_b sum_b * a_b + 2^(P+R-1)) >> (P + R)
+        out = (sum_b out_b * a_b + 2^(P+R-1)) >> (P + R)      (arithmetic shift)
+
+    The result has the bank partial's meaning (max in log2 units with F fractional bits, sum
+    and out scaled by 2^P), so :func:`host_merge` takes channel partials as it takes bank
+    partials. With every bank empty it is ``(score_min, 0, 0)``, like an empty bank.
+    Widths: :func:`aqpim.numerics.merge_widths`; the arithmetic uses Python integers.
+    """
+    if not partials:
+        raise ValueError("channel_merge: no partials")
+    widths = merge_widths(num, len(partials), guard_bits)
+    outs = []
+    for i, p in enumerate(partials):
+        out = _int_array(f"partials[{i}].out", p.out, 1)
+        if out.shape != (num.head_dim,):
+            raise ValueError(f"partials[{i}].out must have shape ({num.head_dim},)")
+        if not num.score_min <= p.max <= num.score_max:
+            raise ValueError(f"partials[{i}].max = {p.max} outside the score range")
+        if not 0 <= p.sum <= num.token_capacity * num.weight_one:
+            raise ValueError(f"partials[{i}].sum = {p.sum} outside [0, T_cap * 2^P]")
+        outs.append(out)
+    live = [i for i, p in enumerate(partials) if p.sum > 0]
+    if not live:
+        return BankPartial(max=num.score_min, sum=0, out=np.zeros(num.head_dim, dtype=np.int64))
+    g = max(partials[i].max for i in live)
+    shift = num.exp_bits + guard_bits
+    half = 1 << (shift - 1)
+    acc_sum = 0
+    acc_out = np.zeros(num.head_dim, dtype=object)  # Python ints: exact at any width
+    for i in live:
+        a = merge_scale(g - partials[i].max, num, guard_bits)
+        acc_sum += partials[i].sum * a
+        acc_out += outs[i].astype(object) * a
+    out = np.array([(int(v) + half) >> shift for v in acc_out], dtype=object)
+    if widths["out"] <= 63:
+        out = out.astype(np.int64)
+    return BankPartial(max=g, sum=(acc_sum + half) >> shift, out=out)
+
+
+def merge_scale(delta: int, num: Numerics, guard_bits: int = MERGE_GUARD_BITS) -> int:
+    """The merge's rescale factor ``(EXP2[delta mod 2^F] << R) >> (delta >> F)``, 2^(P+R) = 1."""
+    if delta < 0:
+        raise ValueError(f"delta must be >= 0, got {delta}")
+    n = delta >> num.lut_frac_bits
+    if n > num.exp_bits + guard_bits:
+        return 0
+    return (num.exp_rom[delta & ((1 << num.lut_frac_bits) - 1)] << guard_bits) >> n
 
 
 # ----------------------------------------------------------------------------------------------
