@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from aqpim.sw.golden import reference, synthetic
 
-from aqpim.geometry import Geometry
+from aqpim.geometry import COLUMN_BITS, Geometry
 from aqpim.numerics import Numerics
 
 if TYPE_CHECKING:
@@ -252,7 +252,24 @@ def _model_estimate(cfg: RtlDemoConfig, num: Numerics, context: int) -> dict[str
                               "context": context, "attention_seconds": {}}
     for s in (system, "fp16-pim", "gpu"):
         out["attention_seconds"][s] = evaluate(s, model, gpu, hw, context, 1).attention_seconds
+    if system == "aqpim-2b":
+        # The GPU-PIM link of the whole step (LUTs and new K/V down, partials up), with the
+        # buffer-die merge unit (one partial per channel and query head) and without it.
+        out["link_bytes"] = {
+            "merge": evaluate("aqpim-2b", model, gpu, hw, context, 1).link_bytes,
+            "no_merge": evaluate("aqpim-2b-nomerge", model, gpu, hw, context, 1).link_bytes,
+        }
     return out
+
+
+def _demo_link(cfg: RtlDemoConfig, geom: Geometry) -> dict[str, int]:
+    """Partial bytes leaving the demo's banks per step: one READ_PARTIAL per bank holding a
+    head, or, with the buffer-die merge unit, one per head (the demo's banks share a channel)."""
+    per_partial = geom.partial_beats * COLUMN_BITS // 8
+    banks_per_head = cfg.banks // cfg.heads
+    return {"partial_bytes": per_partial,
+            "no_merge": cfg.heads * banks_per_head * per_partial,
+            "merge": cfg.heads * per_partial}
 
 
 def run_rtl(config: RtlDemoConfig, *, trace: str | Path | None = None,
@@ -397,6 +414,7 @@ def run_rtl(config: RtlDemoConfig, *, trace: str | Path | None = None,
                 "rtl_cycles": max(steps[s]["bank_cycles"]),
             })
         perf = {"tck_ns": hwcfg.tck_ns, "trace_steps": perf_steps,
+                "demo_link": _demo_link(config, geom),
                 "same_banks": _same_banks(config, hwcfg, t_all),
                 "model": _model_estimate(config, num, t_all)}
     finally:
@@ -473,6 +491,14 @@ def _rtl_report(res: dict[str, object]) -> str:
                  "same K/V in FP16 on those banks); row 2: the")
     lines.append("  tokens spread over every bank of the device, where fixed costs dominate. "
                  "`aqpim bench perf` sweeps models.")
+    dl = p["demo_link"]
+    link = (f"  partials leaving the banks per step: {dl['no_merge']} B (one READ_PARTIAL of "
+            f"{dl['partial_bytes']} B per bank and head), {dl['merge']} B with the buffer-die "
+            "merge unit")
+    if "link_bytes" in m:
+        link += (f"; whole-device GPU-PIM link: {m['link_bytes']['no_merge']} B, "
+                 f"{m['link_bytes']['merge']} B with it")
+    lines.append(link)
     lines.append("  unit cycles per step, model vs RTL: "
                  + ", ".join(f"{x['model_unit_cycles']} vs {x['rtl_cycles']}" for x in ts))
     lines.append("")

@@ -992,7 +992,12 @@ def command_unit_cycles(cfg: HBM3Config, num: Any, opcode: str, tokens: int, len
         # 2M sub-vectors per token through the encoder, K / lanes cycles each; a beat's load
         # cycle hides behind a busy encoder unless it takes one sub-vector per cycle.
         per_sub = -(-num.centroids // u("encoder_lanes"))
-        return (base + cc["write_kv"] + per_sub + tokens * 2 * num.subspaces * per_sub
+        # the argmin tree's registered stages (hw/encoder.py: argmin_latency) delay the last
+        # code once per command
+        depth = (u("encoder_lanes") - 1).bit_length()
+        levels = u("encoder_argmin_stage_levels")
+        argmin = (depth - 1) // levels if levels and depth else 0
+        return (base + cc["write_kv"] + per_sub + argmin + tokens * 2 * num.subspaces * per_sub
                 + length * max(0, 2 - per_sub))
     reads = {"READ_PARTIAL": g.partial_beats, "READ_STATUS": g.status_beats}
     if opcode in reads:  # from registers
