@@ -230,6 +230,20 @@ class BankArray(wiring.Component):
     def banks(self) -> int:
         return len(self._banks)
 
+    @staticmethod
+    def verilog(name: str, *, banks: int = 1, lanes: int | None = None,
+                **fields: int | None) -> str:
+        """Verilog of the array built from the same parameters: one shared ``<name>_bank``
+        module instantiated per bank under a structural top ``name`` with the ports of
+        :meth:`elaborate`'s design. Verilator then compiles the bank once instead of once per
+        bank (the co-simulation runner uses this form)."""
+        from aqpim.hw.attn_params import numerics_from  # noqa: I001
+        from aqpim.hw.verilog import instances_verilog
+
+        banks = check_int("banks", banks, 1, 16)
+        bank = BankController(numerics=numerics_from(None, **fields), lanes=lanes)
+        return instances_verilog(bank, f"{name}_bank", name, banks)
+
     @property
     def geometry(self) -> Geometry:
         return self._banks[0].geometry

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "LINT_WAIVERS", "UNITS", "build_unit", "factory", "lint", "main", "unit_params",
-    "write_verilog",
+    "LINT_WAIVERS", "UNITS", "build_unit", "factory", "instances_verilog", "lint", "main",
+    "port_list", "unit_params", "write_verilog",
 ]
 
 # unit name -> "module:Class". Other units add one line each.
@@ -64,15 +64,62 @@ LINT_WAIVERS: dict[str, str] = {
 
 
 
+def port_list(component: Any) -> list[tuple[str, str, int]]:
+    """``(direction, name, width)`` of a component's Verilog ports as Amaranth names them
+    (``i_cmd__payload``...), after ``clk`` and ``rst``."""
+    from amaranth.hdl import Shape
+    from amaranth.lib.wiring import In
+
+    ports = [("input", "clk", 1), ("input", "rst", 1)]
+    for path, member, _ in component.signature.flatten(component):
+        direction = "input" if member.flow == In else "output"
+        ports.append((direction, "__".join(str(p) for p in path), Shape.cast(member.shape).width))
+    return ports
+
+
+def instances_verilog(unit: Any, unit_name: str, top: str, count: int) -> str:
+    """``count`` instances of one converted ``unit`` under a structural ``top``.
+
+    Instance ``i``'s port ``p`` becomes ``p`` with the port's first name part suffixed by ``i``
+    (``i_cmd__payload`` -> ``i_cmd0__payload``). Verilator compiles the shared module once, so
+    an N-instance array costs about one instance of C++ to build.
+    """
+    from amaranth.back import verilog
+
+    ports = port_list(unit)
+
+    def outer(name: str, i: int) -> str:
+        head, sep, rest = name.partition("__")
+        return f"{head}{i}{sep}{rest}"
+
+    def decl(direction: str, name: str, width: int) -> str:
+        return f"  {direction} {f'[{width - 1}:0] ' if width > 1 else ''}{name}"
+
+    top_ports = [decl("input", "clk", 1), decl("input", "rst", 1)]
+    body = []
+    for i in range(count):
+        top_ports += [decl(d, outer(n, i), w) for d, n, w in ports[2:]]
+        conns = [f".{n}({n})" for _, n, _ in ports[:2]]
+        conns += [f".{n}({outer(n, i)})" for _, n, _ in ports[2:]]
+        body.append(f"  {unit_name} u{i} (\n    " + ",\n    ".join(conns) + "\n  );")
+    text = verilog.convert(unit, name=unit_name, emit_src=False)
+    return (text + f"\nmodule {top} (\n" + ",\n".join(top_ports) + "\n);\n"
+            + "\n".join(body) + "\nendmodule\n")
+
+
 def write_verilog(component: Any, name: str, path: Path, header: str = "") -> bool:
-    """Convert ``component`` to Verilog module ``name`` at ``path``; True if the file changed.
+    """Convert ``component`` (or take the Verilog text given) to Verilog module ``name`` at
+    ``path``; True if the file changed.
 
     The file is rewritten only when its text differs, so its mtime (and Verilator's rebuild)
     follows real design changes only.
     """
     from amaranth.back import verilog
 
-    text = verilog.convert(component, name=name, emit_src=False)
+    if isinstance(component, str):  # Verilog text already written (a structural array)
+        text = component
+    else:
+        text = verilog.convert(component, name=name, emit_src=False)
     if header:
         text = "".join(f"// {line}\n" for line in header.splitlines()) + text
     path = Path(path)

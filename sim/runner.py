@@ -293,7 +293,9 @@ def build_and_run(
             stage("verilog-cached", bdir)
         else:
             stage("verilog", bdir)
-            write_verilog(design(**p), unit, vfile, header=header)
+            # A design class may write its own Verilog (BankArray: one shared bank module).
+            made = design.verilog(unit, **p) if hasattr(design, "verilog") else design(**p)
+            write_verilog(made, unit, vfile, header=header)
             key_file.write_text(key)
 
     stage("build", bdir)
