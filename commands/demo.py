@@ -484,7 +484,7 @@ def _rtl_report(res: dict[str, object]) -> str:
     else:
         att = m["attention_seconds"]
         name = next(s for s in att if s.startswith("aqpim"))
-        where = f"the same heads and tokens on {m['hardware']}"
+        where = f"the same tokens, whole device ({m['hardware'].split(', ')[-1]})"
         lines.append(f"  {where:<48} {_us(att[name]):>10} {_us(att['fp16-pim']):>10} "
                      f"{_us(att['gpu']):>10}")
     lines.append(f"  row 1: the driver's commands timed on {c['banks']} banks (FP16-PIM: the "
