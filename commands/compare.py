@@ -171,24 +171,13 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, name) < (0 if name in ("steps", "random_seeds") else 1):
             print(f"aqpim compare: --{name.replace('_', '-')} must be positive", file=sys.stderr)
             return 2
-    from aqpim.commands.console import Console, logs_to_file, tail
+    from aqpim.commands.console import logged
 
-    log = None if args.verbose else LOG
     try:
         # The build's and the simulator's logs go to a file: stdout carries the summary (or
         # the JSON) only.
-        with logs_to_file(log) as (_, err):
-            console = Console(err, prefix="aqpim compare ")
-            if log is not None:
-                console.say(f"logs of the build and the simulator: {log}")
-            try:
-                summary = run_compare(args, console)
-            except (TypeError, ValueError):
-                raise
-            except BaseException:
-                if log is not None:
-                    print(f"--- last lines of {log} ---\n{tail(log)}", file=err, flush=True)
-                raise
+        with logged("aqpim compare ", None if args.verbose else LOG) as console:
+            summary = run_compare(args, console)
     except ValueError as e:
         print(f"aqpim compare: {e}", file=sys.stderr)
         return 2

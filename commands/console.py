@@ -20,7 +20,7 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-__all__ = ["Console", "logs_to_file", "tail"]
+__all__ = ["Console", "logged", "logs_to_file", "tail"]
 
 
 @contextlib.contextmanager
@@ -53,6 +53,25 @@ def logs_to_file(path: Path | None) -> Iterator[tuple[TextIO, TextIO]]:
             os.close(fd)
         out.close()
         err.close()
+
+
+@contextlib.contextmanager
+def logged(prefix: str, log: Path | None) -> Iterator[Console]:
+    """A :class:`Console` on the terminal while child-process logs go to ``log`` (None: not
+    redirected). On a failure other than an argument error the log's last lines are shown."""
+    with logs_to_file(log) as (_, err):
+        console = Console(err, prefix=prefix)
+        if log is not None:
+            console.say(f"logs of the build and the simulator: {log}")
+        try:
+            yield console
+        except (TypeError, ValueError):
+            raise
+        except BaseException:
+            if log is not None:
+                print(f"--- last lines of {log} ---\n{tail(log)}", file=err, flush=True)
+            raise
+        console.say("done")
 
 
 def tail(path: Path, lines: int = 30) -> str:

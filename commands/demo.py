@@ -521,21 +521,10 @@ LOG = Path("build/logs/demo.log")
 
 def _run_rtl_logged(cfg: RtlDemoConfig, trace: str | None, log: Path | None) -> dict[str, object]:
     """:func:`run_rtl` with stage lines on the terminal and child-process logs in ``log``."""
-    from aqpim.commands.console import Console, logs_to_file, tail
+    from aqpim.commands.console import logged
 
-    with logs_to_file(log) as (_, err):
-        console = Console(err, prefix="aqpim demo ")
-        if log is not None:
-            console.say(f"logs of the build and the simulator: {log}")
-        try:
-            res = run_rtl(cfg, trace=trace, console=console)
-        except (TypeError, ValueError):
-            raise
-        except BaseException:
-            if log is not None:
-                print(f"--- last lines of {log} ---\n{tail(log)}", file=err, flush=True)
-            raise
-        console.say("done")
+    with logged("aqpim demo ", log) as console:
+        res = run_rtl(cfg, trace=trace, console=console)
     res["log"] = None if log is None else str(log)
     return res
 
