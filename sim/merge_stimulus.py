@@ -10,7 +10,7 @@ partials of one channel and head; :func:`make_group` draws one of a kind in :dat
 from __future__ import annotations
 
 import numpy as np
-from aqpim.sim.attn_stimulus import pack, unpack
+from aqpim.sim.streams import pack, unpack
 from aqpim.sw.golden import intmodel
 
 from aqpim.numerics import MERGE_GUARD_BITS, Numerics

@@ -13,10 +13,10 @@ import json
 import numpy as np
 import pytest
 from aqpim.hw.merge import Merge
+from aqpim.sim.amaranth_streams import Sink, Source, run_phases
 from aqpim.sim.merge_stimulus import KINDS, decode_outputs, expected_beats, group_beats, make_group
 from aqpim.sim.runner import build_and_run
 from aqpim.sw.golden import intmodel
-from attn_simlib import Sink, Source, run_phases
 
 from aqpim.numerics import Numerics, merge_widths
 
