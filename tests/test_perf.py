@@ -492,7 +492,16 @@ def test_equal_accuracy_choice(tmp_path) -> None:
     assert at101["FP16-PIM"] == "fp16"
     for s in data["settings"]:
         if s["name"] in at101.values():
-            assert s["ppl_ratio_float"] <= 1.01
+            assert eq.ratio(s) <= 1.01
+    # the integer bank model's ratio decides where it was measured (what the RTL computes)
+    pq = {"kind": "pq", "key": {"d": 4, "K": 256}, "value": {"d": 4, "K": 256},
+          "bits_per_element": 2.3}
+    two = {"settings": [{"name": "fp16", "kind": "fp16", "bits_per_element": 16.0,
+                         "ppl_ratio_float": 1.0, "ppl_ratio_int": None},
+                        {**pq, "name": "a", "ppl_ratio_float": 1.005, "ppl_ratio_int": 1.02},
+                        {**pq, "name": "b", "ppl_ratio_float": 1.02, "ppl_ratio_int": 1.008,
+                         "bits_per_element": 2.4}]}
+    assert eq.choose(two, 1.01)["AQPIM"]["name"] == "b"
     loose = eq.choose(data, 1.03)
     for f, s in loose.items():
         assert s["bits_per_element"] <= eq.choose(data, 1.01).get(f, s)["bits_per_element"]

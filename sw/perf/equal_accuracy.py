@@ -69,18 +69,27 @@ def spec_for(setting: dict[str, Any]) -> SystemSpec:
         group = max(1, round(32 / extra)) if extra > 0 else 1 << 20
         return SystemSpec(f"uq{bits}-pim[{name}]", "uniform", data_bits=bits, group=group,
                           window=True)
-    key = setting["key"]
-    return _pq(f"aqpim[{name}]", int(key["d"]), int(key["K"]))
+    # The AQPIM systems take one (d, K) for keys and values; a setting with separate ones is
+    # modelled with the one of more bits per element (its bytes are not underestimated).
+    geo = max((setting["key"], setting["value"]),
+              key=lambda g: int(g["K"]).bit_length() / int(g["d"]))
+    return _pq(f"aqpim[{name}]", int(geo["d"]), int(geo["K"]))
+
+
+def ratio(setting: dict[str, Any]) -> float:
+    """The setting's perplexity ratio: the integer bank model's where measured (what the RTL
+    computes), else float."""
+    r = setting.get("ppl_ratio_int")
+    return float(setting["ppl_ratio_float"] if r is None else r)
 
 
 def choose(data: dict[str, Any], level: float) -> dict[str, dict[str, Any]]:
-    """Per family, the cheapest setting with ``ppl_ratio_float <= level`` (None if none)."""
+    """Per family, the cheapest setting with :func:`ratio` ``<= level`` (None if none)."""
     out: dict[str, dict[str, Any]] = {}
     for kind, family in FAMILIES.items():
-        ok = [s for s in data["settings"]
-              if s["kind"] == kind and s["ppl_ratio_float"] <= level]
+        ok = [s for s in data["settings"] if s["kind"] == kind and ratio(s) <= level]
         if ok:
-            out[family] = min(ok, key=lambda s: (s["bits_per_element"], s["ppl_ratio_float"]))
+            out[family] = min(ok, key=lambda s: (s["bits_per_element"], ratio(s)))
     return out
 
 
@@ -98,7 +107,7 @@ def table(data: dict[str, Any], models: list[ModelConfig], gpu: GPUConfig, hw: H
                         rows.append({
                             "level": level, "family": family, "setting": setting["name"],
                             "bits_per_element": setting["bits_per_element"],
-                            "ppl_ratio": setting["ppl_ratio_float"], "model": m.name,
+                            "ppl_ratio": ratio(setting), "model": m.name,
                             "batch": b, "context": t, "step_ms": r.seconds * 1e3,
                             "attention_ms": r.attention_seconds * 1e3,
                             "energy_mj": r.energy_total_j * 1e3, "fits": r.fits,
