@@ -27,7 +27,7 @@ accepted.
 
 from __future__ import annotations
 
-from amaranth import Cat, Module, Signal, unsigned
+from amaranth import Cat, Module, Signal, Value, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from aqpim.hw.argmin import ArgminTree
@@ -247,8 +247,15 @@ class PQEncoder(PQGeometry, wiring.Component):
                 s3_sub.eq(t_sub), s3_first.eq(t_cnt == 0), s3_last.eq(t_cnt == t - 1),
             ]
 
-        # Output: running minimum over the T passes. Strict < keeps the earlier pass, whose
-        # indices are all lower, so ties still go to the lowest index.
+        # Output: running minimum over the T passes (ties to the lowest index).
+        self._running_min(m, adv, s3_valid, s3_min, s3_idx, s3_sub, s3_first, s3_last)
+        return m
+
+    def _running_min(self, m: Module, adv: Value, s3_valid: Signal, s3_min: Signal,
+                     s3_idx: Signal, s3_sub: Signal, s3_first: Signal, s3_last: Signal) -> None:
+        """The output register: the running minimum over a sub-vector's T passes. Strict <
+        keeps the earlier pass, whose indices are all lower, so ties still go to the lowest
+        index."""
         acc_min = Signal(self.dist_bits)
         acc_idx = Signal(self.code_bits)
         take = Signal()
@@ -266,4 +273,3 @@ class PQEncoder(PQGeometry, wiring.Component):
                 with m.If(s3_last):
                     m.d.sync += [self.o_code.payload.sub.eq(s3_sub),
                                  self.o_code.payload.code.eq(best_idx)]
-        return m

@@ -48,7 +48,7 @@ guard_bits : int
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -167,30 +167,9 @@ class Merge(wiring.Component):
         adv = Signal()
         m.d.comb += adv.eq(~self.o.valid | self.o.ready)
 
-        # Phase 1: headers into the table, running max over the non-empty banks. Headers of the
-        # next group wait until the pipeline has drained: G and the table are single copies.
-        phase_out = Signal()
-        head_cnt = Signal(range(nb))
-        g_max = Signal(signed(num.score_bits), init=num.score_min)
-        g_any = Signal()
-        table = Memory(shape=head_layout(num), depth=nb, init=[])
-        m.submodules.table = table
-        wr = table.write_port()
-        rd = table.read_port(domain="sync")
+        # Phase 1: headers into the table, running max over the non-empty banks.
         drained = ~(s1_valid | s2_valid | s3_valid | s4_valid)
-        m.d.comb += [
-            self.i_head.ready.eq(~phase_out & drained),
-            wr.addr.eq(head_cnt),
-            wr.data.eq(self.i_head.payload),
-            wr.en.eq(self.i_head.valid & self.i_head.ready),
-        ]
-        h = self.i_head.payload
-        with m.If(self.i_head.valid & self.i_head.ready):
-            m.d.sync += head_cnt.eq(Mux(head_cnt == nb - 1, 0, head_cnt + 1))
-            with m.If((h.sum != 0) & (~g_any | (h.max > g_max))):
-                m.d.sync += [g_max.eq(h.max), g_any.eq(1)]
-            with m.If(head_cnt == nb - 1):
-                m.d.sync += phase_out.eq(1)
+        phase_out, g_max, g_any, rd = self._headers(m, drained)
 
         # Phase 2, s0: take a beat, read its bank's header (synchronous read).
         bank = Signal(range(nb))
@@ -267,8 +246,51 @@ class Merge(wiring.Component):
             ]
             m.d.sync += [s4_pout[i].eq(s3_out.out[i] * s3_a) for i in range(e)]
 
-        # s4: accumulate over the banks of a slice; the first bank's product starts the sum at
-        # 2^(P+R-1), so the last bank's sum is already rounded by the shift (half up).
+        # s4: accumulate over the banks of a slice (rounded by the final shift).
+        self._accumulate(m, adv, w, shift, s4_pout, s4_psum, s4_valid, s4_first, s4_sum_slice,
+                         s4_end, s4_last, s4_slice, g_max, g_any)
+
+        # End of group: G and the "any" flag go back to reset for the next group's headers.
+        with m.If(adv & s4_valid & s4_end & s4_last):
+            m.d.sync += [g_max.eq(num.score_min), g_any.eq(0)]
+        return m
+
+    def _headers(self, m: Module, drained: Value) -> tuple:
+        """Phase 1: each bank's header into the table and the running max over the non-empty
+        banks. Headers of the next group wait until the pipeline has drained: G and the table
+        are single copies."""
+        num, nb = self._num, self._banks
+        phase_out = Signal()
+        head_cnt = Signal(range(nb))
+        g_max = Signal(signed(num.score_bits), init=num.score_min)
+        g_any = Signal()
+        table = Memory(shape=head_layout(num), depth=nb, init=[])
+        m.submodules.table = table
+        wr = table.write_port()
+        rd = table.read_port(domain="sync")
+        m.d.comb += [
+            self.i_head.ready.eq(~phase_out & drained),
+            wr.addr.eq(head_cnt),
+            wr.data.eq(self.i_head.payload),
+            wr.en.eq(self.i_head.valid & self.i_head.ready),
+        ]
+        h = self.i_head.payload
+        with m.If(self.i_head.valid & self.i_head.ready):
+            m.d.sync += head_cnt.eq(Mux(head_cnt == nb - 1, 0, head_cnt + 1))
+            with m.If((h.sum != 0) & (~g_any | (h.max > g_max))):
+                m.d.sync += [g_max.eq(h.max), g_any.eq(1)]
+            with m.If(head_cnt == nb - 1):
+                m.d.sync += phase_out.eq(1)
+
+        return phase_out, g_max, g_any, rd
+
+    def _accumulate(self, m: Module, adv: Value, w: dict, shift: int, s4_pout: Signal,
+                    s4_psum: Signal, s4_valid: Signal, s4_first: Signal, s4_sum_slice: Signal,
+                    s4_end: Signal, s4_last: Signal, s4_slice: Signal, g_max: Signal,
+                    g_any: Signal) -> None:
+        """s4: accumulate over the banks of a slice; the first bank's product starts the sum at
+        2^(P+R-1), so the last bank's sum is already rounded by the shift (half up)."""
+        num, e = self._num, self._lanes
         half = 1 << (shift - 1)
         acc_out = Signal(data.ArrayLayout(signed(w["acc_out"]), e))
         acc_sum = Signal(unsigned(w["acc_sum"]))
@@ -296,7 +318,3 @@ class Merge(wiring.Component):
                     with m.If(s4_sum_slice):
                         m.d.sync += sum_done.eq(nxt_sum >> shift)
 
-        # End of group: G and the "any" flag go back to reset for the next group's headers.
-        with m.If(adv & s4_valid & s4_end & s4_last):
-            m.d.sync += [g_max.eq(num.score_min), g_any.eq(0)]
-        return m
