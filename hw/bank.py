@@ -197,27 +197,11 @@ class BankArray(wiring.Component):
     (Numerics fields, ``lanes``) as plain ints, so the runner can build it from a dict.
     """
 
-    def __init__(
-        self,
-        *,
-        banks: int = 1,
-        lanes: int | None = None,
-        head_dim: int | None = None,
-        subspaces: int | None = None,
-        centroids: int | None = None,
-        elem_bits: int | None = None,
-        lut_bits: int | None = None,
-        lut_frac_bits: int | None = None,
-        exp_bits: int | None = None,
-        token_capacity: int | None = None,
-    ) -> None:
+    def __init__(self, *, banks: int = 1, lanes: int | None = None,
+                 **fields: int | None) -> None:
         from aqpim.hw.attn_params import numerics_from  # noqa: I001
 
-        num = numerics_from(
-            None, head_dim=head_dim, subspaces=subspaces, centroids=centroids,
-            elem_bits=elem_bits, lut_bits=lut_bits, lut_frac_bits=lut_frac_bits,
-            exp_bits=exp_bits, token_capacity=token_capacity,
-        )
+        num = numerics_from(None, **fields)  # names and values checked there
         banks = check_int("banks", banks, 1, 16)
         self._banks = [BankController(numerics=num, lanes=lanes) for _ in range(banks)]
         members = {}
