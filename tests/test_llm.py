@@ -12,12 +12,13 @@ import math
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")  # the eval extra; nox -s llm installs it
+# The eval extra: `nox -s llm` installs it, and a missing torch must fail there, not skip.
+# The plain `tests` session does not collect this module (--ignore in noxfile.py).
+import torch
+from aqpim.sw.eval import kvcache, llm, ppl
+from aqpim.sw.golden import intmodel
 
-from aqpim.sw.eval import kvcache, llm, ppl  # noqa: E402
-from aqpim.sw.golden import intmodel  # noqa: E402
-
-from aqpim.numerics import Numerics  # noqa: E402
+from aqpim.numerics import Numerics
 
 pytestmark = pytest.mark.llm
 
