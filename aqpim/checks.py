@@ -6,9 +6,13 @@ Every constructor and public function of the project checks its inputs at once a
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import numpy as np
 
-__all__ = ["check_array", "check_int", "float_array", "int_array"]
+__all__ = ["check_array", "check_instance", "check_int", "float_array", "int_array"]
+
+T = TypeVar("T")
 
 
 def check_int(name: str, value: object, lo: int, hi: int | None = None) -> int:
@@ -24,6 +28,13 @@ def check_int(name: str, value: object, lo: int, hi: int | None = None) -> int:
     elif not lo <= value <= hi:
         raise ValueError(f"{name} must be in [{lo}, {hi}], got {value}")
     return int(value)
+
+
+def check_instance(name: str, value: object, cls: type[T]) -> T:
+    """Return ``value`` if it is a ``cls``, else TypeError naming the argument and the value."""
+    if not isinstance(value, cls):
+        raise TypeError(f"{name} must be a {cls.__name__}, got {value!r}")
+    return value
 
 
 def check_array(name: str, a: object) -> np.ndarray:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from aqpim.checks import check_instance
 from aqpim.numerics import Numerics
 
 __all__ = ["check_numerics", "numerics_from"]
@@ -57,6 +58,4 @@ def numerics_from(numerics: Numerics | None = None, **fields: int | None) -> Num
 
 def check_numerics(numerics: object) -> Numerics:
     """Return ``numerics`` if it is a :class:`Numerics`; TypeError naming it otherwise."""
-    if not isinstance(numerics, Numerics):
-        raise TypeError(f"numerics must be a Numerics, got {numerics!r}")
-    return numerics
+    return check_instance("numerics", numerics, Numerics)

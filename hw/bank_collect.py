@@ -23,6 +23,7 @@ from aqpim.hw.bank_reader import reload_layout
 from aqpim.hw.command import bank_state_layout
 
 from aqpim import isa
+from aqpim.checks import check_instance
 from aqpim.geometry import Geometry
 
 __all__ = ["CodeCollector", "collect_control"]
@@ -51,9 +52,7 @@ class CodeCollector(wiring.Component):
     """
 
     def __init__(self, *, geometry: Geometry, code_layout: data.Layout) -> None:
-        if not isinstance(geometry, Geometry):
-            raise TypeError(f"geometry must be a Geometry, got {geometry!r}")
-        self._g = geometry
+        self._g = check_instance("geometry", geometry, Geometry)
         port = WritePort.Signature(addr_width=ceil_log2(geometry.columns_per_head),
                                    shape=unsigned(W))
         super().__init__({

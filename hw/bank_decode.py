@@ -23,6 +23,7 @@ from aqpim.hw.bank_reader import Sink, Source, read_request_layout
 from aqpim.hw.command import Command, Opcode, Status, bank_state_layout
 
 from aqpim import isa
+from aqpim.checks import check_instance
 from aqpim.geometry import Geometry
 
 __all__ = ["CommandDecoder", "decode_bus", "sub_index"]
@@ -54,9 +55,7 @@ class CommandDecoder(wiring.Component):
     """
 
     def __init__(self, *, geometry: Geometry) -> None:
-        if not isinstance(geometry, Geometry):
-            raise TypeError(f"geometry must be a Geometry, got {geometry!r}")
-        self._g = geometry
+        self._g = check_instance("geometry", geometry, Geometry)
         super().__init__({"bus": In(decode_bus(geometry))})
 
     def elaborate(self, platform: object) -> Module:

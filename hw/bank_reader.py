@@ -27,6 +27,7 @@ from aqpim.hw.command import bank_state_layout
 from aqpim.hw.lut_accumulate import column_layout
 
 from aqpim import isa
+from aqpim.checks import check_instance
 from aqpim.geometry import Geometry
 
 __all__ = ["ColumnReader", "read_control", "Sink", "Source", "memory_depths",
@@ -91,9 +92,7 @@ class ColumnReader(wiring.Component):
     """
 
     def __init__(self, *, geometry: Geometry) -> None:
-        if not isinstance(geometry, Geometry):
-            raise TypeError(f"geometry must be a Geometry, got {geometry!r}")
-        self._g = geometry
+        self._g = check_instance("geometry", geometry, Geometry)
         ports = {
             f"{src.name.lower()}_mem": In(ReadPort.Signature(addr_width=ceil_log2(depth),
                                                               shape=unsigned(W)))

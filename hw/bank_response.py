@@ -27,6 +27,7 @@ from aqpim.hw.command import (
 )
 
 from aqpim import isa
+from aqpim.checks import check_instance
 from aqpim.geometry import Geometry
 
 __all__ = ["ResponseMux", "Select", "response_control"]
@@ -66,9 +67,7 @@ class ResponseMux(wiring.Component):
     """
 
     def __init__(self, *, geometry: Geometry) -> None:
-        if not isinstance(geometry, Geometry):
-            raise TypeError(f"geometry must be a Geometry, got {geometry!r}")
-        self._g = geometry
+        self._g = check_instance("geometry", geometry, Geometry)
         super().__init__({
             "ctrl": In(response_control(geometry)),
             "i_mem": In(stream.Signature(unsigned(W))),

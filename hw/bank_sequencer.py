@@ -29,6 +29,7 @@ from aqpim.hw.bank_unpack import unpack_control
 from aqpim.hw.command import Command, CommandWord, Opcode, Status, bank_state_layout
 
 from aqpim import isa
+from aqpim.checks import check_instance
 from aqpim.geometry import Geometry
 
 __all__ = ["BankSequencer"]
@@ -46,9 +47,7 @@ class BankSequencer(wiring.Component):
     """
 
     def __init__(self, *, geometry: Geometry) -> None:
-        if not isinstance(geometry, Geometry):
-            raise TypeError(f"geometry must be a Geometry, got {geometry!r}")
-        self._g = geometry
+        self._g = check_instance("geometry", geometry, Geometry)
         super().__init__({
             "i_cmd": In(stream.Signature(unsigned(W))),
             "o_data": Out(stream.Signature(unsigned(W))),

@@ -30,6 +30,7 @@ from aqpim.hw.lut_accumulate import lut_write_layout
 from aqpim.hw.value_mac import codebook_write_layout
 
 from aqpim import isa
+from aqpim.checks import check_instance
 from aqpim.geometry import Geometry
 
 __all__ = ["BeatUnpacker", "unpack_control"]
@@ -72,9 +73,7 @@ class BeatUnpacker(wiring.Component):
 
     def __init__(self, *, geometry: Geometry, cb_layout: data.Layout,
                  x_layout: data.Layout) -> None:
-        if not isinstance(geometry, Geometry):
-            raise TypeError(f"geometry must be a Geometry, got {geometry!r}")
-        self._g = geometry
+        self._g = check_instance("geometry", geometry, Geometry)
         n = geometry.num
         super().__init__({
             "ctrl": In(unpack_control()),
