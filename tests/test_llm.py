@@ -170,20 +170,35 @@ def test_integer_cache_is_intmodel_per_query() -> None:
             assert np.allclose(out[h, t].numpy(), ref, atol=1e-6, rtol=1e-6), (h, t)
 
 
-def test_bank_kernel_bit_exact() -> None:
+@pytest.mark.parametrize(("D", "d", "K"), [(16, 2, 16), (32, 4, 256), (64, 8, 4)])
+def test_bank_kernel_bit_exact(D: int, d: int, K: int) -> None:
+    """The vectorized kernel (LUT built inside) == build_lut + bank_partial, query by query.
+
+    Queries include exact LUT half-way points (q = 0.5 / (centroid * step)) and saturation.
+    """
     rng = np.random.default_rng(5)
-    T, D, d, K = 40, 16, 2, 16
-    num = Numerics(head_dim=D, subspaces=D // d, centroids=K)
-    lut = rng.integers(-4000, 4000, (T, D // d, K))
-    kc, vc = rng.integers(0, K, (T, D // d)), rng.integers(0, K, (T, D // d))
-    cv = rng.integers(-128, 128, (D // d, K, d))
-    mx, sm, out = kvcache.bank_partials(lut, kc, vc, cv, num, 3, 5)
+    T, M = 40, D // d
+    num = Numerics(head_dim=D, subspaces=M, centroids=K)
+    kcb = rng.integers(-128, 128, (M, K, d))
+    ks = rng.uniform(0.01, 0.2, M)
+    q = rng.standard_normal((T, D)) * 4
+    q[::7] *= 400  # saturates the LUT
+    q[20] = 0.0
+    kcb[0, 0, 0] = 3
+    x = 2.5 / (3 * ks[0] * intmodel.lut_step(num))
+    while (x * 3) * ks[0] * intmodel.lut_step(num) != 2.5:  # step to an exact tie (-> 2)
+        x = np.nextafter(x, np.inf if (x * 3) * ks[0] * intmodel.lut_step(num) < 2.5 else 0)
+    q[20, 0] = x
+    kc, vc = rng.integers(0, K, (T, M)), rng.integers(0, K, (T, M))
+    cv = rng.integers(-128, 128, (M, K, d))
+    mx, sm, out = kvcache.bank_partials(q, kcb, ks, kc, vc, cv, num, 3, 5)
     for t in range(T):
         sel = np.arange(3, t - 5 + 1)
         if not sel.size:
             assert sm[t] == 0
             continue
-        p = intmodel.bank_partial(lut[t], kc[sel], vc[sel], cv, num)
+        lut = intmodel.build_lut(q[t], kcb, ks, num)
+        p = intmodel.bank_partial(lut, kc[sel], vc[sel], cv, num)
         assert (p.max, p.sum) == (mx[t], sm[t]) and np.array_equal(p.out, out[t]), t
 
 

@@ -176,72 +176,98 @@ class PQBooks:
 
 
 @numba.njit(parallel=True, cache=True)
-def _bank_kernel(lut, kc, vc, cv, rom, frac, pbits, sinks, recent, mx, sm, out):  # pragma: no cover
-    """Per query t: LUT sums, bank-local max, exp2 ROM weights, histogram x centroids.
+def _bank_kernel(q, kcb, ks, step, lmin, lmax, kct, vdec, rom, frac, pbits, sinks, recent,
+                 mx, sm, out):  # pragma: no cover
+    """Per query t: the quantized LUT, LUT sums, bank-local max, exp2-ROM weights, histogram.
 
-    Exactly ``intmodel.bank_partial`` over tokens ``[sinks, t - recent]`` (numba, int64).
+    Exactly ``intmodel.build_lut`` then ``intmodel.bank_partial`` over tokens
+    ``[sinks, t - recent]``: the LUT dot products in element order, then ``* step[m] * c``,
+    round half even, saturate (as ``build_lut``); the rest in int64. ``q`` (T, Mk, dk) float64,
+    ``kcb`` (Mk, Kk, dk) the integer key centroids as float64, ``kct`` (Mk, T) key codes
+    (token-contiguous, so the score loop is a gather over contiguous codes), ``vdec`` (T, D)
+    every token's integer value centroids (as float64). The histogram x centroids product of
+    the bank, ``sum_c hist[m, c] * Cv[m, c]``, equals ``sum_s w_s * Cv[m, code_v[s, m]]``;
+    the kernel sums the latter in float64, exact because every term and partial sum is an
+    integer below 2^53 (``bank_partials`` checks the bound), so it is the same integer.
     """
-    T, Mk, _ = lut.shape
-    Mv, Kv, dv = cv.shape
+    T, Mk, dk = q.shape
+    Kk = kcb.shape[1]
+    dim = vdec.shape[1]
     fmask = (1 << frac) - 1
-    for t in numba.prange(T):
+    for i in numba.prange(T):
+        # Query t has ~t tokens: pair short and long queries so the threads' shares are equal.
+        t = i // 2 if i % 2 == 0 else T - 1 - i // 2
         hi = t - recent
         mx[t] = 0
         sm[t] = 0
         if hi < sinks:
             continue
         n = hi - sinks + 1
-        sc = np.empty(n, np.int64)
-        best = -(1 << 62)
-        for j in range(n):
-            s = sinks + j
-            acc = 0
-            for m in range(Mk):
-                acc += lut[t, m, kc[s, m]]
-            sc[j] = acc
-            if acc > best:
-                best = acc
-        hist = np.zeros((Mv, Kv), np.int64)
+        # Scores fit int32 (bank_partials checks score_bits <= 32).
+        sc = np.zeros(n, np.int32)
+        row = np.empty(Kk, np.int32)
+        for m in range(Mk):
+            for c in range(Kk):
+                acc = q[t, m, 0] * kcb[m, c, 0]
+                for e in range(1, dk):
+                    acc = acc + q[t, m, e] * kcb[m, c, e]
+                x = np.rint(acc * ks[m] * step)
+                row[c] = int(min(max(x, lmin), lmax))
+            codes = kct[m, sinks:sinks + n]
+            for j in range(n):
+                sc[j] += row[codes[j]]
+        best = np.int64(sc.max())
+        vacc = np.zeros(dim)
         tot = 0
         for j in range(n):
-            delta = best - sc[j]
+            delta = best - np.int64(sc[j])
             nsh = delta >> frac
             if nsh > pbits:
                 continue
             w = rom[delta & fmask] >> nsh
             tot += w
+            wf = float(w)
             s = sinks + j
-            for m in range(Mv):
-                hist[m, vc[s, m]] += w
-        for m in range(Mv):
-            for c in range(Kv):
-                hv = hist[m, c]
-                if hv != 0:
-                    for i in range(dv):
-                        out[t, m * dv + i] += hv * cv[m, c, i]
+            for e in range(dim):
+                vacc[e] += wf * vdec[s, e]
+        for e in range(dim):
+            out[t, e] = np.int64(vacc[e])
         mx[t] = best
         sm[t] = tot
 
 
-def bank_partials(lut: np.ndarray, key_codes: np.ndarray, value_codes: np.ndarray,
-                  value_codebook: np.ndarray, num_k: Numerics, sinks: int, recent: int
+def bank_partials(q: np.ndarray, key_codebook: np.ndarray, key_scales: np.ndarray,
+                  key_codes: np.ndarray, value_codes: np.ndarray, value_codebook: np.ndarray,
+                  num_k: Numerics, sinks: int, recent: int
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Bank partials of every query of a window: (max (T,), sum (T,), out (T, D)) int64.
 
-    ``lut`` (T, Mk, Kk) int, ``key_codes`` (T, Mk), ``value_codes`` (T, Mv), ``value_codebook``
-    (Mv, Kv, dv) int. Query t's bank holds tokens ``sinks .. t - recent``; a query with none
-    reports sum 0 (empty bank).
+    ``q`` (T, D) float queries (the host builds each query's LUT, :func:`intmodel.build_lut`,
+    here inside the kernel), ``key_codebook`` (Mk, Kk, dk) int with ``key_scales`` (Mk,),
+    ``key_codes`` (T, Mk), ``value_codes`` (T, Mv), ``value_codebook`` (Mv, Kv, dv) int. Query
+    t's bank holds tokens ``sinks .. t - recent``; a query with none reports sum 0 (empty bank).
     """
-    T = lut.shape[0]
+    if num_k.score_bits > 32:
+        raise ValueError(f"score_bits {num_k.score_bits} > 32: the kernel sums scores in int32")
+    T = q.shape[0]
+    mk, kk, dk = key_codebook.shape
     dim = value_codebook.shape[0] * value_codebook.shape[2]
     mx = np.zeros(T, np.int64)
     sm = np.zeros(T, np.int64)
     out = np.zeros((T, dim), np.int64)
-    # int32 LUT and uint8/uint16 codes keep a query's LUT and the code rows in L1/L2 cache.
-    cdt = np.uint8 if max(lut.shape[2], value_codebook.shape[1]) <= 256 else np.uint16
-    _bank_kernel(np.ascontiguousarray(lut, np.int32), np.ascontiguousarray(key_codes, cdt),
-                 np.ascontiguousarray(value_codes, cdt),
-                 np.ascontiguousarray(value_codebook, np.int64),
+    # Exactness of the float64 value sums (kernel docstring): T * 2^P * max|Cv| < 2^53.
+    bound = T * num_k.weight_one * int(np.abs(value_codebook).max(initial=0))
+    if bound >= 1 << 53:
+        raise ValueError(f"value sums up to {bound} are not exact in float64 (T = {T})")
+    mv = np.arange(value_codebook.shape[0])[None, :]
+    vdec = np.asarray(value_codebook, np.float64)[mv, np.asarray(value_codes)].reshape(T, dim)
+    cdt = np.uint8 if kk <= 256 else np.uint16
+    _bank_kernel(np.ascontiguousarray(np.asarray(q, np.float64).reshape(T, mk, dk)),
+                 np.ascontiguousarray(key_codebook, np.float64),
+                 np.ascontiguousarray(key_scales, np.float64), intmodel.lut_step(num_k),
+                 float(num_k.lut_min), float(num_k.lut_max),
+                 np.ascontiguousarray(np.asarray(key_codes).T, cdt),
+                 np.ascontiguousarray(vdec),
                  np.asarray(num_k.exp_rom, np.int64), num_k.lut_frac_bits, num_k.exp_bits,
                  sinks, recent, mx, sm, out)
     return mx, sm, out
@@ -291,7 +317,6 @@ class PQCache(Cache):
         g = H // k16.shape[0]
         nk, nv = self._nums(D, T)
         out = torch.empty_like(q)
-        step = LOG2E / math.sqrt(D) * (1 << nk.lut_frac_bits)
         for hk in range(k16.shape[0]):
             # Host writes int8 vectors; the bank encodes them against its int8 centroids.
             kb_i, ks = self.keys.ints[layer, hk], self.keys.scales[layer, hk]
@@ -299,13 +324,10 @@ class PQCache(Cache):
             kx, vx = k16[hk].double().numpy(), v16[hk].double().numpy()
             kc = fastpq.encode_int(intmodel.quantize(kx, ks, nk), kb_i)
             vc = fastpq.encode_int(intmodel.quantize(vx, vs, nv), vb_i)
-            cent = torch.from_numpy(kb_i * ks[:, None, None])  # (M, K, d) float64
             for hq in range(hk * g, (hk + 1) * g):
                 qh = q[hq].double()
-                # LUT per query (host): float64 dot products, round half even, saturate.
-                dots = torch.einsum("tmd,mkd->tmk", qh.view(T, nk.subspaces, nk.sub_dim), cent)
-                lut = torch.round(dots * step).clamp(nk.lut_min, nk.lut_max)
-                mx, sm, po = bank_partials(lut.to(torch.int32).numpy(), kc, vc, vb_i, nk,
+                # The query's LUT (host, float64, intmodel.build_lut) is built in the kernel.
+                mx, sm, po = bank_partials(qh.numpy(), kb_i, ks, kc, vc, vb_i, nk,
                                            self.sinks, self.recent)
                 merged = _merge(qh, kx, vx, self.sinks, self.recent, mx, sm, po, vs, nk, nv)
                 out[hq] = merged.float()

@@ -41,6 +41,7 @@ __all__ = [
     "quantize",
     "encode",
     "build_lut",
+    "lut_step",
     "pack_columns",
     "unpack_columns",
     "lut_accumulate",
@@ -162,9 +163,19 @@ def build_lut(
         raise ValueError(f"key_codebook has shape {cb.shape}")
     ks = _float_array("key_scales", key_scales)
     qm = q.reshape(num.subspaces, num.sub_dim)
-    dots = np.einsum("md,mkd->mk", qm, cb.astype(np.float64)) * ks[:, None]
-    step = LOG2E / math.sqrt(num.head_dim) * (1 << num.lut_frac_bits)
-    return np.clip(np.rint(dots * step), num.lut_min, num.lut_max).astype(np.int64)
+    cbf = cb.astype(np.float64)
+    # The dot product is summed in element order i = 0 .. d-1 (IEEE float64, no reassociation),
+    # so every implementation (the vectorized LLM cache's kernel too) gets the same LUT bits.
+    dots = qm[:, None, 0] * cbf[:, :, 0]
+    for i in range(1, num.sub_dim):
+        dots = dots + qm[:, None, i] * cbf[:, :, i]
+    return np.clip(np.rint(dots * ks[:, None] * lut_step(num)), num.lut_min,
+                   num.lut_max).astype(np.int64)
+
+
+def lut_step(num: Numerics) -> float:
+    """``log2(e) / sqrt(D) * 2^F``: the factor from a scaled dot product to LUT units."""
+    return LOG2E / math.sqrt(num.head_dim) * (1 << num.lut_frac_bits)
 
 
 # ----------------------------------------------------------------------------------------------
