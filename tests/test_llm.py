@@ -107,9 +107,10 @@ def _layer_qkv(model: llm.Model, tokens: int = 96, layer: int = 3):  # noqa: ANN
     return got["qkv"]
 
 
-def _books(k: np.ndarray, d: int, centroids: int) -> kvcache.PQBooks:
-    fl, ints, sc = ppl.train_layer(k, d, centroids, iters=8)
-    return kvcache.PQBooks(fl[None], ints[None], sc[None])
+def _books(k: np.ndarray, d: int, centroids: int, xf: str = "",
+           sigma_q: np.ndarray | None = None) -> kvcache.PQBooks:
+    fl, ints, sc, a = ppl.train_layer(k, d, centroids, iters=8, xf=xf, sigma_q=sigma_q)
+    return kvcache.PQBooks(fl[None], ints[None], sc[None], a[None] if xf else None)
 
 
 def test_compressed_mask_rule() -> None:
@@ -141,32 +142,54 @@ def test_fp16_window_covering_everything_is_fp16_cache(model: llm.Model) -> None
     assert not torch.allclose(out, ref, atol=1e-3)
 
 
-def test_integer_cache_is_intmodel_per_query() -> None:
-    """The vectorized integer cache == intmodel's units query by query (LUT, bank, merge)."""
+@pytest.mark.parametrize("xf", ["", "q", "qr"])
+def test_integer_cache_is_intmodel_per_query(xf: str) -> None:
+    """The vectorized integer cache == intmodel's units query by query (LUT, bank, merge).
+
+    With a transform (query-aware keys, rotation) the bank holds codes of ``k A_k`` and
+    ``v A_v``, the LUT is built from ``q A_k^-T`` and the bank's output goes back through
+    ``A_v^-1`` before the host merge with the untransformed FP16 tokens.
+    """
     rng = np.random.default_rng(3)
     T, D, d, K, S, W = 48, 16, 4, 16, 2, 6
     k = torch.from_numpy(rng.standard_normal((1, T, D))).float()
     v = torch.from_numpy(rng.standard_normal((1, T, D))).float()
     q = torch.from_numpy(rng.standard_normal((2, T, D)) * 3).float()
-    kb = _books(k.double().numpy(), d, K)
-    vb = _books(v.double().numpy(), d, K)
+    qd = q.double().numpy().reshape(1, -1, D)
+    sigma = np.einsum("hnd,hne->hde", qd, qd) / qd.shape[1]
+    kb = _books(k.double().numpy(), d, K, xf, sigma)
+    vb = _books(v.double().numpy(), d, K, xf.replace("q", ""))
+    if xf:
+        assert not np.allclose(kb.xf[0, 0], np.eye(D))
     out = kvcache.PQCache(kb, vb, sinks=S, recent=W, integer=True).attend(0, q, k, v)
     num = Numerics(head_dim=D, subspaces=D // d, centroids=K, token_capacity=4096)
     k16 = k[0].half().double().numpy()
     v16 = v[0].half().double().numpy()
-    kc = intmodel.encode(intmodel.quantize(k16, kb.scales[0, 0], num), kb.ints[0, 0], num)
-    vc = intmodel.encode(intmodel.quantize(v16, vb.scales[0, 0], num), vb.ints[0, 0], num)
+    ak = kb.xf[0, 0] if xf else np.eye(D)
+    av = vb.xf[0, 0] if "r" in xf else np.eye(D)
+    kc = intmodel.encode(intmodel.quantize(k16 @ ak, kb.scales[0, 0], num), kb.ints[0, 0], num)
+    vc = intmodel.encode(intmodel.quantize(v16 @ av, vb.scales[0, 0], num), vb.ints[0, 0], num)
     for h in range(2):
         for t in range(T):
             qt = q[h, t].double().numpy()
             comp = np.arange(S, t - W + 1)
-            parts = []
-            if comp.size:
-                lut = intmodel.build_lut(qt, kb.ints[0, 0], kb.scales[0, 0], num)
-                parts.append(intmodel.bank_partial(lut, kc[comp], vc[comp], vb.ints[0, 0], num))
             full = np.array([s for s in range(t + 1) if s < S or s > t - W])
             extra = intmodel.float_partial(qt, k16[full], v16[full])
-            ref = intmodel.host_merge(parts, vb.scales[0, 0], num, extra)
+            if comp.size:
+                lut = intmodel.build_lut(qt @ np.linalg.inv(ak).T, kb.ints[0, 0],
+                                         kb.scales[0, 0], num)
+                p = intmodel.bank_partial(lut, kc[comp], vc[comp], vb.ints[0, 0], num)
+                # host: bank output to float in the transformed basis, then back through A_v^-1
+                bout = p.out / num.weight_one * np.repeat(vb.scales[0, 0], num.sub_dim)
+                g = max(p.max / (1 << num.lut_frac_bits), extra.max)
+                ab = 2.0 ** (p.max / (1 << num.lut_frac_bits) - g)
+                af = 2.0 ** (extra.max - g)
+                ref = ((ab * bout @ np.linalg.inv(av) + af * extra.out)
+                       / (ab * p.sum / num.weight_one + af * extra.sum))
+                if not xf:  # the plain case through intmodel's own host merge as well
+                    assert np.allclose(ref, intmodel.host_merge([p], vb.scales[0, 0], num, extra))
+            else:
+                ref = extra.out / extra.sum
             assert np.allclose(out[h, t].numpy(), ref, atol=1e-6, rtol=1e-6), (h, t)
 
 

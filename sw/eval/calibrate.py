@@ -129,10 +129,16 @@ def key_transform(q: np.ndarray, k: np.ndarray, d: int, *, qaware: bool, rotate:
     d:
         Sub-vector size the rotation balances the subspaces for.
     """
-    q, k = np.asarray(q, np.float64), np.asarray(k, np.float64)
-    a = np.eye(k.shape[1])
-    if qaware:
-        a = _sqrtm(q.T @ q / q.shape[0])
+    q = np.asarray(q, np.float64)
+    return key_transform_cov(q.T @ q / q.shape[0] if qaware else None, k, d, rotate=rotate)
+
+
+def key_transform_cov(sigma_q: np.ndarray | None, k: np.ndarray, d: int, *, rotate: bool
+                      ) -> np.ndarray:
+    """:func:`key_transform` from the query second-moment matrix ``Sigma_q`` (D, D) directly
+    (None: no query-aware part), for callers that accumulate it instead of keeping queries."""
+    k = np.asarray(k, np.float64)
+    a = np.eye(k.shape[1]) if sigma_q is None else _sqrtm(np.asarray(sigma_q, np.float64))
     if rotate:
         a = a @ acc.rotation(k @ a, d)
     return a

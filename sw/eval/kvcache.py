@@ -165,6 +165,14 @@ class PQBooks:
     float: np.ndarray
     ints: np.ndarray
     scales: np.ndarray
+    xf: np.ndarray | None = None  # (L, Hkv, D, D) transform A: the codebooks are of x @ A
+
+    def transform(self, layer: int, head: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(A, inverse of A) of a (layer, KV head), or None without a transform."""
+        if self.xf is None:
+            return None
+        a = self.xf[layer, head]
+        return a, np.linalg.inv(a)
 
     @property
     def d(self) -> int:
@@ -282,13 +290,14 @@ class PQCache(Cache):
     sinks: int = 4
     recent: int = 32
     integer: bool = False
+    numerics: dict | None = None  # Numerics fields other than D, M, K (e.g. exp_bits)
 
     def _nums(self, dim: int, tokens: int) -> tuple[Numerics, Numerics]:
-        cap = max(4096, tokens)
+        extra = {"token_capacity": max(4096, tokens), **(self.numerics or {})}
         nk = Numerics(head_dim=dim, subspaces=dim // self.keys.d, centroids=self.keys.centroids,
-                      token_capacity=cap)
+                      **extra)
         nv = Numerics(head_dim=dim, subspaces=dim // self.values.d,
-                      centroids=self.values.centroids, token_capacity=cap)
+                      centroids=self.values.centroids, **extra)
         return nk, nv
 
     def attend(self, layer: int, q, k, v):  # noqa: ANN001, ANN201
@@ -304,9 +313,12 @@ class PQCache(Cache):
             for x, books, dst in ((k16, self.keys, khat), (v16, self.values, vhat)):
                 cb = books.float[layer, h]
                 xh = x[h].double().numpy()
-                codes = fastpq.encode(xh, cb)
+                xf = books.transform(layer, h)
+                codes = fastpq.encode(xh if xf is None else xh @ xf[0], cb)
                 m = np.arange(cb.shape[0])[None, :]
-                dst[h] = torch.from_numpy(cb[m, codes].reshape(T, -1)).float()
+                rec = cb[m, codes].reshape(T, -1)
+                # q . (k' A^-1) = (q A^-T) . k': the transformed scores, in the original basis.
+                dst[h] = torch.from_numpy(rec if xf is None else rec @ xf[1]).float()
         mask = compressed_mask(T, self.sinks, self.recent)
         return self._mixed(q, k16, v16, khat, vhat, mask, mask)
 
@@ -322,14 +334,21 @@ class PQCache(Cache):
             kb_i, ks = self.keys.ints[layer, hk], self.keys.scales[layer, hk]
             vb_i, vs = self.values.ints[layer, hk], self.values.scales[layer, hk]
             kx, vx = k16[hk].double().numpy(), v16[hk].double().numpy()
-            kc = fastpq.encode_int(intmodel.quantize(kx, ks, nk), kb_i)
-            vc = fastpq.encode_int(intmodel.quantize(vx, vs, nv), vb_i)
+            # With a transform the host writes k A_k and v A_v (D^2 MACs per token), builds the
+            # LUT from q A_k^-T and turns the bank's output back with A_v^-1 before the merge.
+            kt, vt = self.keys.transform(layer, hk), self.values.transform(layer, hk)
+            kc = fastpq.encode_int(
+                intmodel.quantize(kx if kt is None else kx @ kt[0], ks, nk), kb_i)
+            vc = fastpq.encode_int(
+                intmodel.quantize(vx if vt is None else vx @ vt[0], vs, nv), vb_i)
             for hq in range(hk * g, (hk + 1) * g):
                 qh = q[hq].double()
+                qb = qh.numpy() if kt is None else qh.numpy() @ kt[1].T
                 # The query's LUT (host, float64, intmodel.build_lut) is built in the kernel.
-                mx, sm, po = bank_partials(qh.numpy(), kb_i, ks, kc, vc, vb_i, nk,
+                mx, sm, po = bank_partials(qb, kb_i, ks, kc, vc, vb_i, nk,
                                            self.sinks, self.recent)
-                merged = _merge(qh, kx, vx, self.sinks, self.recent, mx, sm, po, vs, nk, nv)
+                merged = _merge(qh, kx, vx, self.sinks, self.recent, mx, sm, po, vs, nk, nv,
+                                None if vt is None else vt[1])
                 out[hq] = merged.float()
         return out
 
@@ -374,7 +393,8 @@ def _merge_kernel(q, k, v, sinks, recent, bmax, bsum, bout, inv_sqrt_d, out):  #
             out[t, i] /= den
 
 
-def _merge(q, k, v, sinks, recent, mx, sm, po, vscale, nk: Numerics, nv: Numerics):  # noqa: ANN001, ANN202
+def _merge(q, k, v, sinks, recent, mx, sm, po, vscale, nk: Numerics, nv: Numerics,  # noqa: ANN001, ANN202
+           vinv: np.ndarray | None = None):
     """Host merge of every query's bank partial with its FP16 tokens' partial, float64.
 
     The vectorized form of ``intmodel.float_partial`` + ``intmodel.host_merge`` (numba, one
@@ -388,6 +408,8 @@ def _merge(q, k, v, sinks, recent, mx, sm, po, vscale, nk: Numerics, nv: Numeric
     bmax = mx.astype(np.float64) / (1 << nk.lut_frac_bits)
     bsum = sm.astype(np.float64) / nv.weight_one
     bout = po.astype(np.float64) / nv.weight_one * np.repeat(vscale, nv.sub_dim)[None, :]
+    if vinv is not None:
+        bout = bout @ vinv  # the bank's output is sum w (v A_v); back to the value basis
     out = np.empty((T, D))
     _merge_kernel(np.ascontiguousarray(q.numpy()), np.ascontiguousarray(k),
                   np.ascontiguousarray(v), sinks, recent, bmax, bsum, bout,

@@ -72,9 +72,9 @@ MODEL_NAME = "SmolLM2-135M-Instruct Q4_1"
 def default_settings(sinks: int = SINKS, recent: int = RECENT) -> list[Setting]:
     """FP16, KIVI-style 2/3/4-bit and INT8, and the PQ grid of docs/llm.md."""
     common = {"sinks": sinks, "recent": recent}
-    def pqs(name: str, kd: int, kk: int, vd: int, vk: int) -> Setting:
+    def pqs(name: str, kd: int, kk: int, vd: int, vk: int, **xf: bool) -> Setting:
         return Setting(name, "pq", d=vd, centroids=vk, key_d=kd, key_centroids=kk,
-                       codebooks="calib", **common)
+                       codebooks="calib", **xf, **common)
 
     def uni(b: int) -> Setting:
         return Setting("int8" if b == 8 else f"kivi-{b}", "uniform", group="baseline", bits=b,
@@ -84,7 +84,12 @@ def default_settings(sinks: int = SINKS, recent: int = RECENT) -> list[Setting]:
     return [Setting("fp16", "fp16", group="baseline"), pqs("pq-d4K256", 4, 256, 4, 256),
             pqs("pq-d2K16", 2, 16, 2, 16), uni(2), uni(3), uni(4), uni(8),
             pqs("pq-d2K256", 2, 256, 2, 256), pqs("pq-k8K256-v4K256", 8, 256, 4, 256),
-            pqs("pq-d4K64", 4, 64, 4, 64)]
+            pqs("pq-d4K64", 4, 64, 4, 64),
+            # MiniLM's two optimizations on the 2-bit headline setting, together and each alone
+            # (pq-d4K256 is the setting with neither).
+            pqs("pq-d4K256-qr", 4, 256, 4, 256, qaware=True, rotate=True),
+            pqs("pq-d4K256-q", 4, 256, 4, 256, qaware=True),
+            pqs("pq-d4K256-r", 4, 256, 4, 256, rotate=True)]
 
 
 def _side_bits(code: float, over: float, n_fp: float, tokens: int) -> float:
@@ -104,10 +109,11 @@ def cache_bits(s: Setting, *, tokens: int, head_dim: int, key_group: int = KEY_G
         k = _side_bits(s.bits, 32.0 / key_group, n_fp + (key_group - 1) / 2, tokens)
         v = _side_bits(s.bits, 32.0 / value_group, n_fp, tokens)
         return {"code": float(s.bits), "total": (k + v) / 2}
-    sides = ((s.kd, s.kk), (s.d, s.centroids))
-    codes = [math.log2(c) / d for d, c in sides]
-    books = [(c * head_dim * ELEM_BITS + head_dim // d * 16) / (amortise * head_dim)
-             for d, c in sides]
+    sides = ((s.kd, s.kk, s.qaware or s.rotate), (s.d, s.centroids, s.rotate))
+    codes = [math.log2(c) / d for d, c, _ in sides]
+    # Codebook, steps and (if any) the FP16 D x D transform, per layer and KV head.
+    books = [(c * head_dim * ELEM_BITS + head_dim // d * 16 + xf * head_dim * head_dim * 16)
+             / (amortise * head_dim) for d, c, xf in sides]
     total = sum(_side_bits(cb, 0.0, n_fp, tokens) + b for cb, b in zip(codes, books, strict=True))
     return {"code": sum(codes) / 2, "total": total / 2}
 
@@ -115,57 +121,81 @@ def cache_bits(s: Setting, *, tokens: int, head_dim: int, key_group: int = KEY_G
 # ----------------------------------------------------------------------------------------------
 # calibration
 # ----------------------------------------------------------------------------------------------
-def _book_key(side: str, d: int, k: int) -> str:
-    return f"{side}_d{d}_K{k}"
+def _book_key(side: str, d: int, k: int, xf: str = "") -> str:
+    return f"{side}_d{d}_K{k}" + (f"_{xf}" if xf else "")
 
 
-def needed_books(settings: list[Setting]) -> list[tuple[str, int, int]]:
-    """(side, d, K) codebook sets the PQ settings need, each once."""
-    out: list[tuple[str, int, int]] = []
+def _xf(s: Setting, side: str) -> str:
+    """Transform of a setting's cache side: "q" (query-aware, keys only) and/or "r" (rotation)."""
+    return ("q" if s.qaware and side == "k" else "") + ("r" if s.rotate else "")
+
+
+def needed_books(settings: list[Setting]) -> list[tuple[str, int, int, str]]:
+    """(side, d, K, transform) codebook sets the PQ settings need, each once."""
+    out: list[tuple[str, int, int, str]] = []
     for s in settings:
         if s.kind == "pq":
-            for key in (("k", s.kd, s.kk), ("v", s.d, s.centroids)):
+            for key in (("k", s.kd, s.kk, _xf(s, "k")), ("v", s.d, s.centroids, _xf(s, "v"))):
                 if key not in out:
                     out.append(key)
     return out
 
 
-def capture_kv(model, windows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
-    """FP16-rounded post-RoPE keys and values of every layer: (L, Hkv, N, D) float64 each."""
+def capture_kv(model, windows: list[np.ndarray]  # noqa: ANN001
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """FP16-rounded post-RoPE keys and values of every layer: (L, Hkv, N, D) float64 each, and
+    each KV head's query second moment ``Sigma_q`` over its group's query heads (L, Hkv, D, D)."""
     import torch
 
-    ks: list[list[np.ndarray]] = [[] for _ in range(model.cfg.layers)]
-    vs: list[list[np.ndarray]] = [[] for _ in range(model.cfg.layers)]
+    cfg = model.cfg
+    ks: list[list[np.ndarray]] = [[] for _ in range(cfg.layers)]
+    vs: list[list[np.ndarray]] = [[] for _ in range(cfg.layers)]
+    sq = np.zeros((cfg.layers, cfg.kv_heads, cfg.head_dim, cfg.head_dim))
+    count = [0]
 
     def grab(layer: int, q, k, v) -> None:  # noqa: ANN001
         ks[layer].append(k.to(torch.float16).double().numpy())
         vs[layer].append(v.to(torch.float16).double().numpy())
+        qd = q.double().numpy().reshape(cfg.kv_heads, -1, cfg.head_dim)  # group's heads pooled
+        sq[layer] += np.einsum("hnd,hne->hde", qd, qd)
+        if layer == 0:
+            count[0] += qd.shape[1]
 
     for w in windows:
         model.forward(w, on_qkv=grab)
     return (np.stack([np.concatenate(x, axis=1) for x in ks]),
-            np.stack([np.concatenate(x, axis=1) for x in vs]))
+            np.stack([np.concatenate(x, axis=1) for x in vs]), sq / max(count[0], 1))
 
 
-def train_layer(x: np.ndarray, d: int, k: int, seed: int = 0, iters: int = 10
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Codebooks of one layer's heads x (Hkv, N, D): float (Hkv, M, K, d), int and steps.
+def train_layer(x: np.ndarray, d: int, k: int, seed: int = 0, iters: int = 10, xf: str = "",
+                sigma_q: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Codebooks of one layer's heads x (Hkv, N, D): float (Hkv, M, K, d), int, steps, and the
+    transform A (Hkv, D, D) the cache applies first (identity without ``xf``).
 
-    The int8 steps come from the calibration vectors and the centroids together (as
-    ``accuracy._int_prepare``), so every centroid is representable.
+    ``xf`` "q" (query-aware: ``Sigma_q^(1/2)`` from ``sigma_q`` (Hkv, D, D)) and/or "r" (PCA
+    rotation with eigenvalue allocation), as :func:`.calibrate.key_transform`; k-means runs
+    on ``x @ A``. The int8 steps come from the (transformed) calibration vectors and the
+    centroids together (as ``accuracy._int_prepare``), so every centroid is representable.
     """
+    from aqpim.sw.eval import calibrate
+
     hkv, _, dim = x.shape
     num = Numerics(head_dim=dim, subspaces=dim // d, centroids=k)
-    fl, ints, scales = [], [], []
+    fl, ints, scales, mats = [], [], [], []
     for h in range(hkv):
-        cb = pq.train_codebooks(x[h], subspaces=dim // d, centroids=k, iters=iters,
+        a = calibrate.key_transform_cov(sigma_q[h] if "q" in xf else None, x[h], d,
+                                        rotate="r" in xf)
+        xh = x[h] @ a
+        cb = pq.train_codebooks(xh, subspaces=dim // d, centroids=k, iters=iters,
                                 seed=seed + h)
         rows = cb.transpose(1, 0, 2).reshape(k, dim)
-        sc = intmodel.subspace_scales(np.concatenate([x[h], rows]), num)
+        sc = intmodel.subspace_scales(np.concatenate([xh, rows]), num)
         fl.append(cb)
         ints.append(intmodel.quantize(rows, sc, num).transpose(1, 0, 2))
         scales.append(sc)
-    return np.stack(fl), np.stack(ints), np.stack(scales)
+        mats.append(a)
+    return np.stack(fl), np.stack(ints), np.stack(scales), np.stack(mats)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -189,7 +219,8 @@ def _books(path: str) -> dict[str, object]:
 
         z = np.load(path)
         names = sorted({n.rsplit("_", 1)[0] for n in z.files})
-        _STATE[key] = {n: PQBooks(z[n + "_float"], z[n + "_int"], z[n + "_scale"])
+        _STATE[key] = {n: PQBooks(z[n + "_float"], z[n + "_int"], z[n + "_scale"],
+                                  z[n + "_xf"] if n + "_xf" in z.files else None)
                        for n in names}
     return _STATE[key]  # type: ignore[return-value]
 
@@ -206,8 +237,8 @@ def make_cache(s: Setting, integer: bool, books: dict | None, key_group: int = K
                                     key_group=key_group, value_group=value_group)
     if books is None:
         raise ValueError(f"setting {s.name} needs codebooks")
-    return kvcache.PQCache(books[_book_key("k", s.kd, s.kk)],
-                           books[_book_key("v", s.d, s.centroids)],
+    return kvcache.PQCache(books[_book_key("k", s.kd, s.kk, _xf(s, "k"))],
+                           books[_book_key("v", s.d, s.centroids, _xf(s, "v"))],
                            sinks=s.sinks, recent=s.recent, integer=integer)
 
 
@@ -499,33 +530,39 @@ def _text(path: Path | None, default: str) -> tuple[str, str]:
 
 def calibrate(model, windows: list[np.ndarray], settings: list[Setting], path: Path, *,  # noqa: ANN001
               client=None, progress: bool = True) -> Path:  # noqa: ANN001
-    """Train every needed codebook set from the calibration windows; save to ``path`` (npz).
-
-    With a Dask ``client`` the per-layer k-means runs as tasks on the cluster.
+    """Train every needed codebook set not yet in ``path`` from the calibration windows; save
+    the union to ``path`` (npz). With a Dask ``client`` the per-layer k-means runs as tasks.
     """
     from tqdm import tqdm
 
-    kx, vx = capture_kv(model, windows)
-    arrays: dict[str, np.ndarray] = {}
-    jobs = [(side, d, k, layer) for side, d, k in needed_books(settings)
-            for layer in range(kx.shape[0])]
+    arrays: dict[str, np.ndarray] = dict(np.load(path)) if path.is_file() else {}
+    todo = [b for b in needed_books(settings) if _book_key(*b) + "_float" not in arrays]
+    if not todo:
+        return path
+    kx, vx, sq = capture_kv(model, windows)
+    jobs = [(side, d, k, xf, layer) for side, d, k, xf in todo for layer in range(kx.shape[0])]
     src = {"k": kx, "v": vx}
+
+    def args(side: str, d: int, k: int, xf: str, layer: int) -> tuple:
+        return (src[side][layer], d, k), {"seed": layer, "xf": xf, "sigma_q": sq[layer]}
+
     if client is not None:
-        futs = [client.submit(train_layer, src[s][layer], d, k, seed=layer, pure=False)
-                for s, d, k, layer in jobs]
+        futs = [client.submit(train_layer, *a, pure=False, **kw)
+                for a, kw in (args(*j) for j in jobs)]
         res = [f.result() for f in tqdm(futs, disable=not progress, file=sys.stderr,
                                         desc="codebooks")]
     else:
-        res = [train_layer(src[s][layer], d, k, seed=layer)
-               for s, d, k, layer in tqdm(jobs, disable=not progress, file=sys.stderr,
-                                          desc="codebooks")]
-    for side, d, k in needed_books(settings):
-        parts = [r for (s, dd, kk, _), r in zip(jobs, res, strict=True) if (s, dd, kk) ==
-                 (side, d, k)]
-        name = _book_key(side, d, k)
+        res = [train_layer(*a, **kw) for a, kw in tqdm(
+            (args(*j) for j in jobs), total=len(jobs), disable=not progress, file=sys.stderr,
+            desc="codebooks")]
+    for book in todo:
+        parts = [r for j, r in zip(jobs, res, strict=True) if j[:4] == book]
+        name = _book_key(*book)
         arrays[name + "_float"] = np.stack([p[0] for p in parts])
         arrays[name + "_int"] = np.stack([p[1] for p in parts])
         arrays[name + "_scale"] = np.stack([p[2] for p in parts])
+        if book[3]:
+            arrays[name + "_xf"] = np.stack([p[3] for p in parts])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, **arrays)
@@ -600,9 +637,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg_tag = (f"{tid}-{cid}-T{args.window}-S{args.sinks}-W{args.recent}-C{args.calib_windows}"
                f"-G{args.key_group}x{args.value_group}")
     books = args.out / f"books-{cfg_tag}.npz"
-    stale = books.is_file() and any(
-        _book_key(*b) + "_float" not in set(np.load(books).files) for b in needed_books(settings))
-    if needed_books(settings) and (stale or not books.is_file()):
+    have = set(np.load(books).files) if books.is_file() else set()
+    if any(_book_key(*b) + "_float" not in have for b in needed_books(settings)):
         # k-means per (layer, side, (d, K)) runs as tasks on the same kind of cluster.
         t0 = time.perf_counter()
         client, cluster = _client(args.scheduler, args.workers)
