@@ -310,13 +310,19 @@ def test_cli_end_to_end_on_new_text(tmp_path, capsys) -> None:  # noqa: ANN001
                              f"baker sells bread number {i * 7}." for i in range(400)),
                     encoding="utf-8")
     rc = ppl.main(["--text", str(text), "--calib-text", str(text), "--window", "128",
-                   "--windows", "1", "--calib-windows", "2", "--settings", "pq-d2K16,kivi-2",
+                   "--windows", "1", "--calib-windows", "2",
+                   "--settings", "pq-d2K16,kivi-2,pq-d4K256-qr", "--timing",
                    "--out", str(tmp_path / "o"), "--json", "--no-progress"])
     assert rc == 0
     rep = json.loads(capsys.readouterr().out)
     names = [r["name"] for r in rep["settings"]]
-    assert names == ["fp16", "pq-d2K16", "kivi-2"]
+    assert names == ["fp16", "pq-d2K16", "kivi-2", "pq-d4K256-qr"]
     assert rep["fp16_ppl"] > 1 and rep["settings"][1]["ppl_ratio_int"] > 0
+    assert rep["settings"][3]["ppl_ratio_int"] > 0
+    assert set(rep["timing"]["int_s"]) == {"pq-d2K16", "pq-d4K256-qr"}
+    assert rep["targets"]["int eval <= 2x FP16 time"]["how"] == "timing"
+    books = np.load(next((tmp_path / "o").glob("books-*.npz")))
+    assert "k_d4_K256_qr_xf" in books.files and "v_d4_K256_r_xf" in books.files
     assert (tmp_path / "o" / "ppl.png").is_file()
 
 

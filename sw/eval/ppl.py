@@ -89,7 +89,8 @@ def default_settings(sinks: int = SINKS, recent: int = RECENT) -> list[Setting]:
             # (pq-d4K256 is the setting with neither).
             pqs("pq-d4K256-qr", 4, 256, 4, 256, qaware=True, rotate=True),
             pqs("pq-d4K256-q", 4, 256, 4, 256, qaware=True),
-            pqs("pq-d4K256-r", 4, 256, 4, 256, rotate=True)]
+            pqs("pq-d4K256-r", 4, 256, 4, 256, rotate=True),
+            pqs("pq-k8K256-v4K256-qr", 8, 256, 4, 256, qaware=True, rotate=True)]
 
 
 def _side_bits(code: float, over: float, n_fp: float, tokens: int) -> float:
@@ -409,6 +410,30 @@ def summary(report: dict) -> dict:
     return out
 
 
+def timing(model, ids: np.ndarray, settings: list[Setting], books: str, *,  # noqa: ANN001
+           key_group: int = KEY_GROUP, value_group: int = VALUE_GROUP, repeat: int = 2) -> dict:
+    """Seconds of the FP16-cache forward and of each PQ setting's integer-model forward over
+    the same window, in this process, one after the other (best of ``repeat`` rounds, each
+    round times FP16 then every integer setting, so load from other processes hits all alike).
+
+    The numba kernels are compiled (or loaded from cache) on a short slice first.
+    """
+    pqs = [s for s in settings if s.kind == "pq"]
+    fp = make_cache(Setting("fp16", "fp16"), False, None)
+    caches = {s.name: make_cache(s, True, _books(books), key_group, value_group) for s in pqs}
+    for c in caches.values():
+        model.nll(ids[:96], attend=c.attend)
+    best: dict[str, float] = {}
+    for _ in range(repeat):
+        for name, c in [("fp16", fp), *caches.items()]:
+            t0 = time.perf_counter()
+            model.nll(ids, attend=c.attend)
+            best[name] = min(best.get(name, math.inf), time.perf_counter() - t0)
+    return {"tokens": int(len(ids)), "threads": int(__import__("torch").get_num_threads()),
+            "fp16_s": best["fp16"], "int_s": {n: best[n] for n in caches},
+            "ratio": {n: best[n] / best["fp16"] for n in caches}}
+
+
 def targets(report: dict) -> dict:
     """The issue's targets, each with the numbers that decide it."""
     rows = [r for r in report["settings"] if r["kind"] == "pq" and r["ppl_ratio_int"]]
@@ -433,7 +458,14 @@ def targets(report: dict) -> dict:
                                        "met": all(abs(g) <= 0.002 for g in gaps.values())}
     fp = next((r for r in report["settings"] if r["name"] == "fp16"), None)
     ints = [r["seconds_int"] for r in rows if r["seconds_int"]]
-    if fp and fp["seconds_float"] and ints:
+    if "timing" in report:  # one process, same window, back to back: the figure to quote
+        tm = report["timing"]
+        worst = max(tm["ratio"], key=tm["ratio"].get)
+        out["int eval <= 2x FP16 time"] = {"fp16_s": tm["fp16_s"], "worst": worst,
+                                           "int_s_max": tm["int_s"][worst],
+                                           "ratio": tm["ratio"][worst],
+                                           "met": tm["ratio"][worst] <= 2.0, "how": "timing"}
+    elif fp and fp["seconds_float"] and ints:
         ratio = max(ints) / fp["seconds_float"]
         out["int eval <= 2x FP16 time"] = {"fp16_s": fp["seconds_float"],
                                            "int_s_max": max(ints), "ratio": ratio,
@@ -595,6 +627,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print one JSON document to stdout")
     ap.add_argument("--summary", type=Path, default=None,
                     help="also write the short summary (schema of sw/data/ppl_smollm2.json)")
+    ap.add_argument("--timing", action="store_true",
+                    help="also time the FP16 and integer-model forwards on window 0 in this "
+                         "process, back to back (the integer-model cost target)")
     ap.add_argument("--no-plots", action="store_true")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
@@ -660,6 +695,9 @@ def main(argv: list[str] | None = None) -> int:
                        head_dim=64, key_group=args.key_group, value_group=args.value_group,
                        amortise=args.amortise)
     report["sinks"], report["recent"] = args.sinks, args.recent
+    if args.timing and not args.no_int and any(s.kind == "pq" for s in settings):
+        report["timing"] = timing(_model(), windows[0], settings, str(books.resolve()),
+                                  key_group=args.key_group, value_group=args.value_group)
     report["texts"] = {"eval": tid, "calib": cid}
     report["targets"] = targets(report)
     (args.out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
