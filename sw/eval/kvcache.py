@@ -167,12 +167,19 @@ class PQBooks:
     scales: np.ndarray
     xf: np.ndarray | None = None  # (L, Hkv, D, D) transform A: the codebooks are of x @ A
 
-    def transform(self, layer: int, head: int) -> tuple[np.ndarray, np.ndarray] | None:
-        """(A, inverse of A) of a (layer, KV head), or None without a transform."""
+    def transform(self, layer: int, head: int):  # noqa: ANN201
+        """(A, inverse of A) of a (layer, KV head) as float64 torch tensors, or None.
+
+        The products with A run in torch, not NumPy: NumPy's BLAS threads spin after each
+        call and, beside torch's and numba's threads on the same cores, doubled the cost of
+        the whole integer-model forward.
+        """
+        import torch
+
         if self.xf is None:
             return None
-        a = self.xf[layer, head]
-        return a, np.linalg.inv(a)
+        a = torch.from_numpy(np.ascontiguousarray(self.xf[layer, head]))
+        return a, torch.linalg.inv(a)
 
     @property
     def d(self) -> int:
@@ -186,17 +193,14 @@ class PQBooks:
 @numba.njit(parallel=True, cache=True)
 def _bank_kernel(q, kcb, ks, step, lmin, lmax, kct, vdec, rom, frac, pbits, sinks, recent,
                  mx, sm, out):  # pragma: no cover
-    """Per query t: the quantized LUT, LUT sums, bank-local max, exp2-ROM weights, histogram.
+    """Per query t: the quantized LUT, LUT sums, bank-local max and exp2-ROM weights.
 
-    Exactly ``intmodel.build_lut`` then ``intmodel.bank_partial`` over tokens
-    ``[sinks, t - recent]``: the LUT dot products in element order, then ``* step[m] * c``,
-    round half even, saturate (as ``build_lut``); the rest in int64. ``q`` (T, Mk, dk) float64,
-    ``kcb`` (Mk, Kk, dk) the integer key centroids as float64, ``kct`` (Mk, T) key codes
-    (token-contiguous, so the score loop is a gather over contiguous codes), ``vdec`` (T, D)
-    every token's integer value centroids (as float64). The histogram x centroids product of
-    the bank, ``sum_c hist[m, c] * Cv[m, c]``, equals ``sum_s w_s * Cv[m, code_v[s, m]]``;
-    the kernel sums the latter in float64, exact because every term and partial sum is an
-    integer below 2^53 (``bank_partials`` checks the bound), so it is the same integer.
+    Exactly ``intmodel.build_lut`` then the score and weight part of
+    ``intmodel.bank_partial`` over tokens ``[sinks, t - recent]``: the LUT dot products in
+    element order, then ``* step[m] * c``, round half even, saturate (as ``build_lut``); the
+    rest in int64. ``q`` (T, Mk, dk) float64, ``kcb`` (Mk, Kk, dk) the integer key centroids as
+    float64, ``kct`` (Mk, T) key codes (token-contiguous, so the score loop is a gather over
+    contiguous codes). Token s's weight for query t goes to ``wmat[t, s]`` (zero-initialised).
     """
     T, Mk, dk = q.shape
     Kk = kcb.shape[1]
@@ -225,7 +229,7 @@ def _bank_kernel(q, kcb, ks, step, lmin, lmax, kct, vdec, rom, frac, pbits, sink
             for j in range(n):
                 sc[j] += row[codes[j]]
         best = np.int64(sc.max())
-        vacc = np.zeros(dim)
+        vacc = np.zeros(dim, np.int64)
         tot = 0
         for j in range(n):
             delta = best - np.int64(sc[j])
@@ -234,12 +238,11 @@ def _bank_kernel(q, kcb, ks, step, lmin, lmax, kct, vdec, rom, frac, pbits, sink
                 continue
             w = rom[delta & fmask] >> nsh
             tot += w
-            wf = float(w)
             s = sinks + j
             for e in range(dim):
-                vacc[e] += wf * vdec[s, e]
+                vacc[e] += w * vdec[s, e]
         for e in range(dim):
-            out[t, e] = np.int64(vacc[e])
+            out[t, e] = vacc[e]
         mx[t] = best
         sm[t] = tot
 
@@ -263,19 +266,17 @@ def bank_partials(q: np.ndarray, key_codebook: np.ndarray, key_scales: np.ndarra
     mx = np.zeros(T, np.int64)
     sm = np.zeros(T, np.int64)
     out = np.zeros((T, dim), np.int64)
-    # Exactness of the float64 value sums (kernel docstring): T * 2^P * max|Cv| < 2^53.
-    bound = T * num_k.weight_one * int(np.abs(value_codebook).max(initial=0))
-    if bound >= 1 << 53:
-        raise ValueError(f"value sums up to {bound} are not exact in float64 (T = {T})")
+    # The value side, sum_c hist[m, c] Cv[m, c], equals sum_s w_s Cv[m, code_v[s, m]]: the
+    # kernel sums the latter over each token's value centroids (int16 rows: half the bytes
+    # streamed per query of an int32 copy; int64 sums, exact).
     mv = np.arange(value_codebook.shape[0])[None, :]
-    vdec = np.asarray(value_codebook, np.float64)[mv, np.asarray(value_codes)].reshape(T, dim)
+    vdec = np.asarray(value_codebook, np.int16)[mv, np.asarray(value_codes)].reshape(T, dim)
     cdt = np.uint8 if kk <= 256 else np.uint16
     _bank_kernel(np.ascontiguousarray(np.asarray(q, np.float64).reshape(T, mk, dk)),
                  np.ascontiguousarray(key_codebook, np.float64),
                  np.ascontiguousarray(key_scales, np.float64), intmodel.lut_step(num_k),
                  float(num_k.lut_min), float(num_k.lut_max),
-                 np.ascontiguousarray(np.asarray(key_codes).T, cdt),
-                 np.ascontiguousarray(vdec),
+                 np.ascontiguousarray(np.asarray(key_codes).T, cdt), np.ascontiguousarray(vdec),
                  np.asarray(num_k.exp_rom, np.int64), num_k.lut_frac_bits, num_k.exp_bits,
                  sinks, recent, mx, sm, out)
     return mx, sm, out
@@ -312,13 +313,13 @@ class PQCache(Cache):
         for h in range(k.shape[0]):
             for x, books, dst in ((k16, self.keys, khat), (v16, self.values, vhat)):
                 cb = books.float[layer, h]
-                xh = x[h].double().numpy()
                 xf = books.transform(layer, h)
-                codes = fastpq.encode(xh if xf is None else xh @ xf[0], cb)
+                xh = x[h].double() if xf is None else x[h].double() @ xf[0]
+                codes = fastpq.encode(xh.numpy(), cb)
                 m = np.arange(cb.shape[0])[None, :]
-                rec = cb[m, codes].reshape(T, -1)
+                rec = torch.from_numpy(cb[m, codes].reshape(T, -1))
                 # q . (k' A^-1) = (q A^-T) . k': the transformed scores, in the original basis.
-                dst[h] = torch.from_numpy(rec if xf is None else rec @ xf[1]).float()
+                dst[h] = (rec if xf is None else rec @ xf[1]).float()
         mask = compressed_mask(T, self.sinks, self.recent)
         return self._mixed(q, k16, v16, khat, vhat, mask, mask)
 
@@ -337,13 +338,13 @@ class PQCache(Cache):
             # With a transform the host writes k A_k and v A_v (D^2 MACs per token), builds the
             # LUT from q A_k^-T and turns the bank's output back with A_v^-1 before the merge.
             kt, vt = self.keys.transform(layer, hk), self.values.transform(layer, hk)
-            kc = fastpq.encode_int(
-                intmodel.quantize(kx if kt is None else kx @ kt[0], ks, nk), kb_i)
-            vc = fastpq.encode_int(
-                intmodel.quantize(vx if vt is None else vx @ vt[0], vs, nv), vb_i)
+            kw = kx if kt is None else (k16[hk].double() @ kt[0]).numpy()
+            vw = vx if vt is None else (v16[hk].double() @ vt[0]).numpy()
+            kc = fastpq.encode_int(intmodel.quantize(kw, ks, nk), kb_i)
+            vc = fastpq.encode_int(intmodel.quantize(vw, vs, nv), vb_i)
             for hq in range(hk * g, (hk + 1) * g):
                 qh = q[hq].double()
-                qb = qh.numpy() if kt is None else qh.numpy() @ kt[1].T
+                qb = (qh if kt is None else qh @ kt[1].T).numpy()
                 # The query's LUT (host, float64, intmodel.build_lut) is built in the kernel.
                 mx, sm, po = bank_partials(qb, kb_i, ks, kc, vc, vb_i, nk,
                                            self.sinks, self.recent)
@@ -394,7 +395,7 @@ def _merge_kernel(q, k, v, sinks, recent, bmax, bsum, bout, inv_sqrt_d, out):  #
 
 
 def _merge(q, k, v, sinks, recent, mx, sm, po, vscale, nk: Numerics, nv: Numerics,  # noqa: ANN001, ANN202
-           vinv: np.ndarray | None = None):
+           vinv=None):  # noqa: ANN001
     """Host merge of every query's bank partial with its FP16 tokens' partial, float64.
 
     The vectorized form of ``intmodel.float_partial`` + ``intmodel.host_merge`` (numba, one
@@ -408,8 +409,8 @@ def _merge(q, k, v, sinks, recent, mx, sm, po, vscale, nk: Numerics, nv: Numeric
     bmax = mx.astype(np.float64) / (1 << nk.lut_frac_bits)
     bsum = sm.astype(np.float64) / nv.weight_one
     bout = po.astype(np.float64) / nv.weight_one * np.repeat(vscale, nv.sub_dim)[None, :]
-    if vinv is not None:
-        bout = bout @ vinv  # the bank's output is sum w (v A_v); back to the value basis
+    if vinv is not None:  # the bank's output is sum w (v A_v); back to the value basis
+        bout = (torch.from_numpy(bout) @ vinv).numpy()
     out = np.empty((T, D))
     _merge_kernel(np.ascontiguousarray(q.numpy()), np.ascontiguousarray(k),
                   np.ascontiguousarray(v), sinks, recent, bmax, bsum, bout,
