@@ -379,9 +379,15 @@ def reset() -> Command:
 def load_cb(
     geom: Geometry, *, head: int, kv: int, subspace: int, centroids: Iterable[int]
 ) -> Command:
-    """LOAD_CB: the K centroids (K*d W-bit values, centroid-major) of one subspace."""
+    """LOAD_CB: the K centroids (K*d W-bit values, centroid-major) of one subspace.
+
+    K and d are the ``kv`` side's (keys: K_k, d_k; values: K_v, d_v).
+    """
     n = geom.num
-    vals = _flat_ints("centroids", centroids, n.centroids * n.sub_dim)
+    if kv not in (0, 1):
+        raise ValueError(f"kv must be 0 (keys) or 1 (values), got {kv!r}")
+    ns = n.side(kv)
+    vals = _flat_ints("centroids", centroids, ns.centroids * ns.sub_dim)
     _check_elems("centroids", vals, n.elem_min, n.elem_max)
     return Command(
         Opcode.LOAD_CB, head=head, kv=kv, subspace=subspace,

@@ -94,13 +94,15 @@ class Attention(wiring.Component):
     ) -> None:
         num = check_numerics(numerics)
         self._num = num
-        self._tpc = Geometry(num).tokens_per_column
+        geom = Geometry(num)
+        self._tpc = geom.key.tokens_per_column
+        self._vtpc = geom.value.tokens_per_column
         self._forwarding = forwarding
         super().__init__({
-            "i_lut": In(stream.Signature(lut_write_layout(num))),
-            "i_vcb": In(stream.Signature(codebook_write_layout(num))),
-            "i_key": In(stream.Signature(column_layout(num))),
-            "i_val": In(stream.Signature(column_layout(num))),
+            "i_lut": In(stream.Signature(lut_write_layout(num.keys))),
+            "i_vcb": In(stream.Signature(codebook_write_layout(num.values))),
+            "i_key": In(stream.Signature(column_layout(num.keys))),
+            "i_val": In(stream.Signature(column_layout(num.values))),
             "o_partial": Out(stream.Signature(partial_layout(num))),
         })
 
@@ -110,7 +112,13 @@ class Attention(wiring.Component):
 
     @property
     def tokens_per_column(self) -> int:
+        """Tokens per key group (one ``i_key`` beat); the value side's is ``value_tpc``."""
         return self._tpc
+
+    @property
+    def value_tpc(self) -> int:
+        """Tokens per value group (one ``i_val`` beat)."""
+        return self._vtpc
 
     @property
     def scratch_rows(self) -> int:
@@ -120,13 +128,14 @@ class Attention(wiring.Component):
     def elaborate(self, platform) -> Module:
         m = Module()
         num, tpc = self._num, self._tpc
-        nsub, b = num.subspaces, num.code_bits
+        nv = num.values  # the value side: histogram, value MAC, the codes in the tag
+        nsub, b = nv.subspaces, nv.code_bits
         rows = self.scratch_rows
 
-        m.submodules.lut_acc = la = LUTAccumulate(numerics=num)
+        m.submodules.lut_acc = la = LUTAccumulate(numerics=num.keys)
         m.submodules.softmax = sm = Softmax(numerics=num, tag_bits=nsub * b + 2)
-        m.submodules.histogram = hist = Histogram(numerics=num, forwarding=self._forwarding)
-        m.submodules.value_mac = mac = ValueMAC(numerics=num)
+        m.submodules.histogram = hist = Histogram(numerics=nv, forwarding=self._forwarding)
+        m.submodules.value_mac = mac = ValueMAC(numerics=nv)
         wiring.connect(m, wiring.flipped(self.i_lut), la.i_lut)
         wiring.connect(m, wiring.flipped(self.i_vcb), mac.i_cb)
         wiring.connect(m, hist.o_bins, mac.i_bins)
@@ -141,7 +150,6 @@ class Attention(wiring.Component):
         tokens_r = Signal(unsigned((num.token_capacity + 1).bit_length()))
         overflow = Signal()
         wr_row = Signal(range(rows + 1))
-        rd_row = Signal(range(rows + 1))
         partial_fire = self.o_partial.valid & self.o_partial.ready
 
         # Pass 1: key columns into the LUT-accumulate unit until the last one.
@@ -159,7 +167,8 @@ class Attention(wiring.Component):
             shape=data.ArrayLayout(signed(num.score_bits), tpc), depth=rows, init=[])
         m.submodules.scratch = scratch
         swp = scratch.write_port()
-        srp = scratch.read_port(domain="sync")
+        # read per token (a register file: key and value groups hold different token counts)
+        srp = scratch.read_port(domain="comb")
         sc = la.o_scores.payload
         sc_fire = la.o_scores.valid & la.o_scores.ready
         m.d.comb += [
@@ -179,7 +188,16 @@ class Attention(wiring.Component):
 
         # Pass 2: value columns through the serializer, one token per cycle.
         ser_valid, ser_idx, ser_ntok, ser_last, ser_codes, ser_end = self._serializer(
-            m, sm, srp, rd_row, scores_done, val_done)
+            m, sm, scores_done, val_done)
+
+        # The token's score: row tok / tpc, slot tok % tpc of the scratch (tok counts pass 2's
+        # tokens), read in the cycle the token goes to the softmax.
+        log_tpc = tpc.bit_length() - 1
+        tok = Signal(range(num.token_capacity + 1))
+        m.d.comb += srp.addr.eq(tok >> log_tpc)
+        slot_score = srp.data[tok[:log_tpc]] if tpc > 1 else srp.data[0]
+        with m.If(sm.i.valid & sm.i.ready):
+            m.d.sync += tok.eq(tok + 1)
 
         # One token per cycle into the softmax; its codes, last flag and "no token" flag ride
         # along as the tag (a column with ntok = 0 sends one weight-0 token to end the pass).
@@ -188,7 +206,7 @@ class Attention(wiring.Component):
         m.d.comb += [
             sm.max.eq(max_r),
             sm.i.valid.eq(ser_valid),
-            sm.i.payload.score.eq(Mux(dummy, max_r, srp.data[ser_idx])),
+            sm.i.payload.score.eq(Mux(dummy, max_r, slot_score)),
             sm.i.payload.tag.eq(Cat(tok_codes.as_value(), ser_last & ser_end, dummy)),
         ]
 
@@ -222,18 +240,18 @@ class Attention(wiring.Component):
             m.d.sync += [
                 key_done.eq(0), scores_done.eq(0), val_done.eq(0),
                 max_r.eq(num.score_min), sum_r.eq(0), tokens_r.eq(0), overflow.eq(0),
-                wr_row.eq(0), rd_row.eq(0),
+                wr_row.eq(0), tok.eq(0),
             ]
         return m
 
-    def _serializer(self, m: Module, sm: Softmax, srp: object, rd_row: Signal,
-                    scores_done: Signal, val_done: Signal) -> tuple:
-        """Pass 2's column-to-token serializer and the scratch read of each column's scores.
+    def _serializer(self, m: Module, sm: Softmax, scores_done: Signal,
+                    val_done: Signal) -> tuple:
+        """Pass 2's value-group-to-token serializer.
 
-        A value column is taken when the serializer is free or on its last token; its score
-        row is read in the same cycle and is there when the serializer starts.
+        A value group is taken when the serializer is free or on its last token.
         """
-        nsub, b, tpc = self._num.subspaces, self._num.code_bits, self._tpc
+        nv = self._num.values
+        nsub, b, tpc = nv.subspaces, nv.code_bits, self._vtpc
         ser_valid = Signal()
         ser_idx = Signal(range(max(tpc, 2)))
         ser_ntok = Signal.like(self.i_val.payload.ntok)
@@ -247,10 +265,8 @@ class Attention(wiring.Component):
             self.i_val.ready.eq(scores_done & ~val_done & ser_take),
         ]
         val_fire = self.i_val.valid & self.i_val.ready
-        m.d.comb += [srp.addr.eq(rd_row), srp.en.eq(val_fire)]
         with m.If(val_fire):
             m.d.sync += [
-                rd_row.eq(rd_row + 1),
                 ser_valid.eq(1),
                 ser_idx.eq(0),
                 ser_ntok.eq(self.i_val.payload.ntok),

@@ -85,6 +85,8 @@ class BankController(wiring.Component):
         lut_frac_bits: int | None = None,
         exp_bits: int | None = None,
         token_capacity: int | None = None,
+        value_subspaces: int | None = None,
+        value_centroids: int | None = None,
     ) -> None:
         from aqpim.hw.attn_params import numerics_from  # noqa: I001
 
@@ -92,6 +94,7 @@ class BankController(wiring.Component):
             numerics, head_dim=head_dim, subspaces=subspaces, centroids=centroids,
             elem_bits=elem_bits, lut_bits=lut_bits, lut_frac_bits=lut_frac_bits,
             exp_bits=exp_bits, token_capacity=token_capacity,
+            value_subspaces=value_subspaces, value_centroids=value_centroids,
         )
         if isinstance(heads, bool) or not isinstance(heads, int):
             raise TypeError(f"heads must be an int, got {heads!r}")
@@ -104,11 +107,22 @@ class BankController(wiring.Component):
             raise TypeError(f"lanes must be an int, got {lanes!r}")
         if lanes < 1 or num.centroids % lanes:
             raise ValueError(f"lanes {lanes} must divide centroids {num.centroids}")
-        gw = num.sub_dim * self._g.elem_width
-        if W % gw:
+        for side in (num.keys, num.values):
+            gw = side.sub_dim * self._g.elem_width
+            if W % gw:
+                raise ValueError(
+                    f"a sub-vector of d * elem_width = {gw} bits must divide {W} (power-of-two d)"
+                )
+        if num.values.centroids != num.centroids:
+            # one encoder for both sides (zero-padded to the larger d) runs K / lanes passes
             raise ValueError(
-                f"a sub-vector of d * elem_width = {gw} bits must divide {W} (power-of-two d)"
+                f"the RTL bank's encoder needs value_centroids == centroids, got "
+                f"{num.values.centroids} and {num.centroids}"
             )
+        for name, side in (("keys", self._g.key), ("values", self._g.value)):
+            if side.columns_per_token & (side.columns_per_token - 1):
+                raise ValueError(f"{name}: {side.columns_per_token} columns per token is not a "
+                                 "power of two")
         self._lanes = lanes
         super().__init__({
             "i_cmd": In(stream.Signature(unsigned(W))),
@@ -134,9 +148,11 @@ class BankController(wiring.Component):
 
         # The units. The attention path gets a local reset: SCORE restarts its pass pair (the
         # ISA lets a head be rescored without aggregating) and RESET clears it.
+        # One encoder for both sides: M_k + M_v codebooks of max(d_k, d_v) elements (the side
+        # with the shorter d zero-padded, which leaves its distances exact).
         m.submodules.encoder = enc = PQEncoder(
-            sub_dim=n.sub_dim, centroids=n.centroids, subspaces=2 * n.subspaces,
-            elem_bits=n.elem_bits, lanes=self._lanes)
+            sub_dim=max(n.sub_dim, n.values.sub_dim), centroids=n.centroids,
+            subspaces=n.subspaces + n.values.subspaces, elem_bits=n.elem_bits, lanes=self._lanes)
         attn = Attention(numerics=n)
 
         # The bank's parts (one file each) and its memories.

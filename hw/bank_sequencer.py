@@ -63,7 +63,7 @@ class BankSequencer(wiring.Component):
     def elaborate(self, platform: object) -> Module:
         m = Module()
         g = self._g
-        M = g.num.subspaces
+        Mk, Mv = g.key.subspaces, g.value.subspaces
         cmd, rsp = self.i_cmd, self.respond
 
         # The latched header, the status decided for it, the data beats still to come.
@@ -137,11 +137,12 @@ class BankSequencer(wiring.Component):
                 with m.If(self.unpack.last):
                     with m.Switch(op):
                         with m.Case(Opcode.LOAD_CB):  # the K-th centroid
-                            sub = sub_index(cb.subspace, M)
                             with m.If(cb.kv):
-                                m.d.sync += state.v_mask.bit_select(sub, 1).eq(1)
+                                m.d.sync += state.v_mask.bit_select(
+                                    sub_index(cb.subspace, Mv), 1).eq(1)
                             with m.Else():
-                                m.d.sync += state.k_mask.bit_select(sub, 1).eq(1)
+                                m.d.sync += state.k_mask.bit_select(
+                                    sub_index(cb.subspace, Mk), 1).eq(1)
                             m.next = "DRAIN"
                         with m.Case(Opcode.LOAD_LUT):
                             with m.If(left == 1):

@@ -12,7 +12,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from aqpim.geometry import COLUMN_BITS, Geometry
+from aqpim.geometry import Geometry
 from aqpim.numerics import Numerics
 
 from .attn_params import check_numerics
@@ -48,10 +48,12 @@ def lut_write_layout(num: Numerics) -> data.StructLayout:
 
 
 def column_layout(num: Numerics) -> data.StructLayout:
-    """A code column as the bank stores it, plus how many of its tokens are real.
+    """A code group as the bank stores it, plus how many of its tokens are real.
 
+    A group is one 256-bit column of ``tpc`` tokens, or the ``M*b / 256`` columns of one token
+    side by side (:class:`aqpim.geometry.CodeSide`); ``num`` is one side's configuration.
     ``codes[k][m]`` is token ``k``'s code for subspace ``m``, at bits ``[(k*M+m)*b, +b)`` of
-    the 256-bit column: exactly :func:`aqpim.sw.golden.intmodel.pack_columns`. ``ntok`` in
+    the group: exactly :func:`aqpim.sw.golden.intmodel.pack_columns`. ``ntok`` in
     ``[0, tpc]`` counts the valid tokens (slots ``0..ntok-1``); only the last column of a
     pass may have ``ntok < tpc``, and ``ntok = 0`` with ``last = 1`` ends a pass with no
     tokens (zero tokens in the bank). ``last`` marks the final column of a pass.
@@ -151,7 +153,7 @@ class LUTAccumulate(wiring.Component):
         m = Module()
         num, tpc = self._num, self._tpc
         nsub = num.subspaces
-        assert nsub * num.code_bits * tpc == COLUMN_BITS
+        assert nsub * num.code_bits * tpc == Geometry(num).key.group_bits
         stages = self.latency
         valid = [Signal(name=f"s{i + 1}_valid") for i in range(stages)]
 

@@ -69,7 +69,7 @@ class RandomStream:
         r, g, n = self.rng, self.g, self.g.num
         head = r.randrange(g.heads)
         weights = dict(_WEIGHTS)
-        if any(len(s) < n.subspaces for s in self.loaded[head]):
+        if any(len(s) < n.side(kv).subspaces for kv, s in enumerate(self.loaded[head])):
             weights[Opcode.LOAD_CB] = 30  # reach WRITE_KV / AGGREGATE early in a stream
         op = r.choices(list(weights), weights=list(weights.values()))[0]
 
@@ -80,10 +80,11 @@ class RandomStream:
 
         if op == Opcode.LOAD_CB:
             kv = r.randrange(2)
-            missing = sorted(set(range(n.subspaces)) - self.loaded[head][kv])
-            sub = r.choice(missing) if missing and r.random() < 0.9 else r.randrange(n.subspaces)
+            ns = n.side(kv)
+            missing = sorted(set(range(ns.subspaces)) - self.loaded[head][kv])
+            sub = r.choice(missing) if missing and r.random() < 0.9 else r.randrange(ns.subspaces)
             cmd = isa.load_cb(g, head=head, kv=kv, subspace=sub,
-                              centroids=elems(n.centroids * n.sub_dim, n.elem_min, n.elem_max))
+                              centroids=elems(ns.centroids * ns.sub_dim, n.elem_min, n.elem_max))
         elif op == Opcode.WRITE_KV:
             cnt = r.randint(1, self.max_tokens)
             vecs = [elems(n.head_dim, n.elem_min, n.elem_max) for _ in range(2 * cnt)]
@@ -93,12 +94,14 @@ class RandomStream:
             cmd = isa.load_lut(g, head=head,
                                lut=elems(n.subspaces * n.centroids, n.lut_min, n.lut_max))
         elif op == Opcode.READ_CODES:
-            used = g.used_columns(self.tokens[head])
+            kv = r.randrange(2)
+            used = g.used_columns(self.tokens[head], kv)
             col = r.randrange(max(used, 1))
-            cmd = isa.read_codes(head=head, kv=r.randrange(2), column=col,
+            cmd = isa.read_codes(head=head, kv=kv, column=col,
                                  count=r.randint(1, max(used - col, 1)))
         elif op == Opcode.READ_CB:
-            cmd = isa.read_cb(head=head, kv=r.randrange(2), subspace=r.randrange(n.subspaces))
+            kv = r.randrange(2)
+            cmd = isa.read_cb(head=head, kv=kv, subspace=r.randrange(n.side(kv).subspaces))
         elif op in (Opcode.NOP, Opcode.RESET, Opcode.READ_STATUS):
             cmd = Command(op)
         else:
@@ -117,7 +120,7 @@ class RandomStream:
         elif how == 1:
             f["head"] = r.randrange(self.g.heads, 8) if self.g.heads < 8 else f["head"]
         elif how == 2:
-            f["subspace"] = r.randrange(self.g.num.subspaces, 256)
+            f["subspace"] = r.randrange(self.g.num.side(f["kv"]).subspaces, 256)
         elif how == 3:  # one beat too many or too few
             data = data[:-1] if data and r.random() < 0.5 else data + [r.getrandbits(256)]
         elif how == 4:

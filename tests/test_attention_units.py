@@ -46,7 +46,7 @@ NUM_TPC1 = Numerics(head_dim=64, subspaces=64, centroids=16, token_capacity=16)
 @pytest.mark.parametrize(
     ("unit", "kwargs", "error", "text"),
     [
-        ("lut_accumulate", {"subspaces": 3, "head_dim": 3}, ValueError, "must divide"),
+        ("lut_accumulate", {"subspaces": 3, "head_dim": 3}, ValueError, r"M\*b = 3\*4 = 12 bits"),
         ("lut_accumulate", {"centroids": 12}, ValueError, "12"),
         ("lut_accumulate", {"subspaces": 64.0}, TypeError, "64.0"),
         ("lut_accumulate", {"lanes": 4}, ValueError, "unknown parameter"),

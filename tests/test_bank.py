@@ -18,14 +18,21 @@ from aqpim.isa import Command, Response
 from aqpim.numerics import Numerics
 
 TINY = Numerics(head_dim=16, subspaces=8, centroids=4, token_capacity=12)
+# separate key / value geometry: keys d = 8 (16 bits, 16 tokens per column), values d = 4
+# (32 bits, 8 tokens per column); 20 tokens cross columns on both sides
+ASYM = Numerics(head_dim=32, subspaces=4, centroids=16, value_subspaces=8, value_centroids=16,
+                token_capacity=20)
+# one token over two columns (d = 1, 128 codes of 4 bits)
+WIDE = Numerics(head_dim=128, subspaces=128, centroids=16, token_capacity=6)
 WATCHDOG = 20_000  # cycles any single command may take before the test calls it a hang
 
 
 def run_amaranth(num: Numerics, commands: list[Command], *, seed: int = 0,
-                 lanes: int | None = None) -> list[tuple[Response, int]]:
+                 lanes: int | None = None, idle: float = 0.2) -> list[tuple[Response, int]]:
     """Run commands through the bank on Amaranth's simulator: (response, cycles) each.
 
-    Random idle cycles on the command stream and random back-pressure on the responses.
+    Random idle cycles on the command stream and random back-pressure on the responses, each
+    with probability ``idle`` (0: the bank's own cycles, as the cycle check wants them).
     """
     dut = BankController(numerics=num, lanes=lanes)
     rng = random.Random(seed)
@@ -36,7 +43,7 @@ def run_amaranth(num: Numerics, commands: list[Command], *, seed: int = 0,
             start = 0
             words = isa.encode_command(cmd)
             for w in words:
-                while rng.random() < 0.2:
+                while rng.random() < idle:
                     ctx.set(dut.i_cmd.valid, 0)
                     await ctx.tick()
                     start += 1
@@ -53,7 +60,7 @@ def run_amaranth(num: Numerics, commands: list[Command], *, seed: int = 0,
             got: list[int] = []
             need = None
             while need is None or len(got) < need:
-                ready = rng.random() >= 0.2
+                ready = rng.random() >= idle
                 ctx.set(dut.o_rsp.ready, ready)
                 valid, payload = ctx.get(dut.o_rsp.valid), ctx.get(dut.o_rsp.payload)
                 await ctx.tick()
@@ -73,30 +80,50 @@ def run_amaranth(num: Numerics, commands: list[Command], *, seed: int = 0,
     return out
 
 
-def test_directed_sequence_matches_golden() -> None:
-    g = Geometry(TINY)
-    n = TINY
-    rng = np.random.default_rng(1)
-    cbs = rng.integers(-128, 128, size=(2, n.subspaces, n.centroids, n.sub_dim))
+def _directed(num: Numerics, tokens: tuple[int, int], seed: int = 1) -> list[Command]:
+    """Codebooks, two WRITE_KVs (the second continuing a column), reads of every kind, a
+    pass pair, and the bad and reset cases around them."""
+    g = Geometry(num)
+    rng = np.random.default_rng(seed)
     cmds = [isa.read_status(), isa.score(head=0), Command(13, data=(5, 6))]
     for kv in (0, 1):
-        for m in range(n.subspaces):
+        s = num.side(kv)
+        for m in range(s.subspaces):
+            cb = rng.integers(-128, 128, size=(s.centroids, s.sub_dim))
             cmds.append(isa.load_cb(g, head=0, kv=kv, subspace=m,
-                                    centroids=cbs[kv, m].reshape(-1).tolist()))
-    x = rng.integers(-128, 128, size=(2, 11, n.head_dim))
+                                    centroids=cb.reshape(-1).tolist()))
+    a, b = tokens
+    x = rng.integers(-128, 128, size=(2, a + b, num.head_dim))
     cmds += [
-        isa.write_kv(g, head=0, token=0, keys=x[0, :3].tolist(), values=x[1, :3].tolist()),
-        isa.write_kv(g, head=0, token=3, keys=x[0, 3:11].tolist(), values=x[1, 3:11].tolist()),
-        isa.read_codes(head=0, kv=0, column=0, count=2),
-        isa.read_codes(head=0, kv=1, column=1, count=1),
-        isa.load_lut(g, head=0, lut=rng.integers(-32768, 32768, size=32).tolist()),
-        isa.read_lut(head=0), isa.read_cb(head=0, kv=1, subspace=5),
+        isa.write_kv(g, head=0, token=0, keys=x[0, :a].tolist(), values=x[1, :a].tolist()),
+        isa.write_kv(g, head=0, token=a, keys=x[0, a:].tolist(), values=x[1, a:].tolist()),
+    ]
+    for kv in (0, 1):
+        used = g.used_columns(a + b, kv)
+        cmds += [isa.read_codes(head=0, kv=kv, column=0, count=used),
+                 isa.read_codes(head=0, kv=kv, column=used - 1, count=1),
+                 isa.read_codes(head=0, kv=kv, column=used - 1, count=2),  # one too many
+                 isa.read_cb(head=0, kv=kv, subspace=num.side(kv).subspaces - 1)]
+    lut = rng.integers(num.lut_min, num.lut_max + 1, size=num.subspaces * num.centroids)
+    cmds += [
+        isa.load_lut(g, head=0, lut=lut.tolist()),
+        isa.read_lut(head=0),
         isa.score(head=0), isa.aggregate(head=0), isa.read_partial(head=0), isa.read_status(),
         isa.aggregate(head=0), isa.reset(), isa.read_status(),
     ]
-    gold = GoldenBank(g)
+    return cmds
+
+
+@pytest.mark.parametrize(("num", "tokens", "lanes"), [
+    (TINY, (3, 8), None), (ASYM, (5, 14), None), (WIDE, (2, 3), 16),
+], ids=["tiny", "asym", "wide"])
+def test_directed_sequence_matches_golden(num: Numerics, tokens: tuple[int, int],
+                                          lanes: int | None) -> None:
+    cmds = _directed(num, tokens)
+    gold = GoldenBank(Geometry(num))
     expected = [gold.execute(c) for c in cmds]
-    got = run_amaranth(TINY, cmds)
+    assert sum(not e.ok for e in expected) == 5  # the planted bad commands only
+    got = run_amaranth(num, cmds, lanes=lanes)
     for i, (cmd, exp, (resp, _cyc)) in enumerate(zip(cmds, expected, got, strict=True)):
         assert resp == exp, f"command {i} {cmd!r}: RTL {resp} != golden {exp}"
 
@@ -112,6 +139,64 @@ def test_random_stream_amaranth(seed: int) -> None:
         assert resp == exp, (
             f"seed {seed} command {i} {cmd!r}: RTL {resp} != golden {exp}; rerun with "
             f"pytest tests/test_bank.py -k 'random_stream_amaranth and {seed}'"
+        )
+
+
+@pytest.mark.parametrize(("num", "tokens", "lanes"), [
+    (ASYM, (5, 14), 16),
+    pytest.param(WIDE, (2, 3), 16, marks=pytest.mark.slow),
+], ids=["asym", "wide"])
+def test_model_cycles_match_rtl_amaranth(num: Numerics, tokens: tuple[int, int],
+                                         lanes: int) -> None:
+    """The performance model's unit cycles equal the RTL's for every command of the directed
+    sequence (no idle input, no back-pressure), on the new layouts: SCORE one key column per
+    cycle, AGGREGATE one token or one value column per cycle, LOAD_CB / READ_CB of the side."""
+    from aqpim.sw.perf.hbm3 import HBM3Config, command_unit_cycles
+
+    hw = HBM3Config.load()
+    hw = hw.replace(units={**hw.units, "aqpim": {**hw.units["aqpim"], "encoder_lanes": lanes}})
+    slack = hw.unit("aqpim", "command_cycles")["score_to_aggregate_slack"]
+    cmds = _directed(num, tokens)
+    got = run_amaranth(num, cmds, lanes=lanes, idle=0.0)
+    held, last, bad, seen = 0, None, [], set()
+    reads = ("READ_CODES", "READ_CB", "READ_LUT")
+    for i, (cmd, (resp, cycles)) in enumerate(zip(cmds, got, strict=True)):
+        name = cmd.opcode.name if isinstance(cmd.opcode, isa.Opcode) else "BAD"
+        n = cmd.count if name == "WRITE_KV" else held
+        model = command_unit_cycles(hw, num, name, n, cmd.length, count=cmd.count,
+                                    accepted=resp.ok, kv=cmd.kv)
+        if resp.ok and name == "AGGREGATE" and last == "SCORE":  # the last score in flight
+            model += max(0, 2 + (num.subspaces - 1).bit_length() - slack)
+        if last in reads:
+            # a header offered in the very next cycle waits one: RSP_MEM returns to IDLE a
+            # cycle after its last beat (the RTL device's commands never come that soon)
+            model += 1
+        last = None if last in reads else last
+        if resp.ok:
+            held = {"WRITE_KV": held + cmd.count, "RESET": 0}.get(name, held)
+            last = name
+            seen.add(name)
+        if model != cycles:
+            bad.append((i, name, n, model, cycles))
+    assert not bad, f"model != RTL cycles (index, opcode, tokens, model, RTL): {bad}"
+    assert {"SCORE", "AGGREGATE", "WRITE_KV", "LOAD_CB", "READ_CB", "READ_CODES"} <= seen
+
+
+def test_random_stream_amaranth_key_value_geometry() -> None:
+    """Separate key / value (M, K): every response (codes read back per side, partials,
+    status) equals the golden bank's, on a random stream with invalid commands mixed in."""
+    from aqpim.sim.randcmd import build_stream
+
+    num, seed = ASYM, 4
+    cmds, expected, rejected = build_stream(Geometry(num), seed, 70)
+    got = run_amaranth(num, cmds, seed=seed)
+    assert rejected > 0
+    ops = {c.opcode for c, e in zip(cmds, expected, strict=True) if e.ok}
+    assert {isa.Opcode.WRITE_KV, isa.Opcode.READ_CODES, isa.Opcode.AGGREGATE} <= ops, ops
+    for i, (cmd, exp, (resp, _)) in enumerate(zip(cmds, expected, got, strict=True)):
+        assert resp == exp, (
+            f"seed {seed} command {i} {cmd!r}: RTL {resp} != golden {exp}; rerun with "
+            f"pytest tests/test_bank.py -k 'key_value_geometry'"
         )
 
 

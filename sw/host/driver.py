@@ -275,8 +275,9 @@ class Driver:
         shape = (self._kv_heads, t, n.head_dim)
         k = _float_input("k", k, shape)
         v = _float_input("v", v, shape)
-        if t < n.centroids:
-            raise ValueError(f"prefill needs at least K = {n.centroids} tokens, got {t}")
+        kmax = max(n.centroids, n.values.centroids)
+        if t < kmax:
+            raise ValueError(f"prefill needs at least K = {kmax} tokens, got {t}")
         first, last = self.prefill_split(t)  # device tokens: [first, last)
         if last - first > self.capacity:
             raise ValueError(f"{last - first} tokens exceed the per-head capacity "
@@ -290,17 +291,18 @@ class Driver:
         heads: list[HeadState] = []
         for h in range(self._kv_heads):
             # Train on the tokens that are or will be banked (sinks never are), when enough.
-            tk, tv = (k[h, first:], v[h, first:]) if t - first >= n.centroids else (k[h], v[h])
-            ks = intmodel.subspace_scales(tk, n)
-            vs = intmodel.subspace_scales(tv, n)
-            kcb = pq.train_codebooks(tk, subspaces=n.subspaces, centroids=n.centroids,
+            tk, tv = (k[h, first:], v[h, first:]) if t - first >= kmax else (k[h], v[h])
+            nk, nv = n.keys, n.values  # keys (M_k, K_k), values (M_v, K_v)
+            ks = intmodel.subspace_scales(tk, nk)
+            vs = intmodel.subspace_scales(tv, nv)
+            kcb = pq.train_codebooks(tk, subspaces=nk.subspaces, centroids=nk.centroids,
                                      iters=self._iters, seed=self._seed)
-            vcb = pq.train_codebooks(tv, subspaces=n.subspaces, centroids=n.centroids,
+            vcb = pq.train_codebooks(tv, subspaces=nv.subspaces, centroids=nv.centroids,
                                      iters=self._iters, seed=self._seed)
             heads.append(HeadState(
                 places=self._places[h],
-                key_codebook=quantize_codebook(kcb, ks, n),
-                value_codebook=quantize_codebook(vcb, vs, n),
+                key_codebook=quantize_codebook(kcb, ks, nk),
+                value_codebook=quantize_codebook(vcb, vs, nv),
                 key_scales=ks, value_scales=vs,
                 sink_k=k[h, :first].astype(np.float16), sink_v=v[h, :first].astype(np.float16),
                 recent_k=k[h, last:].astype(np.float16), recent_v=v[h, last:].astype(np.float16),
@@ -327,7 +329,7 @@ class Driver:
         items: list[tuple[int | None, Command]] = []
         for bank, slot in hs.places:
             for kv, cb in ((0, hs.key_codebook), (1, hs.value_codebook)):
-                for m in range(n.subspaces):
+                for m in range(n.side(kv).subspaces):
                     items.append((bank, isa.load_cb(self._g, head=slot, kv=kv, subspace=m,
                                                     centroids=cb[m].reshape(-1).tolist())))
         return items
@@ -337,8 +339,8 @@ class Driver:
     ) -> list[tuple[int | None, Command]]:
         """WRITE_KV for tokens ``hs.tokens ...`` (does not advance ``hs.tokens``)."""
         n = self.num
-        kq = intmodel.quantize(k, hs.key_scales, n).reshape(k.shape[0], n.head_dim)
-        vq = intmodel.quantize(v, hs.value_scales, n).reshape(v.shape[0], n.head_dim)
+        kq = intmodel.quantize(k, hs.key_scales, n.keys).reshape(k.shape[0], n.head_dim)
+        vq = intmodel.quantize(v, hs.value_scales, n.values).reshape(v.shape[0], n.head_dim)
         g = len(hs.places)
         items: list[tuple[int | None, Command]] = []
         for p, (bank, slot) in enumerate(hs.places):
