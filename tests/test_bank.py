@@ -220,8 +220,9 @@ def decode_on_both(num: Numerics, banks: int, kv_heads: int, tokens: int, steps:
 
     data = generate(heads=kv_heads, tokens=tokens + steps, head_dim=num.head_dim, seed=seed)
     q, k, v = data["q"], data["k"], data["v"]
-    books = [[pq.train_codebooks(x[h, :tokens], subspaces=num.subspaces,
-                                 centroids=num.centroids, iters=8, seed=seed) for x in (k, v)]
+    books = [[pq.train_codebooks(x[h, :tokens], subspaces=side.subspaces,
+                                 centroids=side.centroids, iters=8, seed=seed)
+              for x, side in ((k, num.keys), (v, num.values))]
              for h in range(kv_heads)]
     rtl.execute(None, isa.reset())
     run = PairedDecode(rtl, kv_heads=kv_heads, iters=8, seed=seed)
@@ -317,3 +318,32 @@ def test_rtl_decode_full() -> None:
     # measured: 0.07 vs float PQ, 0.41 vs exact (2 bits/element, no sinks or window)
     assert res["worst_rel_err_vs_pq"] < 0.15
     assert res["worst_rel_err"] < 0.6
+
+
+# The issue's configurations (docs/bank.md, "Key and value geometry"): 300 tokens of one KV head
+# over 2 banks (K = 256 needs 256 tokens to train), 16 encoder lanes.
+KV_CASES = {
+    # keys d = 8, K = 256 with values d = 4, K = 256 at D = 64 (SmolLM2's 1.5-bit setting)
+    "D64-k8x256-v4x256": Numerics(head_dim=64, subspaces=8, centroids=256, value_subspaces=16,
+                                  value_centroids=256, token_capacity=160),
+    # keys and values d = 4, K = 256 at D = 128 (2 bits, one token per column)
+    "D128-d4-K256": Numerics(head_dim=128, subspaces=32, centroids=256, token_capacity=160),
+    # d = 2, K = 256 at D = 128 (4 bits, one token over two columns)
+    "D128-d2-K256": Numerics(head_dim=128, subspaces=64, centroids=256, token_capacity=160),
+}
+
+
+@pytest.mark.cosim
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(KV_CASES))
+def test_rtl_decode_key_value_geometry(name: str) -> None:
+    """RTL == golden bit for bit through the driver (random idle and back-pressure), then
+    random command streams with invalid commands mixed in, on each configuration."""
+    from aqpim.sim.rtl_device import RtlDevice
+
+    num = KV_CASES[name]
+    with RtlDevice(Geometry(num), 2, seed=4, lanes=16) as dev:
+        res = decode_on_both(num, 2, 1, 300, 2, dev)
+        n = random_streams_on(dev, Geometry(num), range(400, 402), 40)
+    print(f"{name}: {n} random commands, RTL == golden; errors {res}")
+    assert res["worst_rel_err_vs_pq"] < 0.15
