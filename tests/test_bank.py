@@ -144,8 +144,9 @@ def test_random_stream_amaranth(seed: int) -> None:
 
 @pytest.mark.parametrize(("num", "tokens", "lanes"), [
     (ASYM, (5, 14), 16),
+    (ASYM, (5, 14), 4),  # K / lanes = 4 encoder passes per sub-vector
     pytest.param(WIDE, (2, 3), 16, marks=pytest.mark.slow),
-], ids=["asym", "wide"])
+], ids=["asym", "asym-lanes4", "wide"])
 def test_model_cycles_match_rtl_amaranth(num: Numerics, tokens: tuple[int, int],
                                          lanes: int) -> None:
     """The performance model's unit cycles equal the RTL's for every command of the directed

@@ -1006,7 +1006,9 @@ def command_unit_cycles(cfg: HBM3Config, num: Any, opcode: str, tokens: int, len
         depth = (u("encoder_lanes") - 1).bit_length()
         levels = u("encoder_argmin_stage_levels")
         argmin = (depth - 1) // levels if levels and depth else 0
-        return (base + cc["write_kv"] + per_sub + argmin
+        # the last code leaves min(c, 2) cycles after its sub-vector's slot: measured on the
+        # RTL at c = 1, 2, 4, 16 (the model had c here, which holds only for c <= 2)
+        return (base + cc["write_kv"] + min(per_sub, 2) + argmin
                 + tokens * (nk.subspaces + nv.subspaces) * per_sub
                 + length * max(0, 2 - per_sub))
     reads = {"READ_PARTIAL": g.partial_beats, "READ_STATUS": g.status_beats}
