@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from aqpim.isa import HEADER_FIELDS, MAX_HEADS, PARTIAL_WORD_BITS, WORD_BITS
 from aqpim.numerics import Numerics
 
-__all__ = ["COLUMN_BITS", "CodeSide", "Geometry", "pow2_at_least"]
+__all__ = ["COLUMN_BITS", "CodeSide", "Geometry", "MAX_QUERIES", "pow2_at_least"]
 
 COLUMN_BITS = WORD_BITS  # one HBM3 column access (32 B): a code column, a stream beat
+MAX_QUERIES = 8  # query heads per SCORE pass (GQA): Llama-2-70B's group
 
 
 def pow2_at_least(w: int) -> int:
@@ -94,10 +95,14 @@ class Geometry:
         Head slots in the bank (1..8). Each slot has its own code storage (``token_capacity``
         tokens of key and value codes) and K/V codebooks; the LUT, score scratch and partial
         registers are shared and tagged with the head they belong to.
+    queries:
+        G, query heads one SCORE / AGGREGATE pass serves (GQA, 1..8): G LUTs, G scores per
+        token in the scratch, G histograms and G partials (docs/bank.md, "GQA").
     """
 
     num: Numerics
     heads: int = 1
+    queries: int = 1
     # derived, filled in __post_init__
     elem_width: int = field(init=False)  # storage width of a W-bit element (power of two)
     lut_width: int = field(init=False)  # storage width of an L-bit LUT entry
@@ -120,6 +125,10 @@ class Geometry:
             raise TypeError(f"heads must be an int, got {self.heads!r}")
         if not 1 <= self.heads <= MAX_HEADS:
             raise ValueError(f"heads must be in [1, {MAX_HEADS}], got {self.heads}")
+        if isinstance(self.queries, bool) or not isinstance(self.queries, int):
+            raise TypeError(f"queries must be an int, got {self.queries!r}")
+        if not 1 <= self.queries <= MAX_QUERIES:
+            raise ValueError(f"queries must be in [1, {MAX_QUERIES}], got {self.queries}")
         n = self.num
         for name, m in (("subspaces", n.subspaces), ("value_subspaces", n.values.subspaces)):
             if m > 1 << HEADER_FIELDS["subspace"][1]:

@@ -101,7 +101,9 @@ class CommandDecoder(wiring.Component):
                     chain = []
                     if "head" in names:
                         chain.append((fields.head >= g.heads, Status.ADDR_RANGE))
-                    if "subspace" in names:  # the kv side's subspace count
+                    if isa.Opcode[code.name] in isa.QUERY_OPCODES:  # a query-head index
+                        chain.append((fields.subspace >= g.queries, Status.ADDR_RANGE))
+                    elif "subspace" in names:  # the kv side's subspace count
                         chain.append((fields.subspace >= Mux(fields.kv, Mv, Mk),
                                       Status.ADDR_RANGE))
                     chain.append((hdr.length != data_beats.get(code, 0), Status.BAD_LENGTH))

@@ -86,6 +86,7 @@ class ResponseMux(wiring.Component):
         flags = status.info.flags
         m.d.comb += [
             status.info.tokens.eq(st.tokens),
+            status.info.queries.eq(st.lut),  # one query-head LUT (G = 1) when it is loaded
             flags.k_codebook.eq(st.k_mask == (1 << M) - 1),
             flags.v_codebook.eq(st.v_mask == (1 << Mv) - 1),
             flags.lut.eq(st.lut),

@@ -109,6 +109,8 @@ def head_status_layout(subspaces: int, value_subspaces: int | None = None) -> da
         "tokens": data.Field(unsigned(isa.STATUS_FIELDS["tokens"][1]),
                              isa.STATUS_FIELDS["tokens"][0]),
         "flags": data.Field(Flags, isa.STATUS_FIELDS["flags"][0]),
+        "queries": data.Field(unsigned(isa.STATUS_FIELDS["queries"][1]),
+                              isa.STATUS_FIELDS["queries"][0]),
     })
     mv = subspaces if value_subspaces is None else value_subspaces
     masks = [data.FlexibleLayout(isa.WORD_BITS, {"bits": data.Field(unsigned(m), 0)})

@@ -51,6 +51,7 @@ class RandomStream:
         # shadow of the loaded codebook subspaces, so loads favour the missing ones and the
         # stream reaches the deep states (scores, partials) in a few dozen commands
         self.loaded = [[set(), set()] for _ in range(geometry.heads)]
+        self.luts = (-1, 0)  # (head, query-head LUTs loaded) as the bank holds them
 
     def feedback(self, cmd: Command, resp: Response) -> None:
         """Track token counts from what the bank accepted."""
@@ -58,11 +59,14 @@ class RandomStream:
             return
         if cmd.opcode == Opcode.RESET:
             self.tokens = [0] * self.g.heads
+            self.luts = (-1, 0)
             self.loaded = [[set(), set()] for _ in range(self.g.heads)]
         elif cmd.opcode == Opcode.LOAD_CB:
             self.loaded[cmd.head][cmd.kv].add(cmd.subspace)
         elif cmd.opcode == Opcode.WRITE_KV:
             self.tokens[cmd.head] += cmd.count
+        elif cmd.opcode == Opcode.LOAD_LUT:
+            self.luts = (cmd.head, cmd.subspace + 1)
 
     def next(self) -> Command:
         """One command (valid unless corrupted with probability ``p_bad``)."""
@@ -91,8 +95,13 @@ class RandomStream:
             cmd = isa.write_kv(g, head=head, token=self.tokens[head], keys=vecs[:cnt],
                                values=vecs[cnt:])
         elif op == Opcode.LOAD_LUT:
-            cmd = isa.load_lut(g, head=head,
+            # GQA: mostly the next query head of this head's set (or a new set), sometimes any
+            nxt = self.luts[1] if self.luts[0] == head and self.luts[1] < g.queries else 0
+            query = nxt if r.random() < 0.8 else r.randrange(g.queries)
+            cmd = isa.load_lut(g, head=head, query=query,
                                lut=elems(n.subspaces * n.centroids, n.lut_min, n.lut_max))
+        elif op in (Opcode.READ_LUT, Opcode.READ_PARTIAL):
+            cmd = Command(op, head=head, subspace=r.randrange(g.queries))
         elif op == Opcode.READ_CODES:
             kv = r.randrange(2)
             used = g.used_columns(self.tokens[head], kv)

@@ -78,6 +78,9 @@ class RtlDevice:
             raise TypeError(f"geometry must be a Geometry, got {type(geometry).__name__}")
         if geometry.heads != 1:
             raise ValueError(f"the RTL bank has one head slot; geometry.heads = {geometry.heads}")
+        if geometry.queries != 1:
+            raise ValueError(f"the RTL bank scores one query head per pass; geometry.queries = "
+                             f"{geometry.queries}")
         num_banks = check_int("num_banks", num_banks, 1, 16)
         self._g = geometry
         self._n = num_banks

@@ -84,11 +84,13 @@ class GoldenBank:
             )
             for _ in range(self._g.heads)
         ]
-        self.lut = np.zeros((n.subspaces, n.centroids), dtype=np.int64)
+        # GQA: G query-head LUTs of one KV head (``lut_count`` loaded), scored in one pass
+        self.lut = np.zeros((self._g.queries, n.subspaces, n.centroids), dtype=np.int64)
         self.lut_head: int | None = None
-        self.scores = np.zeros(0, dtype=np.int64)
+        self.lut_count = 0
+        self.scores = np.zeros((0, 0), dtype=np.int64)  # (queries scored, tokens)
         self.scores_head: int | None = None
-        self.partial: intmodel.BankPartial | None = None
+        self.partials: list[intmodel.BankPartial] = []  # one per query head scored
         self.partial_head: int | None = None
 
     # ------------------------------------------------------------------------------------------
@@ -125,12 +127,11 @@ class GoldenBank:
             })
         return {
             "heads": heads,
-            "lut": self.lut.tolist() if self.lut_head is not None else None,
+            "lut": self.lut[:self.lut_count].tolist() if self.lut_head is not None else None,
             "lut_head": self.lut_head,
+            "lut_count": self.lut_count,
             "scores_head": self.scores_head,
-            "partial": None if self.partial is None else (
-                self.partial.max, self.partial.sum, self.partial.out.tolist()
-            ),
+            "partial": [(p.max, p.sum, p.out.tolist()) for p in self.partials],
             "partial_head": self.partial_head,
         }
 
@@ -155,7 +156,8 @@ class GoldenBank:
         if op == Opcode.READ_STATUS:
             out = []
             for h, hd in enumerate(self.heads):
-                out.append(hd.tokens | int(self.flags(h)) << 32)
+                queries = self.lut_count if self.lut_head == h else 0
+                out.append(hd.tokens | int(self.flags(h)) << 32 | queries << 40)
                 for kv in (0, 1):
                     out.append(sum(1 << m for m in np.flatnonzero(hd.mask[kv]).tolist()))
             return out
@@ -187,25 +189,31 @@ class GoldenBank:
             return []
         if op == Opcode.LOAD_LUT:
             vals = self._elems(cmd.data, n.subspaces * n.centroids, g.lut_width, n.lut_bits)
-            self.lut = vals.reshape(n.subspaces, n.centroids)
+            q = cmd.subspace  # 0 starts a new set of query heads, q appends the q-th
+            self.lut[q] = vals.reshape(n.subspaces, n.centroids)
             self.lut_head = cmd.head
+            self.lut_count = q + 1
             self.scores_head = None  # the scratch holds scores of the previous query
             return []
         if op == Opcode.SCORE:
-            self.scores = intmodel.lut_accumulate(self.lut, hd.codes[0][: hd.tokens], n)
+            codes = hd.codes[0][: hd.tokens]
+            self.scores = np.stack([intmodel.lut_accumulate(self.lut[q], codes, n)
+                                    for q in range(self.lut_count)])
             self.scores_head = cmd.head
             return []
         if op == Opcode.AGGREGATE:
-            mx, w = intmodel.softmax_weights(self.scores, n)
-            hist = intmodel.histogram(w, hd.codes[1][: hd.tokens], n)
-            out = intmodel.hist_times_centroids(hist, hd.codebook[1], n)
-            self.partial = intmodel.BankPartial(max=mx, sum=int(w.sum()), out=out)
+            # one pass over the value codes: a histogram per query head's softmax weights
+            self.partials = []
+            for s in self.scores:
+                mx, w = intmodel.softmax_weights(s, n)
+                hist = intmodel.histogram(w, hd.codes[1][: hd.tokens], n)
+                out = intmodel.hist_times_centroids(hist, hd.codebook[1], n)
+                self.partials.append(intmodel.BankPartial(max=mx, sum=int(w.sum()), out=out))
             self.partial_head = cmd.head
             self.scores_head = None  # the attention pass pair consumes the scores
             return []
         if op == Opcode.READ_PARTIAL:
-            p = self.partial
-            assert p is not None
+            p = self.partials[cmd.subspace]
             words = [p.max, p.sum, *p.out.tolist()]
             return isa.pack_values(words, isa.PARTIAL_WORD_BITS)
         if op == Opcode.READ_CODES:
@@ -215,7 +223,7 @@ class GoldenBank:
             vals = hd.codebook[cmd.kv][cmd.subspace].reshape(-1).tolist()
             return isa.pack_values(vals, g.elem_width)
         if op == Opcode.READ_LUT:
-            return isa.pack_values(self.lut.reshape(-1).tolist(), g.lut_width)
+            return isa.pack_values(self.lut[cmd.subspace].reshape(-1).tolist(), g.lut_width)
         raise AssertionError(f"unhandled opcode {op!r}")  # check_command rejects the rest
 
     @staticmethod
@@ -239,6 +247,8 @@ def check_command(bank: GoldenBank, cmd: Command) -> Status:
         return Status.ADDR_RANGE
     if op in _USES_SUBSPACE and cmd.subspace >= n.side(cmd.kv).subspaces:
         return Status.ADDR_RANGE
+    if op in isa.QUERY_OPCODES and cmd.subspace >= g.queries:  # the query-head index
+        return Status.ADDR_RANGE
     expected = {
         Opcode.LOAD_CB: g.side(cmd.kv).cb_beats,
         Opcode.LOAD_LUT: g.lut_beats,
@@ -248,6 +258,9 @@ def check_command(bank: GoldenBank, cmd: Command) -> Status:
         return Status.BAD_LENGTH
     if op in (Opcode.WRITE_KV, Opcode.READ_CODES) and cmd.count == 0:
         return Status.BAD_LENGTH
+    if op == Opcode.LOAD_LUT and cmd.subspace and (bank.lut_head != cmd.head
+                                                   or cmd.subspace != bank.lut_count):
+        return Status.ADDR_RANGE  # query heads load in order: 0 starts a set, q appends
     if op == Opcode.WRITE_KV:
         hd = bank.heads[cmd.head]
         if cmd.addr != hd.tokens:  # append-only: the next token slot of the head
@@ -266,9 +279,12 @@ def check_command(bank: GoldenBank, cmd: Command) -> Status:
         return Status.NO_CODEBOOK
     if op in (Opcode.SCORE, Opcode.READ_LUT) and bank.lut_head != cmd.head:
         return Status.NO_LUT
+    if op == Opcode.READ_LUT and cmd.subspace >= bank.lut_count:
+        return Status.NO_LUT
     if op == Opcode.AGGREGATE and bank.scores_head != cmd.head:
         return Status.NO_SCORES
-    if op == Opcode.READ_PARTIAL and bank.partial_head != cmd.head:
+    if op == Opcode.READ_PARTIAL and (bank.partial_head != cmd.head
+                                      or cmd.subspace >= len(bank.partials)):
         return Status.NO_PARTIAL
     return Status.OK
 
