@@ -101,6 +101,39 @@ def test_lut_accumulate(num: Numerics, kind: str) -> None:
     assert got == intmodel.lut_accumulate(case.lut, case.key_codes, num).tolist()
 
 
+@pytest.mark.parametrize(("num", "queries"), [(NUM_TPC8, 3), (NUM_TPC2, 4)],
+                         ids=["tpc8-G3", "tpc2-G4"])
+def test_lut_accumulate_gqa(num: Numerics, queries: int) -> None:
+    """G LUTs (GQA): every column scored against each query head's LUT in the same pass,
+    each equal to intmodel's scores for that LUT; the LUT beats of the G heads interleaved."""
+    rng = np.random.default_rng(12)
+    dut = LUTAccumulate(numerics=num, queries=queries)
+    tokens = 3 * dut.tokens_per_column + 1
+    cases = [make_case("wide", tokens, num, rng) for _ in range(queries)]
+    layout = dut.i_lut.payload.shape()
+    plain = LUTAccumulate(numerics=num).i_lut.payload.shape()
+    beats = []
+    for q, case in enumerate(cases):  # the same beats with their query head's index
+        for word in lut_beats(plain, case.lut):
+            fields = unpack(plain, word)
+            beats.append((fields["row"], q, pack(layout, {**fields, "query": q})))
+    beats = [b for *_, b in sorted(beats)]  # row-major: the heads' beats interleaved
+    snk = Sink(dut.o_scores, -(-tokens // dut.tokens_per_column))
+    key_codes = cases[0].key_codes
+    run_phases(dut, [
+        ([Source(dut.i_lut, beats)], []),
+        ([Source(dut.i_cols, column_beats(dut.i_cols.payload.shape(), key_codes, num))],
+         [snk]),
+    ], seed=6)
+    got: list[list[int]] = [[] for _ in range(queries)]
+    for word in snk.beats:
+        beat = unpack(dut.o_scores.payload.shape(), word)
+        for q in range(queries):
+            got[q] += beat["scores"][q][:beat["ntok"]]
+    for q, case in enumerate(cases):
+        assert got[q] == intmodel.lut_accumulate(case.lut, key_codes, num).tolist(), q
+
+
 def test_lut_accumulate_beats_in_any_order() -> None:
     """L = 24 (E = 8 entries per beat, K = 16: two rows per subspace), beats in reverse order."""
     num = dataclasses.replace(NUM_TPC8, lut_bits=24, lut_frac_bits=8)
