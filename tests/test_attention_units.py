@@ -365,6 +365,46 @@ def test_attention_without_forwarding_fails() -> None:
     assert got["out"] != case.expected.out.tolist()
 
 
+@pytest.mark.parametrize(("num", "queries", "tokens"), [
+    (NUM_TPC8, 3, [19, 0]),
+    (Numerics(head_dim=16, subspaces=4, centroids=16, value_subspaces=8, value_centroids=16,
+              token_capacity=40), 4, [33]),  # separate key / value geometry
+], ids=["tpc8-G3", "asym-G4"])
+def test_attention_gqa(num: Numerics, queries: int, tokens: list[int]) -> None:
+    """G query heads in one pass pair: G LUTs, the key and value columns streamed once, G
+    partials (``query`` 0..G-1), each equal to intmodel's bank_partial with its own LUT; two
+    pass pairs back to back (the second with no tokens)."""
+    rng = np.random.default_rng(31)
+    dut = Attention(numerics=num, queries=queries)
+    lut_l, plain = dut.i_lut.payload.shape(), Attention(numerics=num).i_lut.payload.shape()
+    nk, nv = num.keys, num.values
+    phases, sinks, expected = [], [], []
+    for t in tokens:
+        kc = rng.integers(0, nk.centroids, size=(t, nk.subspaces))
+        vc = rng.integers(0, nv.centroids, size=(t, nv.subspaces))
+        cv = rng.integers(num.elem_min, num.elem_max + 1,
+                          size=(nv.subspaces, nv.centroids, nv.sub_dim))
+        luts = rng.integers(num.lut_min // 8, num.lut_max // 8,
+                            size=(queries, nk.subspaces, nk.centroids))
+        beats = [pack(lut_l, {**unpack(plain, w), "query": q})
+                 for q in range(queries) for w in lut_beats(plain, luts[q])]
+        snk = Sink(dut.o_partial, queries)
+        sinks.append(snk)
+        expected.append([intmodel.bank_partial(luts[q], kc, vc, cv, num) for q in range(queries)])
+        phases.append(([Source(dut.i_lut, beats),
+                        Source(dut.i_vcb, codebook_beats(dut.i_vcb.payload.shape(), cv))], []))
+        phases.append(([Source(dut.i_key, column_beats(dut.i_key.payload.shape(), kc, nk)),
+                        Source(dut.i_val, column_beats(dut.i_val.payload.shape(), vc, nv))],
+                       [snk]))
+    run_phases(dut, phases, seed=8)
+    for t, snk, exp in zip(tokens, sinks, expected, strict=True):
+        got = [unpack(dut.o_partial.payload.shape(), w) for w in snk.beats]
+        assert [g["query"] for g in got] == list(range(queries))
+        for g, e in zip(got, exp, strict=True):
+            assert (g["max"], g["sum"], g["tokens"], g["overflow"]) == (e.max, e.sum, t, 0)
+            assert g["out"] == e.out.tolist()
+
+
 # ----------------------------------------------------------------------------------------------
 # the fixed-point exp2 against float exp2 over its whole input range
 # ----------------------------------------------------------------------------------------------
