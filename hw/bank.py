@@ -76,6 +76,7 @@ class BankController(wiring.Component):
         *,
         numerics: Numerics | None = None,
         heads: int = 1,
+        queries: int = 1,
         lanes: int | None = None,
         head_dim: int | None = None,
         subspaces: int | None = None,
@@ -100,7 +101,7 @@ class BankController(wiring.Component):
             raise TypeError(f"heads must be an int, got {heads!r}")
         if heads != 1:
             raise ValueError(f"the RTL bank supports heads=1 only, got {heads}")
-        self._g = Geometry(num, heads=heads)
+        self._g = Geometry(num, heads=heads, queries=queries)
         if lanes is None:
             lanes = min(4, num.centroids)
         if isinstance(lanes, bool) or not isinstance(lanes, int):
@@ -153,7 +154,7 @@ class BankController(wiring.Component):
         m.submodules.encoder = enc = PQEncoder(
             sub_dim=max(n.sub_dim, n.values.sub_dim), centroids=n.centroids,
             subspaces=n.subspaces + n.values.subspaces, elem_bits=n.elem_bits, lanes=self._lanes)
-        attn = Attention(numerics=n)
+        attn = Attention(numerics=n, queries=g.queries)
 
         # The bank's parts (one file each) and its memories.
         m.submodules.sequencer = seq = BankSequencer(geometry=g)
@@ -213,13 +214,14 @@ class BankArray(wiring.Component):
     (Numerics fields, ``lanes``) as plain ints, so the runner can build it from a dict.
     """
 
-    def __init__(self, *, banks: int = 1, lanes: int | None = None,
+    def __init__(self, *, banks: int = 1, lanes: int | None = None, queries: int = 1,
                  **fields: int | None) -> None:
         from aqpim.hw.attn_params import numerics_from  # noqa: I001
 
         num = numerics_from(None, **fields)  # names and values checked there
         banks = check_int("banks", banks, 1, 16)
-        self._banks = [BankController(numerics=num, lanes=lanes) for _ in range(banks)]
+        self._banks = [BankController(numerics=num, lanes=lanes, queries=queries)
+                       for _ in range(banks)]
         members = {}
         for b in range(banks):
             members[f"i_cmd{b}"] = In(stream.Signature(unsigned(W)))
@@ -231,7 +233,7 @@ class BankArray(wiring.Component):
         return len(self._banks)
 
     @staticmethod
-    def verilog(name: str, *, banks: int = 1, lanes: int | None = None,
+    def verilog(name: str, *, banks: int = 1, lanes: int | None = None, queries: int = 1,
                 **fields: int | None) -> str:
         """Verilog of the array built from the same parameters: one shared ``<name>_bank``
         module instantiated per bank under a structural top ``name`` with the ports of
@@ -241,7 +243,8 @@ class BankArray(wiring.Component):
         from aqpim.hw.verilog import instances_verilog
 
         banks = check_int("banks", banks, 1, 16)
-        bank = BankController(numerics=numerics_from(None, **fields), lanes=lanes)
+        bank = BankController(numerics=numerics_from(None, **fields), lanes=lanes,
+                              queries=queries)
         return instances_verilog(bank, f"{name}_bank", name, banks)
 
     @property

@@ -88,8 +88,13 @@ class CommandDecoder(wiring.Component):
             Opcode.READ_CB: [(~cb_loaded, Status.NO_CODEBOOK)],
             Opcode.AGGREGATE: [(~v_full, Status.NO_CODEBOOK), (~st.scores, Status.NO_SCORES)],
             Opcode.SCORE: [(~st.lut, Status.NO_LUT)],
-            Opcode.READ_LUT: [(~st.lut, Status.NO_LUT)],
-            Opcode.READ_PARTIAL: [(~st.partial, Status.NO_PARTIAL)],
+            # GQA: q = 0 starts a set, q > 0 must be the next of this head's set
+            Opcode.LOAD_LUT: [((p.load_lut.subspace != 0)
+                               & (~st.lut | (p.load_lut.subspace != st.luts)),
+                               Status.ADDR_RANGE)],
+            Opcode.READ_LUT: [(~st.lut | (p.read_lut.subspace >= st.luts), Status.NO_LUT)],
+            Opcode.READ_PARTIAL: [(~st.partial | (p.read_partial.subspace >= st.partials),
+                                   Status.NO_PARTIAL)],
         }
         with m.If(~op.as_value().matches(*Opcode)):
             m.d.comb += bus.status.eq(Status.BAD_OPCODE)
@@ -137,7 +142,9 @@ class CommandDecoder(wiring.Component):
             Opcode.READ_CODES: (Mux(rc.kv, Source.VALUES, Source.KEYS), Sink.RESPONSE, rc.addr,
                                 rc.count),
             Opcode.READ_CB: (Source.CODEBOOK, Sink.RESPONSE, cb_base, Mux(rcb.kv, cbv, cbk)),
-            Opcode.READ_LUT: (Source.LUT, Sink.RESPONSE, 0, g.lut_beats),
+            Opcode.READ_LUT: (Source.LUT, Sink.RESPONSE,
+                              p.read_lut.subspace[:max(1, (g.queries - 1).bit_length())]
+                              * g.lut_beats if g.queries > 1 else 0, g.lut_beats),
         }
         with m.Switch(op):
             for code, (src, sink, base, count) in reads.items():

@@ -60,7 +60,7 @@ def memory_depths(geometry: Geometry) -> dict[Source, int]:
     g = geometry
     cb = g.key.subspaces * g.key.cb_beats + g.value.subspaces * g.value.cb_beats
     return {Source.KEYS: g.key.columns_per_head, Source.VALUES: g.value.columns_per_head,
-            Source.CODEBOOK: cb, Source.LUT: g.lut_beats}
+            Source.CODEBOOK: cb, Source.LUT: g.queries * g.lut_beats}
 
 
 def read_request_layout(geometry: Geometry) -> data.StructLayout:

@@ -15,7 +15,7 @@ Latency 0 (combinational), one word per cycle.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal, unsigned
+from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 from aqpim.hw.attention import partial_layout
@@ -86,7 +86,7 @@ class ResponseMux(wiring.Component):
         flags = status.info.flags
         m.d.comb += [
             status.info.tokens.eq(st.tokens),
-            status.info.queries.eq(st.lut),  # one query-head LUT (G = 1) when it is loaded
+            status.info.queries.eq(Mux(st.lut, st.luts, 0)),
             flags.k_codebook.eq(st.k_mask == (1 << M) - 1),
             flags.v_codebook.eq(st.v_mask == (1 << Mv) - 1),
             flags.lut.eq(st.lut),

@@ -87,12 +87,12 @@ class BeatUnpacker(wiring.Component):
             "o_cb": Out(stream.Signature(cb_layout)),
             "o_x": Out(stream.Signature(x_layout)),
             "o_vcb": Out(stream.Signature(codebook_write_layout(n.values))),
-            "o_lut": Out(stream.Signature(lut_write_layout(n.keys))),
+            "o_lut": Out(stream.Signature(lut_write_layout(n.keys, geometry.queries))),
             "cb_write": In(WritePort.Signature(
                 addr_width=ceil_log2(memory_depths(geometry)[Source.CODEBOOK]),
                 shape=unsigned(W))),
-            "lut_write": In(WritePort.Signature(addr_width=ceil_log2(geometry.lut_beats),
-                                                shape=unsigned(W))),
+            "lut_write": In(WritePort.Signature(
+                addr_width=ceil_log2(memory_depths(geometry)[Source.LUT]), shape=unsigned(W))),
         })
 
     def elaborate(self, platform: object) -> Module:
@@ -128,15 +128,21 @@ class BeatUnpacker(wiring.Component):
         with m.If(took):
             m.d.sync += row.eq(row + 1)
 
-        # LOAD_LUT: a whole beat per cycle into the LUT, its normalised copy beside it.
+        # LOAD_LUT: a whole beat per cycle into the LUT (query head q's with GQA), its
+        # normalised copy beside it.
         with m.If(hdr.opcode == Opcode.LOAD_LUT):
             lut = self.o_lut.payload
+            lut_base = 0
+            if g.queries > 1:
+                q = hdr.params.load_lut.subspace[:max(1, (g.queries - 1).bit_length())]
+                m.d.comb += lut.query.eq(q)
+                lut_base = q * g.lut_beats
             m.d.comb += [
                 lut.row.eq(row),
                 lut.values.eq(_elements(m, i_data.payload, lw, n.lut_bits, W // lw)),
                 self.o_lut.valid.eq(i_data.valid),
                 i_data.ready.eq(self.o_lut.ready),
-                self.lut_write.addr.eq(row),
+                self.lut_write.addr.eq(lut_base + row),
                 self.lut_write.data.eq(_normalised(m, i_data.payload, lw, n.lut_bits)),
                 self.lut_write.en.eq(took),
                 self.ctrl.last.eq(took),

@@ -132,6 +132,9 @@ def bank_state_layout(geometry: Geometry) -> data.StructLayout:
         "tokens": unsigned(range(n.token_capacity + 1).stop.bit_length()),
         "k_mask": unsigned(n.subspaces),
         "v_mask": unsigned(n.values.subspaces),
+        # GQA: query-head LUTs loaded (of the head holding the LUT), partials aggregated
+        "luts": unsigned(geometry.queries.bit_length()),
+        "partials": unsigned(geometry.queries.bit_length()),
         "lut": unsigned(1),
         "scores": unsigned(1),
         "partial": unsigned(1),

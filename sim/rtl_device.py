@@ -78,9 +78,6 @@ class RtlDevice:
             raise TypeError(f"geometry must be a Geometry, got {type(geometry).__name__}")
         if geometry.heads != 1:
             raise ValueError(f"the RTL bank has one head slot; geometry.heads = {geometry.heads}")
-        if geometry.queries != 1:
-            raise ValueError(f"the RTL bank scores one query head per pass; geometry.queries = "
-                             f"{geometry.queries}")
         num_banks = check_int("num_banks", num_banks, 1, 16)
         self._g = geometry
         self._n = num_banks
@@ -96,6 +93,8 @@ class RtlDevice:
                   for f in dataclasses.fields(Numerics)
                   if f.init and getattr(geometry.num, f.name) is not None}
         params = {"banks": num_banks, "lanes": lanes or geometry.num.centroids, **fields}
+        if geometry.queries != 1:  # (absent at 1: the build folders of G = 1 stay as they were)
+            params["queries"] = geometry.queries
         self._tmp = tempfile.TemporaryDirectory(prefix="aqpim-rtl-")
         path = str(Path(self._tmp.name) / "bank.sock")
         srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -28,13 +28,14 @@ WATCHDOG = 20_000  # cycles any single command may take before the test calls it
 
 
 def run_amaranth(num: Numerics, commands: list[Command], *, seed: int = 0,
-                 lanes: int | None = None, idle: float = 0.2) -> list[tuple[Response, int]]:
+                 lanes: int | None = None, idle: float = 0.2,
+                 queries: int = 1) -> list[tuple[Response, int]]:
     """Run commands through the bank on Amaranth's simulator: (response, cycles) each.
 
     Random idle cycles on the command stream and random back-pressure on the responses, each
     with probability ``idle`` (0: the bank's own cycles, as the cycle check wants them).
     """
-    dut = BankController(numerics=num, lanes=lanes)
+    dut = BankController(numerics=num, lanes=lanes, queries=queries)
     rng = random.Random(seed)
     out: list[tuple[Response, int]] = []
 
@@ -142,13 +143,14 @@ def test_random_stream_amaranth(seed: int) -> None:
         )
 
 
-@pytest.mark.parametrize(("num", "tokens", "lanes"), [
-    (ASYM, (5, 14), 16),
-    (ASYM, (5, 14), 4),  # K / lanes = 4 encoder passes per sub-vector
-    pytest.param(WIDE, (2, 3), 16, marks=pytest.mark.slow),
-], ids=["asym", "asym-lanes4", "wide"])
+@pytest.mark.parametrize(("num", "tokens", "lanes", "queries"), [
+    (ASYM, (5, 14), 16, 1),
+    (ASYM, (5, 14), 4, 1),  # K / lanes = 4 encoder passes per sub-vector
+    (ASYM, (5, 14), 16, 3),  # GQA: three histograms through the value MAC
+    pytest.param(WIDE, (2, 3), 16, 1, marks=pytest.mark.slow),
+], ids=["asym", "asym-lanes4", "asym-G3", "wide"])
 def test_model_cycles_match_rtl_amaranth(num: Numerics, tokens: tuple[int, int],
-                                         lanes: int) -> None:
+                                         lanes: int, queries: int) -> None:
     """The performance model's unit cycles equal the RTL's for every command of the directed
     sequence (no idle input, no back-pressure), on the new layouts: SCORE one key column per
     cycle, AGGREGATE one token or one value column per cycle, LOAD_CB / READ_CB of the side."""
@@ -158,14 +160,14 @@ def test_model_cycles_match_rtl_amaranth(num: Numerics, tokens: tuple[int, int],
     hw = hw.replace(units={**hw.units, "aqpim": {**hw.units["aqpim"], "encoder_lanes": lanes}})
     slack = hw.unit("aqpim", "command_cycles")["score_to_aggregate_slack"]
     cmds = _directed(num, tokens)
-    got = run_amaranth(num, cmds, lanes=lanes, idle=0.0)
+    got = run_amaranth(num, cmds, lanes=lanes, idle=0.0, queries=queries)
     held, last, bad, seen = 0, None, [], set()
     reads = ("READ_CODES", "READ_CB", "READ_LUT")
     for i, (cmd, (resp, cycles)) in enumerate(zip(cmds, got, strict=True)):
         name = cmd.opcode.name if isinstance(cmd.opcode, isa.Opcode) else "BAD"
         n = cmd.count if name == "WRITE_KV" else held
         model = command_unit_cycles(hw, num, name, n, cmd.length, count=cmd.count,
-                                    accepted=resp.ok, kv=cmd.kv)
+                                    accepted=resp.ok, kv=cmd.kv, queries=queries)
         if resp.ok and name == "AGGREGATE" and last == "SCORE":  # the last score in flight
             model += max(0, 2 + (num.subspaces - 1).bit_length() - slack)
         if last in reads:
@@ -181,6 +183,44 @@ def test_model_cycles_match_rtl_amaranth(num: Numerics, tokens: tuple[int, int],
             bad.append((i, name, n, model, cycles))
     assert not bad, f"model != RTL cycles (index, opcode, tokens, model, RTL): {bad}"
     assert {"SCORE", "AGGREGATE", "WRITE_KV", "LOAD_CB", "READ_CB", "READ_CODES"} <= seen
+
+
+def test_gqa_bank_matches_golden() -> None:
+    """G = 3 query heads per pass on the bank: LUTs loaded in order (and the out-of-order,
+    other-set and past-G errors), READ_LUT of each, one SCORE / AGGREGATE, three partials and
+    the status count, all equal to the golden bank's; then a random stream with G = 3."""
+    from aqpim.sim.randcmd import build_stream
+
+    num, G = ASYM, 3
+    g = Geometry(num, queries=G)
+    cmds = _directed(num, (5, 14))
+    rng = np.random.default_rng(3)
+    luts = rng.integers(num.lut_min, num.lut_max + 1, size=(G, num.subspaces * num.centroids))
+    at = next(i for i, c in enumerate(cmds) if c.opcode == isa.Opcode.LOAD_LUT)
+    gqa = [isa.load_lut(g, head=0, lut=luts[1].tolist(), query=1),  # no set yet
+           isa.load_lut(g, head=0, lut=luts[0].tolist(), query=0),
+           isa.load_lut(g, head=0, lut=luts[2].tolist(), query=2),  # skips q = 1
+           isa.load_lut(g, head=0, lut=luts[1].tolist(), query=1),
+           isa.load_lut(g, head=0, lut=luts[2].tolist(), query=2),
+           isa.load_lut(g, head=0, lut=luts[2].tolist(), query=3),  # q >= G
+           isa.read_status(), isa.read_lut(head=0, query=2), isa.read_lut(head=0, query=1),
+           isa.score(head=0), isa.aggregate(head=0),
+           *[isa.read_partial(head=0, query=q) for q in range(G + 1)],
+           isa.load_lut(g, head=0, lut=luts[0].tolist(), query=0), isa.score(head=0),
+           isa.aggregate(head=0), isa.read_partial(head=0, query=1),  # one query head now
+           isa.read_partial(head=0, query=0), isa.read_status()]
+    cmds = cmds[:at] + gqa
+    gold = GoldenBank(g)
+    expected = [gold.execute(c) for c in cmds]
+    assert [e.status for e in expected[at:]].count(isa.Status.OK) == 16  # 5 planted errors
+    got = run_amaranth(num, cmds, queries=G)
+    for i, (cmd, exp, (resp, _)) in enumerate(zip(cmds, expected, got, strict=True)):
+        assert resp == exp, f"command {i} {cmd!r}: RTL {resp} != golden {exp}"
+    cmds, expected, rejected = build_stream(g, 7, 60)
+    got = run_amaranth(num, cmds, seed=7, queries=G)
+    assert rejected > 0
+    for i, (cmd, exp, (resp, _)) in enumerate(zip(cmds, expected, got, strict=True)):
+        assert resp == exp, f"stream command {i} {cmd!r}: RTL {resp} != golden {exp}"
 
 
 def test_random_stream_amaranth_key_value_geometry() -> None:
@@ -348,3 +388,31 @@ def test_rtl_decode_key_value_geometry(name: str) -> None:
         n = random_streams_on(dev, Geometry(num), range(400, 402), 40)
     print(f"{name}: {n} random commands, RTL == golden; errors {res}")
     assert res["worst_rel_err_vs_pq"] < 0.15
+
+
+@pytest.mark.cosim
+@pytest.mark.parametrize(("queries", "kv_heads", "group"), [
+    (3, 3, 3),  # SmolLM2's shape: 3 KV heads x 3 query heads, one pass each
+    pytest.param(4, 1, 8, marks=pytest.mark.slow),  # Llama-2-70B's group of 8: 2 passes of 4
+    pytest.param(1, 1, 3, marks=pytest.mark.slow),  # G = 1: a pass per query head
+], ids=["G3", "G4", "G1"])
+def test_rtl_decode_gqa(queries: int, kv_heads: int, group: int) -> None:
+    """GQA through the driver on the RTL bank array (G query heads per pass, random idle and
+    back-pressure) equal bit for bit to the golden device, then a random stream with G LUTs."""
+    from aqpim.sim.rtl_device import RtlDevice
+    from aqpim.sim.session import PairedDecode
+    from aqpim.sw.golden.synthetic import generate
+
+    g = Geometry(SMALL, queries=queries)
+    data = generate(heads=kv_heads, tokens=61, head_dim=SMALL.head_dim, seed=5)
+    q = np.stack([data["q"] + 0.2 * i * np.roll(data["q"], i, axis=1) for i in range(group)],
+                 axis=1)
+    with RtlDevice(g, kv_heads, seed=6) as dev:
+        run = PairedDecode(dev, kv_heads=kv_heads, iters=4, seed=5)
+        run.prefill(data["k"][:, :60], data["v"][:, :60])
+        st = run.step(q, data["k"][:, 60], data["v"][:, 60])
+        assert st.out.shape == (kv_heads, group, SMALL.head_dim)
+        np.testing.assert_array_equal(st.out, st.golden)
+        n = random_streams_on(dev, g, range(500, 502), 60)
+    print(f"G = {queries}: {kv_heads} KV heads x {group} query heads bit-exact; {n} random "
+          "commands, RTL == golden")

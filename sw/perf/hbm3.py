@@ -941,7 +941,8 @@ class CommandTiming:
 
 
 def command_unit_cycles(cfg: HBM3Config, num: Any, opcode: str, tokens: int, length: int, *,
-                        count: int = 0, accepted: bool = True, kv: int = 0) -> int:
+                        count: int = 0, accepted: bool = True, kv: int = 0,
+                        queries: int = 1) -> int:
     """Model cycles one bank spends on a command (unit clock), from ``units.aqpim``.
 
     The quantity the RTL device records: from the first header beat offered to the last
@@ -970,6 +971,9 @@ def command_unit_cycles(cfg: HBM3Config, num: Any, opcode: str, tokens: int, len
         False for a command the bank rejected: it drains its data beats and answers.
     kv:
         LOAD_CB / READ_CB: the side (0 keys, 1 values) whose K and beats count.
+    queries:
+        G, query heads per pass (GQA): AGGREGATE reads G histograms out through the one value
+        MAC, K_v + 3 cycles each after the first (measured on the RTL); SCORE is unchanged.
 
     SCORE streams the key columns (``M_k * b_k`` bits per token), AGGREGATE the value columns
     (``M_v * b_v``): one column per cycle, so a token over two columns takes two cycles.
@@ -992,7 +996,8 @@ def command_unit_cycles(cfg: HBM3Config, num: Any, opcode: str, tokens: int, len
         vcols = _cols(tokens, nv.subspaces * nv.code_bits, column_bits)
         return (base + cc["aggregate"]
                 + max(tokens * u("softmax_histogram_cycles_per_token"), vcols, 1)
-                + nv.centroids * u("value_mac_cycles_per_centroid"))
+                + nv.centroids * u("value_mac_cycles_per_centroid")
+                + (queries - 1) * (nv.centroids * u("value_mac_cycles_per_centroid") + 3))
     if opcode == "LOAD_CB":  # each beat, then its centroids one per cycle
         return base + cc["load"] + length + num.side(kv).centroids
     if opcode == "LOAD_LUT":  # each 256-bit beat straight into the LUT-accumulate unit
@@ -1067,7 +1072,7 @@ def trace_timing(path: str | Path, cfg: HBM3Config) -> list[CommandTiming]:
         # A broadcast that some banks took costs what those banks do (they set the pace).
         accepted = bool(ok)
         unit = command_unit_cycles(cfg, num, name, n, e.cmd.length, count=e.cmd.count,
-                                   accepted=accepted, kv=e.cmd.kv)
+                                   accepted=accepted, kv=e.cmd.kv, queries=geometry.queries)
         if accepted and name == "AGGREGATE" and any(last.get(b) == "SCORE" for b in ok):
             # The value pass starts once the last score is stored, 1 + ceil(log2 M) + 1 cycles
             # after SCORE's last column (hw/attention.py); SCORE's response and AGGREGATE's
