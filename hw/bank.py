@@ -39,6 +39,10 @@ numerics:
 heads:
     Head slots (only 1 in this version: the value MAC's single codebook copy would have to be
     reloaded per head; the ISA and the golden device support up to 8).
+queries:
+    G, query heads scored per SCORE / AGGREGATE pass (GQA, 1..8; docs/bank.md "GQA").
+    ``value_subspaces`` / ``value_centroids`` (flat fields) give the values their own (M, K)
+    (docs/bank.md "Key and value geometry"; K_k = K_v here).
 lanes:
     Encoder distance lanes P (divides K).
 """
