@@ -6,7 +6,7 @@ docs/attention.md describes the ports, the order of operations and the timing.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import C, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -175,7 +175,8 @@ class Attention(wiring.Component):
         tokens_r = Signal(unsigned((num.token_capacity + 1).bit_length()))
         overflow = Signal()
         wr_row = Signal(range(rows + 1))
-        sel = Signal(range(nq))  # the query head whose histogram the MAC reads out
+        # the query head whose histogram the MAC reads out (no register with one query head)
+        sel = Signal(range(nq)) if nq > 1 else C(0, 1)
         partial_fire = self.o_partial.valid & self.o_partial.ready
         pass_end = partial_fire & (sel == nq - 1)
 

@@ -53,6 +53,7 @@ __all__ = [
     "CONFIG_DIR",
     "CommandTiming",
     "command_unit_cycles",
+    "score_drain_cycles",
     "trace_timing",
 ]
 
@@ -1025,6 +1026,20 @@ def command_unit_cycles(cfg: HBM3Config, num: Any, opcode: str, tokens: int, len
     return base  # NOP, RESET
 
 
+def score_drain_cycles(cfg: HBM3Config, geometry: Any) -> int:
+    """Extra cycles of an AGGREGATE that follows a SCORE at once: the last score in flight.
+
+    The value pass starts once the last score is stored, 1 + ceil(log2 M_k) + 1 cycles after
+    SCORE's last column (hw/attention.py); SCORE's response and AGGREGATE's header hide
+    ``score_to_aggregate_slack`` of them, and a value group of ``cpt`` columns gathers its
+    first ``cpt - 1`` columns meanwhile (measured: 1 cycle fewer at 2 columns per token).
+    Known gap: at M_k = 128 the RTL takes one cycle more than this (docs/bank.md).
+    """
+    drain = 2 + (geometry.num.subspaces - 1).bit_length()
+    slack = cfg.unit("aqpim", "command_cycles")["score_to_aggregate_slack"]
+    return max(0, drain - slack - (geometry.value.columns_per_token - 1))
+
+
 _ACCEPTED_COST = ("NOP", "RESET", "LOAD_CB", "WRITE_KV", "LOAD_LUT", "SCORE", "AGGREGATE",
                   "READ_PARTIAL", "READ_STATUS", "READ_CODES", "READ_CB", "READ_LUT")
 
@@ -1074,11 +1089,7 @@ def trace_timing(path: str | Path, cfg: HBM3Config) -> list[CommandTiming]:
         unit = command_unit_cycles(cfg, num, name, n, e.cmd.length, count=e.cmd.count,
                                    accepted=accepted, kv=e.cmd.kv, queries=geometry.queries)
         if accepted and name == "AGGREGATE" and any(last.get(b) == "SCORE" for b in ok):
-            # The value pass starts once the last score is stored, 1 + ceil(log2 M) + 1 cycles
-            # after SCORE's last column (hw/attention.py); SCORE's response and AGGREGATE's
-            # header hide `score_to_aggregate_slack` of them.
-            drain = 2 + (num.subspaces - 1).bit_length()
-            unit += max(0, drain - cfg.unit("aqpim", "command_cycles")["score_to_aggregate_slack"])
+            unit += score_drain_cycles(cfg, geometry)
         for b in ok:
             last[b] = name
         div = cfg.unit("aqpim", "clock_divider")
