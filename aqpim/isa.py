@@ -17,7 +17,8 @@ ignored)::
     [0:4)    opcode      4    :class:`Opcode`
     [4]      kv          1    0 = keys, 1 = values (LOAD_CB, READ_CB, READ_CODES)
     [5:8)    head        3    head slot of the bank
-    [8:16)   subspace    8    PQ subspace m (LOAD_CB, READ_CB)
+    [8:16)   subspace    8    PQ subspace m (LOAD_CB, READ_CB); query head q of the KV head
+                              (LOAD_LUT, READ_LUT, READ_PARTIAL: GQA, < Geometry.queries)
     [16:40)  addr       24    token index (WRITE_KV) or code column (READ_CODES)
     [40:52)  count      12    tokens (WRITE_KV) or columns (READ_CODES)
     [52:64)  length     12    data beats that follow the header
@@ -53,6 +54,7 @@ __all__ = [
     "HEADER_FIELDS",
     "RESPONSE_FIELDS",
     "OPCODE_FIELDS",
+    "QUERY_OPCODES",
     "STATUS_FIELDS",
     "PARTIAL_WORD_BITS",
     "Opcode",
@@ -109,6 +111,7 @@ MAX_HEADS = 1 << HEADER_FIELDS["head"][1]
 STATUS_FIELDS: dict[str, tuple[int, int]] = {
     "tokens": (0, 32),
     "flags": (32, 8),
+    "queries": (40, 4),  # query-head LUTs loaded for this head (GQA; 0 when the LUT is not its)
 }
 
 
@@ -136,15 +139,17 @@ OPCODE_FIELDS: dict[Opcode, tuple[str, ...]] = {
     Opcode.RESET: (),
     Opcode.LOAD_CB: ("kv", "head", "subspace"),
     Opcode.WRITE_KV: ("head", "addr", "count"),
-    Opcode.LOAD_LUT: ("head",),
+    Opcode.LOAD_LUT: ("head", "subspace"),  # subspace = the query head's index q
     Opcode.SCORE: ("head",),
     Opcode.AGGREGATE: ("head",),
-    Opcode.READ_PARTIAL: ("head",),
+    Opcode.READ_PARTIAL: ("head", "subspace"),
     Opcode.READ_STATUS: (),
     Opcode.READ_CODES: ("kv", "head", "addr", "count"),
     Opcode.READ_CB: ("kv", "head", "subspace"),
-    Opcode.READ_LUT: ("head",),
+    Opcode.READ_LUT: ("head", "subspace"),
 }
+# opcodes whose subspace field names a query head (GQA), not a PQ subspace
+QUERY_OPCODES = (Opcode.LOAD_LUT, Opcode.READ_LUT, Opcode.READ_PARTIAL)
 
 
 class Status(enum.IntEnum):
@@ -379,9 +384,15 @@ def reset() -> Command:
 def load_cb(
     geom: Geometry, *, head: int, kv: int, subspace: int, centroids: Iterable[int]
 ) -> Command:
-    """LOAD_CB: the K centroids (K*d W-bit values, centroid-major) of one subspace."""
+    """LOAD_CB: the K centroids (K*d W-bit values, centroid-major) of one subspace.
+
+    K and d are the ``kv`` side's (keys: K_k, d_k; values: K_v, d_v).
+    """
     n = geom.num
-    vals = _flat_ints("centroids", centroids, n.centroids * n.sub_dim)
+    if kv not in (0, 1):
+        raise ValueError(f"kv must be 0 (keys) or 1 (values), got {kv!r}")
+    ns = n.side(kv)
+    vals = _flat_ints("centroids", centroids, ns.centroids * ns.sub_dim)
     _check_elems("centroids", vals, n.elem_min, n.elem_max)
     return Command(
         Opcode.LOAD_CB, head=head, kv=kv, subspace=subspace,
@@ -405,12 +416,14 @@ def write_kv(geom: Geometry, *, head: int, token: int, keys: Sequence[Sequence[i
     return Command(Opcode.WRITE_KV, head=head, addr=token, count=len(keys), data=tuple(data))
 
 
-def load_lut(geom: Geometry, *, head: int, lut: Iterable[int]) -> Command:
-    """LOAD_LUT: M*K L-bit entries, subspace-major (entry m*K + j is LUT[m, j])."""
+def load_lut(geom: Geometry, *, head: int, lut: Iterable[int], query: int = 0) -> Command:
+    """LOAD_LUT: M*K L-bit entries, subspace-major (entry m*K + j is LUT[m, j]), of query head
+    ``query`` of the KV head (GQA: 0 starts a new set, q appends the q-th; docs/isa.md)."""
     n = geom.num
     vals = _flat_ints("lut", lut, n.subspaces * n.centroids)
     _check_elems("lut", vals, n.lut_min, n.lut_max)
-    return Command(Opcode.LOAD_LUT, head=head, data=tuple(pack_values(vals, geom.lut_width)))
+    return Command(Opcode.LOAD_LUT, head=head, subspace=query,
+                   data=tuple(pack_values(vals, geom.lut_width)))
 
 
 def score(*, head: int) -> Command:
@@ -421,8 +434,8 @@ def aggregate(*, head: int) -> Command:
     return Command(Opcode.AGGREGATE, head=head)
 
 
-def read_partial(*, head: int) -> Command:
-    return Command(Opcode.READ_PARTIAL, head=head)
+def read_partial(*, head: int, query: int = 0) -> Command:
+    return Command(Opcode.READ_PARTIAL, head=head, subspace=query)
 
 
 def read_status() -> Command:
@@ -437,8 +450,8 @@ def read_cb(*, head: int, kv: int, subspace: int) -> Command:
     return Command(Opcode.READ_CB, head=head, kv=kv, subspace=subspace)
 
 
-def read_lut(*, head: int) -> Command:
-    return Command(Opcode.READ_LUT, head=head)
+def read_lut(*, head: int, query: int = 0) -> Command:
+    return Command(Opcode.READ_LUT, head=head, subspace=query)
 
 
 def _check_elems(name: str, vals: list[int], lo: int, hi: int) -> None:
@@ -455,6 +468,7 @@ class HeadStatus:
     flags: Flag
     k_mask: int  # bit m set: key subspace m loaded
     v_mask: int
+    queries: int = 0  # query-head LUTs loaded (when the LUT is this head's)
 
 
 def decode_status(geom: Geometry, resp: Response) -> list[HeadStatus]:
@@ -465,7 +479,8 @@ def decode_status(geom: Geometry, resp: Response) -> list[HeadStatus]:
     for h in range(geom.heads):
         b0, bk, bv = resp.data[3 * h:3 * h + 3]
         f = _unpack_fields(STATUS_FIELDS, b0)
-        out.append(HeadStatus(tokens=f["tokens"], flags=Flag(f["flags"]), k_mask=bk, v_mask=bv))
+        out.append(HeadStatus(tokens=f["tokens"], flags=Flag(f["flags"]), k_mask=bk, v_mask=bv,
+                              queries=f["queries"]))
     return out
 
 

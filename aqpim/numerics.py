@@ -19,6 +19,7 @@ Summary (defaults in brackets)::
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -115,6 +116,12 @@ class Numerics:
     token_capacity:
         T_cap, the most tokens of one head one bank can hold; sizes the sum, histogram and
         output accumulators so they never overflow.
+    value_subspaces, value_centroids:
+        M_v and K_v of the value codes (``None``: the key side's M and K, today's symmetric
+        configuration). ``subspaces`` / ``centroids`` are the key side's M_k and K_k and every
+        key-side width (LUT, score) follows them; :attr:`values` is the value side as a
+        symmetric ``Numerics`` (histogram, value MAC, value encoder). A value side equal to the
+        key side is stored as ``None``, so equal configurations compare equal.
     """
 
     head_dim: int = 128
@@ -125,6 +132,8 @@ class Numerics:
     lut_frac_bits: int = 8
     exp_bits: int = 15
     token_capacity: int = 4096
+    value_subspaces: int | None = None
+    value_centroids: int | None = None
     exp_rom: tuple[int, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -150,7 +159,53 @@ class Numerics:
             raise ValueError(f"lut_bits must be in [8, 24], got {self.lut_bits}")
         if not 1 <= self.token_capacity <= 1 << 24:
             raise ValueError(f"token_capacity must be in [1, 2^24], got {self.token_capacity}")
+        self._check_value_side()
         object.__setattr__(self, "exp_rom", exp2_table(self.lut_frac_bits, self.exp_bits))
+
+    def _check_value_side(self) -> None:
+        """Check M_v, K_v like M, K; store ``None`` where the value side equals the key side."""
+        mv, kv = self.value_subspaces, self.value_centroids
+        for name, value in (("value_subspaces", mv), ("value_centroids", kv)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise TypeError(f"{name} must be an int or None, got {value!r}")
+        mv = self.subspaces if mv is None else mv
+        kv = self.centroids if kv is None else kv
+        if mv < 1 or self.head_dim % mv:
+            raise ValueError(f"head_dim {self.head_dim} is not divisible by value_subspaces {mv}")
+        if kv < 2 or kv > 256 or kv & (kv - 1):
+            raise ValueError(f"value_centroids must be a power of two in [2, 256], got {kv}")
+        if (mv, kv) == (self.subspaces, self.centroids):
+            mv = kv = None
+        object.__setattr__(self, "value_subspaces", mv)
+        object.__setattr__(self, "value_centroids", kv)
+
+    # --- the two code sides ---------------------------------------------------------------------
+    @property
+    def symmetric(self) -> bool:
+        """True when keys and values use the same (M, K)."""
+        return self.value_subspaces is None
+
+    @property
+    def keys(self) -> Numerics:
+        """The key side (M_k, K_k) as a symmetric configuration (LUT, scores, key encoder)."""
+        if self.symmetric:
+            return self
+        return dataclasses.replace(self, value_subspaces=None, value_centroids=None)
+
+    @property
+    def values(self) -> Numerics:
+        """The value side (M_v, K_v) as a symmetric configuration (histogram, value MAC)."""
+        if self.symmetric:
+            return self
+        return dataclasses.replace(self, subspaces=self.value_subspaces,
+                                   centroids=self.value_centroids, value_subspaces=None,
+                                   value_centroids=None)
+
+    def side(self, kv: int) -> Numerics:
+        """:attr:`keys` for ``kv = 0``, :attr:`values` for ``kv = 1`` (the ISA's kv field)."""
+        if kv not in (0, 1):
+            raise ValueError(f"kv must be 0 (keys) or 1 (values), got {kv!r}")
+        return self.values if kv else self.keys
 
     # --- shapes -------------------------------------------------------------------------------
     @property
@@ -165,8 +220,12 @@ class Numerics:
 
     @property
     def bits_per_element(self) -> float:
-        """M * b / D: storage of the codes per activation element."""
-        return self.subspaces * self.code_bits / self.head_dim
+        """Code storage per activation element, keys and values averaged: (M_k b_k + M_v b_v)/2D.
+
+        For a symmetric configuration this is M * b / D.
+        """
+        v = self.values
+        return (self.subspaces * self.code_bits + v.subspaces * v.code_bits) / (2 * self.head_dim)
 
     # --- activation format --------------------------------------------------------------------
     @property

@@ -45,7 +45,8 @@ if TYPE_CHECKING:
     from aqpim.commands.console import Console
     from aqpim.sw.perf.hbm3 import HBM3Config
 
-__all__ = ["DemoConfig", "RtlDemoConfig", "compare", "run_golden", "run_rtl", "main"]
+__all__ = ["DemoConfig", "RtlDemoConfig", "compare", "load_config", "rtl_config", "run_golden",
+           "run_rtl", "main"]
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,9 @@ class RtlDemoConfig:
     ``capacity`` is the token capacity of each RTL bank (0: just enough for the prompt and
     the steps, rounded up to a multiple of 64). Default: the issue's 2 KV heads, D = 128,
     M = 64, K = 16, 1024 tokens over 4 banks (docs/driver.md has the measured build and run
-    times). A configuration is built once, into ``build/sim``.
+    times). A configuration is built once, into ``build/sim``. ``subspaces`` / ``centroids``
+    are the keys' (M_k, K_k); ``value_subspaces`` / ``value_centroids`` the values' (0: the
+    keys'); ``lanes`` the encoder's distance lanes (0: min(K, 16)).
     """
 
     heads: int = 2
@@ -173,14 +176,19 @@ class RtlDemoConfig:
     seed: int = 0
     sinks: int = 4
     recent: int = 32
+    value_subspaces: int = 0
+    value_centroids: int = 0
+    lanes: int = 0
 
     def __post_init__(self) -> None:
         for name in ("heads", "tokens", "steps", "head_dim", "subspaces", "centroids", "banks",
-                     "capacity", "iters", "seed", "sinks", "recent"):
+                     "capacity", "iters", "seed", "sinks", "recent", "value_subspaces",
+                     "value_centroids", "lanes"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int):
                 raise TypeError(f"{name} must be an int, got {v!r}")
-            low = 0 if name in ("steps", "capacity", "iters", "seed", "sinks", "recent") else 1
+            low = 0 if name in ("steps", "capacity", "iters", "seed", "sinks", "recent",
+                                "value_subspaces", "value_centroids", "lanes") else 1
             if v < low:
                 raise ValueError(f"{name} must be >= {low}, got {v}")
         if not 1 <= self.banks <= 16:
@@ -205,7 +213,45 @@ class RtlDemoConfig:
         """The contract's parameters, with the banks' token capacity."""
         cap = self.capacity or -(-self.per_bank_tokens // CAPACITY_ROUND) * CAPACITY_ROUND
         return Numerics(head_dim=self.head_dim, subspaces=self.subspaces,
-                        centroids=self.centroids, token_capacity=cap)
+                        centroids=self.centroids, token_capacity=cap,
+                        value_subspaces=self.value_subspaces or None,
+                        value_centroids=self.value_centroids or None)
+
+    @property
+    def encoder_lanes(self) -> int:
+        """The encoder's distance lanes: ``lanes``, or min(K, 16) (K = 256 at 256 lanes makes
+        a very large Verilator build for no gain in a demo)."""
+        return self.lanes or min(self.centroids, 16)
+
+
+# --accurate: keys and values d = 4, K = 256 (2 bits per element; SmolLM2's accurate setting,
+# docs/llm.md), at the configuration's D
+ACCURATE = {"sub_dim": 4, "centroids": 256}
+# --config FILE: the short names the issue uses, beside RtlDemoConfig's own field names
+CONFIG_ALIASES = {"D": "head_dim", "M_k": "subspaces", "K_k": "centroids",
+                  "M_v": "value_subspaces", "K_v": "value_centroids"}
+
+
+def load_config(path: str | Path) -> dict[str, int]:
+    """RtlDemoConfig fields from a JSON object (field names or D, M_k, K_k, M_v, K_v).
+
+    Raises ValueError naming the file and the bad key or value.
+    """
+    try:
+        raw = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"--config {path}: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ValueError(f"--config {path}: expected a JSON object, got {type(raw).__name__}")
+    fields = set(asdict(RtlDemoConfig()))
+    out: dict[str, int] = {}
+    for key, value in raw.items():
+        name = CONFIG_ALIASES.get(key, key)
+        if name not in fields:
+            raise ValueError(f"--config {path}: unknown key {key!r}; expected one of "
+                             f"{sorted(fields | set(CONFIG_ALIASES))}")
+        out[name] = value
+    return out
 
 
 def _same_banks(cfg: RtlDemoConfig, hw: HBM3Config, context: int) -> dict[str, object]:
@@ -239,8 +285,9 @@ def _model_estimate(cfg: RtlDemoConfig, num: Numerics, context: int) -> dict[str
                         intermediate=cfg.heads * cfg.head_dim, vocab=1)
     system = {2.0: "aqpim-2b", 4.0: "aqpim-4b"}.get(bits)
     try:
-        same = system is not None and aqpim_numerics(model, int(bits)) == Numerics(
-            head_dim=num.head_dim, subspaces=num.subspaces, centroids=num.centroids)
+        same = system is not None and num.symmetric and aqpim_numerics(
+            model, int(bits)) == Numerics(head_dim=num.head_dim, subspaces=num.subspaces,
+                                          centroids=num.centroids)
     except ValueError:
         same = False
     if not same:
@@ -314,9 +361,9 @@ def run_rtl(config: RtlDemoConfig, *, trace: str | Path | None = None,
         raise TypeError(f"config must be an RtlDemoConfig, got {type(config).__name__}")
     num = config.numerics()
     geom = Geometry(num)
-    if config.tokens < num.centroids:
-        raise ValueError(f"tokens {config.tokens} < K = {num.centroids} (k-means needs K "
-                         "points)")
+    kmax = max(num.centroids, num.values.centroids)
+    if config.tokens < kmax:
+        raise ValueError(f"tokens {config.tokens} < K = {kmax} (k-means needs K points)")
 
     def say(msg: str) -> None:
         if console is not None:
@@ -335,12 +382,14 @@ def run_rtl(config: RtlDemoConfig, *, trace: str | Path | None = None,
     steps: list[dict[str, object]] = []
     win = {"sinks": config.sinks, "recent": config.recent}
     try:
-        say(f"RTL bank array: {config.banks} banks, D={num.head_dim}, M={num.subspaces}, "
-            f"K={num.centroids}, capacity {num.token_capacity} tokens per bank")
+        say(f"RTL bank array: {config.banks} banks, D={num.head_dim}, keys M={num.subspaces} "
+            f"K={num.centroids}, values M={num.values.subspaces} K={num.values.centroids}, "
+            f"capacity {num.token_capacity} tokens per bank")
         t0 = time.perf_counter()
         # No idle cycles or back-pressure: the recorded cycles are the bank's own latency
         # (the co-simulation tests randomise both).
         with RtlDevice(geom, config.banks, seed=config.seed, idle=0.0, backpressure=0.0,
+                       lanes=config.encoder_lanes,
                        on_stage=console.stage if console else None) as rtl:
             seconds["build_and_start"] = time.perf_counter() - t0
             with TraceRecorder(rtl, trace) as rec:
@@ -393,10 +442,10 @@ def run_rtl(config: RtlDemoConfig, *, trace: str | Path | None = None,
                         f"{max(row['bank_cycles'])} cycles on the busiest bank")
                 seconds["steps"] = time.perf_counter() - t0
         # Performance: the recorded trace on HBM3-PIM timing (aqpim.sw.perf), step by step,
-        # with the encoder lanes of the RTL that ran (RtlDevice builds lanes = K).
+        # with the encoder lanes of the RTL that ran.
         hwcfg = HBM3Config.load()
         hwcfg = hwcfg.replace(units={**hwcfg.units, "aqpim": {
-            **hwcfg.units["aqpim"], "encoder_lanes": num.centroids}})
+            **hwcfg.units["aqpim"], "encoder_lanes": config.encoder_lanes}})
         timing = trace_timing(trace, hwcfg)
         perf_steps = []
         for s in range(config.steps):
@@ -423,7 +472,9 @@ def run_rtl(config: RtlDemoConfig, *, trace: str | Path | None = None,
     return {
         "config": asdict(config),
         "numerics": {"head_dim": num.head_dim, "subspaces": num.subspaces,
-                     "centroids": num.centroids, "token_capacity": num.token_capacity,
+                     "centroids": num.centroids, "value_subspaces": num.values.subspaces,
+                     "value_centroids": num.values.centroids,
+                     "token_capacity": num.token_capacity,
                      "bits_per_element": num.bits_per_element},
         "seconds": seconds,
         "prefill": prefill,
@@ -443,7 +494,8 @@ def _rtl_report(res: dict[str, object]) -> str:
         "AQPIM demo: decode steps through the host driver on the RTL bank array "
         "(cocotb + Verilator) and on the golden device",
         f"config: {c['heads']} KV heads x {c['tokens']} tokens + {c['steps']} decode steps, "
-        f"D={n['head_dim']}, M={n['subspaces']}, K={n['centroids']} "
+        f"D={n['head_dim']}, keys M={n['subspaces']} K={n['centroids']}, values "
+        f"M={n['value_subspaces']} K={n['value_centroids']} "
         f"({n['bits_per_element']:g} bits/element), {c['banks']} banks "
         f"(token capacity {n['token_capacity']} each), k-means {c['iters']} iterations, "
         f"seed {c['seed']}",
@@ -513,7 +565,8 @@ def _rtl_report(res: dict[str, object]) -> str:
 # command line
 # ----------------------------------------------------------------------------------------------
 GOLDEN_ONLY = ("layout",)
-RTL_ONLY = ("steps", "capacity", "trace")
+RTL_ONLY = ("steps", "capacity", "trace", "config", "accurate", "value_subspaces",
+            "value_centroids", "lanes")
 
 
 LOG = Path("build/logs/demo.log")
@@ -527,6 +580,18 @@ def _run_rtl_logged(cfg: RtlDemoConfig, trace: str | None, log: Path | None) -> 
         res = run_rtl(cfg, trace=trace, console=console)
     res["log"] = None if log is None else str(log)
     return res
+
+
+def rtl_config(given: dict[str, object]) -> RtlDemoConfig:
+    """The RTL demo's configuration from the command line's options (``config``: a JSON file,
+    ``accurate``: the d = 4, K = 256 preset); options given explicitly override both."""
+    given = dict(given)
+    base = load_config(given.pop("config")) if "config" in given else {}
+    if given.pop("accurate", False):
+        d = given.get("head_dim", base.get("head_dim", RtlDemoConfig.head_dim))
+        base.update(subspaces=max(1, d // ACCURATE["sub_dim"]), centroids=ACCURATE["centroids"],
+                    value_subspaces=0, value_centroids=0)
+    return RtlDemoConfig(**{**base, **given})
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -550,6 +615,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--capacity", type=int,
                    help="token capacity per RTL bank (0: enough, rounded up to 64)")
     p.add_argument("--trace", metavar="FILE.jsonl", help="keep the RTL command trace (RTL mode)")
+    p.add_argument("--config", metavar="FILE.json",
+                   help="RTL configuration as JSON (D, M_k, K_k, M_v, K_v, banks, tokens, ... or "
+                        "the option names); options given on the command line override it")
+    p.add_argument("--accurate", action="store_true",
+                   help="keys and values d = 4, K = 256 (2 bits/element, the accurate setting "
+                        "of docs/llm.md) at the configured D")
+    p.add_argument("--value-subspaces", type=int, help="M_v (default: the keys' M)")
+    p.add_argument("--value-centroids", type=int, help="K_v (default: the keys' K)")
+    p.add_argument("--lanes", type=int, help="encoder lanes (default min(K, 16))")
     p.add_argument("--sinks", type=int, help="full-precision sink tokens per head (host, FP16)")
     p.add_argument("--recent", type=int,
                    help="full-precision recent window per head (host, FP16)")
@@ -588,7 +662,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``aqpim demo``; returns the exit status (1: RTL != golden)."""
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     given = {k: v for k, v in vars(args).items()
-             if v is not None and k not in ("json", "golden_only", "verbose")}
+             if v is not None and v is not False and k not in ("json", "golden_only", "verbose")}
     try:
         if args.golden_only:
             bad = [k for k in RTL_ONLY if k in given]
@@ -604,7 +678,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"--{bad[0]} needs --golden-only (the driver spreads "
                                  "tokens round-robin)")
             trace = given.pop("trace", None)
-            cfg = RtlDemoConfig(**given)
+            cfg = rtl_config(given)
             cfg.numerics()  # a bad configuration is refused before anything is logged or built
             res = _run_rtl_logged(cfg, trace, None if args.verbose else LOG)
     except (TypeError, ValueError) as exc:

@@ -6,12 +6,13 @@ docs/attention.md describes the ports, the order of operations and the timing.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import C, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from aqpim.geometry import Geometry
+from aqpim.checks import check_int
+from aqpim.geometry import MAX_QUERIES, Geometry
 from aqpim.numerics import Numerics
 
 from .attn_params import check_numerics
@@ -23,15 +24,19 @@ from .value_mac import ValueMAC, codebook_write_layout
 __all__ = ["Attention", "partial_layout"]
 
 
-def partial_layout(num: Numerics) -> data.StructLayout:
-    """What a bank returns for one head and step: ``(max, sum, out[D])`` and the token count."""
-    return data.StructLayout({
+def partial_layout(num: Numerics, queries: int = 1) -> data.StructLayout:
+    """What a bank returns for one head and step: ``(max, sum, out[D])`` and the token count;
+    with ``queries`` = G > 1 (GQA) one such partial per query head, ``query`` its index."""
+    fields = {
         "max": signed(num.score_bits),
         "sum": unsigned(num.sum_bits),
         "tokens": unsigned((num.token_capacity + 1).bit_length()),
         "overflow": 1,
         "out": data.ArrayLayout(signed(num.out_bits), num.head_dim),
-    })
+    }
+    if queries > 1:
+        fields["query"] = unsigned(max(1, (queries - 1).bit_length()))
+    return data.StructLayout(fields)
 
 
 class Attention(wiring.Component):
@@ -84,6 +89,12 @@ class Attention(wiring.Component):
     -------------------------
     numerics : Numerics
         The configuration (:mod:`aqpim.numerics`); every width follows from it.
+    queries : int
+        G, query heads per pass (GQA, 1..8): G LUTs, G scores per scratch slot, G softmax
+        units and G histograms fed in the same cycle, one value MAC that reads the G
+        histograms out in turn; ``o_partial`` offers G partials (``query`` 0 .. G-1) and the
+        pass pair ends when the last is taken. A pass always computes all G (the host reads
+        only the ones it loaded LUTs for): the read-out costs G x (K_v + 3) cycles.
     """
 
     def __init__(
@@ -91,18 +102,26 @@ class Attention(wiring.Component):
         *,
         numerics: Numerics,
         forwarding: bool = True,
+        queries: int = 1,
     ) -> None:
         num = check_numerics(numerics)
         self._num = num
-        self._tpc = Geometry(num).tokens_per_column
+        geom = Geometry(num)
+        self._tpc = geom.key.tokens_per_column
+        self._vtpc = geom.value.tokens_per_column
         self._forwarding = forwarding
+        self._queries = check_int("queries", queries, 1, MAX_QUERIES)
         super().__init__({
-            "i_lut": In(stream.Signature(lut_write_layout(num))),
-            "i_vcb": In(stream.Signature(codebook_write_layout(num))),
-            "i_key": In(stream.Signature(column_layout(num))),
-            "i_val": In(stream.Signature(column_layout(num))),
-            "o_partial": Out(stream.Signature(partial_layout(num))),
+            "i_lut": In(stream.Signature(lut_write_layout(num.keys, self._queries))),
+            "i_vcb": In(stream.Signature(codebook_write_layout(num.values))),
+            "i_key": In(stream.Signature(column_layout(num.keys))),
+            "i_val": In(stream.Signature(column_layout(num.values))),
+            "o_partial": Out(stream.Signature(partial_layout(num, self._queries))),
         })
+
+    @property
+    def queries(self) -> int:
+        return self._queries
 
     @property
     def numerics(self) -> Numerics:
@@ -110,7 +129,13 @@ class Attention(wiring.Component):
 
     @property
     def tokens_per_column(self) -> int:
+        """Tokens per key group (one ``i_key`` beat); the value side's is ``value_tpc``."""
         return self._tpc
+
+    @property
+    def value_tpc(self) -> int:
+        """Tokens per value group (one ``i_val`` beat)."""
+        return self._vtpc
 
     @property
     def scratch_rows(self) -> int:
@@ -119,30 +144,41 @@ class Attention(wiring.Component):
 
     def elaborate(self, platform) -> Module:
         m = Module()
-        num, tpc = self._num, self._tpc
-        nsub, b = num.subspaces, num.code_bits
+        num, tpc, nq = self._num, self._tpc, self._queries
+        nv = num.values  # the value side: histogram, value MAC, the codes in the tag
+        nsub, b = nv.subspaces, nv.code_bits
         rows = self.scratch_rows
 
-        m.submodules.lut_acc = la = LUTAccumulate(numerics=num)
-        m.submodules.softmax = sm = Softmax(numerics=num, tag_bits=nsub * b + 2)
-        m.submodules.histogram = hist = Histogram(numerics=num, forwarding=self._forwarding)
-        m.submodules.value_mac = mac = ValueMAC(numerics=num)
+        # G query heads: G softmax units and G histograms fed in lockstep, one value MAC.
+        m.submodules.lut_acc = la = LUTAccumulate(numerics=num.keys, queries=nq)
+        sms, hists = [], []
+        for q in range(nq):
+            sfx = "" if q == 0 else f"_q{q}"
+            m.submodules["softmax" + sfx] = sm_q = Softmax(numerics=num, tag_bits=nsub * b + 2)
+            m.submodules["histogram" + sfx] = hist_q = Histogram(
+                numerics=nv, forwarding=self._forwarding)
+            sms.append(sm_q)
+            hists.append(hist_q)
+        sm = sms[0]
+        m.submodules.value_mac = mac = ValueMAC(numerics=nv)
         wiring.connect(m, wiring.flipped(self.i_lut), la.i_lut)
         wiring.connect(m, wiring.flipped(self.i_vcb), mac.i_cb)
-        wiring.connect(m, hist.o_bins, mac.i_bins)
 
-        # Pass state: each flag is set by its stream's last beat and cleared when the partial
-        # is taken, which starts the next pass pair.
+        # Pass state: each flag is set by its stream's last beat and cleared when the last
+        # partial is taken, which starts the next pass pair.
         key_done = Signal()
         scores_done = Signal()
         val_done = Signal()
-        max_r = Signal(signed(num.score_bits), init=num.score_min)
-        sum_r = Signal(unsigned(num.sum_bits))
+        max_r = [Signal(signed(num.score_bits), init=num.score_min, name=f"max_r{q}")
+                 for q in range(nq)]
+        sum_r = [Signal(unsigned(num.sum_bits), name=f"sum_r{q}") for q in range(nq)]
         tokens_r = Signal(unsigned((num.token_capacity + 1).bit_length()))
         overflow = Signal()
         wr_row = Signal(range(rows + 1))
-        rd_row = Signal(range(rows + 1))
+        # the query head whose histogram the MAC reads out (no register with one query head)
+        sel = Signal(range(nq)) if nq > 1 else C(0, 1)
         partial_fire = self.o_partial.valid & self.o_partial.ready
+        pass_end = partial_fire & (sel == nq - 1)
 
         # Pass 1: key columns into the LUT-accumulate unit until the last one.
         m.d.comb += [
@@ -154,12 +190,15 @@ class Attention(wiring.Component):
         with m.If(self.i_key.valid & self.i_key.ready & self.i_key.payload.last):
             m.d.sync += key_done.eq(1)
 
-        # Scores into the scratch (one row per column) and the running maximum of valid slots.
-        scratch = Memory(
-            shape=data.ArrayLayout(signed(num.score_bits), tpc), depth=rows, init=[])
+        # Scores into the scratch (one row per column, G scores per slot) and the running
+        # maximum of the valid slots of each query head.
+        row_shape = data.ArrayLayout(signed(num.score_bits), tpc)
+        scratch = Memory(shape=row_shape if nq == 1 else data.ArrayLayout(row_shape, nq),
+                         depth=rows, init=[])
         m.submodules.scratch = scratch
         swp = scratch.write_port()
-        srp = scratch.read_port(domain="sync")
+        # read per token (a register file: key and value groups hold different token counts)
+        srp = scratch.read_port(domain="comb")
         sc = la.o_scores.payload
         sc_fire = la.o_scores.valid & la.o_scores.ready
         m.d.comb += [
@@ -167,9 +206,14 @@ class Attention(wiring.Component):
             swp.data.eq(sc.scores),
             swp.en.eq(sc_fire & (wr_row < rows)),
         ]
-        beat_max = _running_max(m, max_r, sc, tpc, num)
+        for q in range(nq):
+            scores_q = sc.scores if nq == 1 else sc.scores[q]
+            beat_max = _running_max(m, max_r[q], scores_q, sc.ntok, tpc, num,
+                                    "" if q == 0 else f"q{q}_")
+            with m.If(sc_fire):
+                m.d.sync += max_r[q].eq(beat_max)
         with m.If(sc_fire):
-            m.d.sync += [max_r.eq(beat_max), tokens_r.eq(tokens_r + sc.ntok)]
+            m.d.sync += tokens_r.eq(tokens_r + sc.ntok)
             with m.If(wr_row < rows):
                 m.d.sync += wr_row.eq(wr_row + 1)
             with m.Else():
@@ -179,61 +223,85 @@ class Attention(wiring.Component):
 
         # Pass 2: value columns through the serializer, one token per cycle.
         ser_valid, ser_idx, ser_ntok, ser_last, ser_codes, ser_end = self._serializer(
-            m, sm, srp, rd_row, scores_done, val_done)
+            m, sm, scores_done, val_done)
 
-        # One token per cycle into the softmax; its codes, last flag and "no token" flag ride
-        # along as the tag (a column with ntok = 0 sends one weight-0 token to end the pass).
+        # The token's score: row tok / tpc, slot tok % tpc of the scratch (tok counts pass 2's
+        # tokens), read in the cycle the token goes to the softmax.
+        log_tpc = tpc.bit_length() - 1
+        tok = Signal(range(num.token_capacity + 1))
+        m.d.comb += srp.addr.eq(tok >> log_tpc)
+        with m.If(sm.i.valid & sm.i.ready):
+            m.d.sync += tok.eq(tok + 1)
+
+        # One token per cycle into every softmax (all advance together: same tokens, same
+        # pipeline); its codes, last flag and "no token" flag ride along as the tag (a column
+        # with ntok = 0 sends one weight-0 token to end the pass).
         tok_codes = ser_codes[ser_idx]
         dummy = ser_ntok == 0
-        m.d.comb += [
-            sm.max.eq(max_r),
-            sm.i.valid.eq(ser_valid),
-            sm.i.payload.score.eq(Mux(dummy, max_r, srp.data[ser_idx])),
-            sm.i.payload.tag.eq(Cat(tok_codes.as_value(), ser_last & ser_end, dummy)),
-        ]
+        for q, (sm_q, hist_q) in enumerate(zip(sms, hists, strict=True)):
+            row = srp.data if nq == 1 else srp.data[q]
+            slot_score = row[tok[:log_tpc]] if tpc > 1 else row[0]
+            m.d.comb += [
+                sm_q.max.eq(max_r[q]),
+                sm_q.i.valid.eq(ser_valid),
+                sm_q.i.payload.score.eq(Mux(dummy, max_r[q], slot_score)),
+                sm_q.i.payload.tag.eq(Cat(tok_codes.as_value(), ser_last & ser_end, dummy)),
+            ]
+            # Softmax weights into the histogram; the local sum is the sum of what goes in.
+            tag = sm_q.o.payload.tag
+            weight = Mux(tag[nsub * b + 1], 0, sm_q.o.payload.weight)
+            m.d.comb += [
+                hist_q.i_tok.valid.eq(sm_q.o.valid),
+                sm_q.o.ready.eq(hist_q.i_tok.ready),
+                hist_q.i_tok.payload.codes.eq(tag[:nsub * b]),
+                hist_q.i_tok.payload.weight.eq(weight),
+                hist_q.i_tok.payload.last.eq(tag[nsub * b]),
+            ]
+            with m.If(hist_q.i_tok.valid & hist_q.i_tok.ready):
+                m.d.sync += sum_r[q].eq(sum_r[q] + weight)
 
-        # Softmax weights into the histogram; the local sum is the sum of what goes in.
-        tag = sm.o.payload.tag
-        t_codes = tag[:nsub * b]
-        t_last = tag[nsub * b]
-        t_dummy = tag[nsub * b + 1]
-        weight = Mux(t_dummy, 0, sm.o.payload.weight)
-        m.d.comb += [
-            hist.i_tok.valid.eq(sm.o.valid),
-            sm.o.ready.eq(hist.i_tok.ready),
-            hist.i_tok.payload.codes.eq(t_codes),
-            hist.i_tok.payload.weight.eq(weight),
-            hist.i_tok.payload.last.eq(t_last),
-        ]
-        with m.If(hist.i_tok.valid & hist.i_tok.ready):
-            m.d.sync += sum_r.eq(sum_r + weight)
-
-        # The partial: the MAC's D-vector beside the pass-1 max and the pass-2 sum.
+        # The histograms through the one value MAC in turn; each partial is the MAC's D-vector
+        # beside its query head's pass-1 max and pass-2 sum.
+        if nq == 1:
+            wiring.connect(m, hists[0].o_bins, mac.i_bins)
+        else:
+            with m.Switch(sel):
+                for q, hist_q in enumerate(hists):
+                    with m.Case(q):
+                        m.d.comb += [mac.i_bins.payload.eq(hist_q.o_bins.payload),
+                                     mac.i_bins.valid.eq(hist_q.o_bins.valid),
+                                     hist_q.o_bins.ready.eq(mac.i_bins.ready)]
+            m.d.comb += self.o_partial.payload.query.eq(sel)
+            with m.If(partial_fire):
+                m.d.sync += sel.eq(Mux(sel == nq - 1, 0, sel + 1))
         m.d.comb += [
             self.o_partial.valid.eq(mac.o_out.valid),
             mac.o_out.ready.eq(self.o_partial.ready),
-            self.o_partial.payload.max.eq(max_r),
-            self.o_partial.payload.sum.eq(sum_r),
             self.o_partial.payload.tokens.eq(tokens_r),
             self.o_partial.payload.overflow.eq(overflow),
             self.o_partial.payload.out.eq(mac.o_out.payload.out),
         ]
-        with m.If(partial_fire):
+        with m.Switch(sel):
+            for q in range(nq):
+                with m.Case(q):
+                    m.d.comb += [self.o_partial.payload.max.eq(max_r[q]),
+                                 self.o_partial.payload.sum.eq(sum_r[q])]
+        with m.If(pass_end):
             m.d.sync += [
                 key_done.eq(0), scores_done.eq(0), val_done.eq(0),
-                max_r.eq(num.score_min), sum_r.eq(0), tokens_r.eq(0), overflow.eq(0),
-                wr_row.eq(0), rd_row.eq(0),
+                tokens_r.eq(0), overflow.eq(0), wr_row.eq(0), tok.eq(0),
+                *[r.eq(num.score_min) for r in max_r], *[r.eq(0) for r in sum_r],
             ]
         return m
 
-    def _serializer(self, m: Module, sm: Softmax, srp: object, rd_row: Signal,
-                    scores_done: Signal, val_done: Signal) -> tuple:
-        """Pass 2's column-to-token serializer and the scratch read of each column's scores.
+    def _serializer(self, m: Module, sm: Softmax, scores_done: Signal,
+                    val_done: Signal) -> tuple:
+        """Pass 2's value-group-to-token serializer.
 
-        A value column is taken when the serializer is free or on its last token; its score
-        row is read in the same cycle and is there when the serializer starts.
+        A value group is taken when the serializer is free or on its last token.
         """
-        nsub, b, tpc = self._num.subspaces, self._num.code_bits, self._tpc
+        nv = self._num.values
+        nsub, b, tpc = nv.subspaces, nv.code_bits, self._vtpc
         ser_valid = Signal()
         ser_idx = Signal(range(max(tpc, 2)))
         ser_ntok = Signal.like(self.i_val.payload.ntok)
@@ -247,10 +315,8 @@ class Attention(wiring.Component):
             self.i_val.ready.eq(scores_done & ~val_done & ser_take),
         ]
         val_fire = self.i_val.valid & self.i_val.ready
-        m.d.comb += [srp.addr.eq(rd_row), srp.en.eq(val_fire)]
         with m.If(val_fire):
             m.d.sync += [
-                rd_row.eq(rd_row + 1),
                 ser_valid.eq(1),
                 ser_idx.eq(0),
                 ser_ntok.eq(self.i_val.payload.ntok),
@@ -267,7 +333,8 @@ class Attention(wiring.Component):
         return ser_valid, ser_idx, ser_ntok, ser_last, ser_codes, ser_end
 
 
-def _running_max(m: Module, max_r: Signal, sc: object, tpc: int, num: Numerics) -> Signal:
+def _running_max(m: Module, max_r: Signal, scores: object, ntok: object, tpc: int,
+                 num: Numerics, prefix: str = "") -> Signal:
     """max(max_r, valid slots of a score beat) through a balanced tree of named Mux nodes.
 
     Each node is a named signal: a Mux chain that reused its own output would double the
@@ -275,8 +342,8 @@ def _running_max(m: Module, max_r: Signal, sc: object, tpc: int, num: Numerics) 
     """
     level = [max_r]
     for k in range(tpc):
-        cand = Signal(signed(num.score_bits), name=f"sc_cand{k}")
-        m.d.comb += cand.eq(Mux(k < sc.ntok, sc.scores[k], num.score_min))
+        cand = Signal(signed(num.score_bits), name=f"{prefix}sc_cand{k}")
+        m.d.comb += cand.eq(Mux(k < ntok, scores[k], num.score_min))
         level.append(cand)
     depth = 0
     while len(level) > 1:
@@ -286,7 +353,7 @@ def _running_max(m: Module, max_r: Signal, sc: object, tpc: int, num: Numerics) 
             if i + 1 == len(level):
                 nxt.append(level[i])
                 continue
-            node = Signal(signed(num.score_bits), name=f"sc_max{depth}_{i // 2}")
+            node = Signal(signed(num.score_bits), name=f"{prefix}sc_max{depth}_{i // 2}")
             a, c = level[i], level[i + 1]
             m.d.comb += node.eq(Mux(c > a, c, a))
             nxt.append(node)

@@ -18,7 +18,7 @@ __all__ = ["check_numerics", "numerics_from"]
 
 _FIELDS = (
     "head_dim", "subspaces", "centroids", "elem_bits", "lut_bits", "lut_frac_bits",
-    "exp_bits", "token_capacity",
+    "exp_bits", "token_capacity", "value_subspaces", "value_centroids",
 )
 
 

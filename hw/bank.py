@@ -39,6 +39,10 @@ numerics:
 heads:
     Head slots (only 1 in this version: the value MAC's single codebook copy would have to be
     reloaded per head; the ISA and the golden device support up to 8).
+queries:
+    G, query heads scored per SCORE / AGGREGATE pass (GQA, 1..8; docs/bank.md "GQA").
+    ``value_subspaces`` / ``value_centroids`` (flat fields) give the values their own (M, K)
+    (docs/bank.md "Key and value geometry"; K_k = K_v here).
 lanes:
     Encoder distance lanes P (divides K).
 """
@@ -76,6 +80,7 @@ class BankController(wiring.Component):
         *,
         numerics: Numerics | None = None,
         heads: int = 1,
+        queries: int = 1,
         lanes: int | None = None,
         head_dim: int | None = None,
         subspaces: int | None = None,
@@ -85,6 +90,8 @@ class BankController(wiring.Component):
         lut_frac_bits: int | None = None,
         exp_bits: int | None = None,
         token_capacity: int | None = None,
+        value_subspaces: int | None = None,
+        value_centroids: int | None = None,
     ) -> None:
         from aqpim.hw.attn_params import numerics_from  # noqa: I001
 
@@ -92,23 +99,35 @@ class BankController(wiring.Component):
             numerics, head_dim=head_dim, subspaces=subspaces, centroids=centroids,
             elem_bits=elem_bits, lut_bits=lut_bits, lut_frac_bits=lut_frac_bits,
             exp_bits=exp_bits, token_capacity=token_capacity,
+            value_subspaces=value_subspaces, value_centroids=value_centroids,
         )
         if isinstance(heads, bool) or not isinstance(heads, int):
             raise TypeError(f"heads must be an int, got {heads!r}")
         if heads != 1:
             raise ValueError(f"the RTL bank supports heads=1 only, got {heads}")
-        self._g = Geometry(num, heads=heads)
+        self._g = Geometry(num, heads=heads, queries=queries)
         if lanes is None:
             lanes = min(4, num.centroids)
         if isinstance(lanes, bool) or not isinstance(lanes, int):
             raise TypeError(f"lanes must be an int, got {lanes!r}")
         if lanes < 1 or num.centroids % lanes:
             raise ValueError(f"lanes {lanes} must divide centroids {num.centroids}")
-        gw = num.sub_dim * self._g.elem_width
-        if W % gw:
+        for side in (num.keys, num.values):
+            gw = side.sub_dim * self._g.elem_width
+            if W % gw:
+                raise ValueError(
+                    f"a sub-vector of d * elem_width = {gw} bits must divide {W} (power-of-two d)"
+                )
+        if num.values.centroids != num.centroids:
+            # one encoder for both sides (zero-padded to the larger d) runs K / lanes passes
             raise ValueError(
-                f"a sub-vector of d * elem_width = {gw} bits must divide {W} (power-of-two d)"
+                f"the RTL bank's encoder needs value_centroids == centroids, got "
+                f"{num.values.centroids} and {num.centroids}"
             )
+        for name, side in (("keys", self._g.key), ("values", self._g.value)):
+            if side.columns_per_token & (side.columns_per_token - 1):
+                raise ValueError(f"{name}: {side.columns_per_token} columns per token is not a "
+                                 "power of two")
         self._lanes = lanes
         super().__init__({
             "i_cmd": In(stream.Signature(unsigned(W))),
@@ -134,10 +153,12 @@ class BankController(wiring.Component):
 
         # The units. The attention path gets a local reset: SCORE restarts its pass pair (the
         # ISA lets a head be rescored without aggregating) and RESET clears it.
+        # One encoder for both sides: M_k + M_v codebooks of max(d_k, d_v) elements (the side
+        # with the shorter d zero-padded, which leaves its distances exact).
         m.submodules.encoder = enc = PQEncoder(
-            sub_dim=n.sub_dim, centroids=n.centroids, subspaces=2 * n.subspaces,
-            elem_bits=n.elem_bits, lanes=self._lanes)
-        attn = Attention(numerics=n)
+            sub_dim=max(n.sub_dim, n.values.sub_dim), centroids=n.centroids,
+            subspaces=n.subspaces + n.values.subspaces, elem_bits=n.elem_bits, lanes=self._lanes)
+        attn = Attention(numerics=n, queries=g.queries)
 
         # The bank's parts (one file each) and its memories.
         m.submodules.sequencer = seq = BankSequencer(geometry=g)
@@ -197,13 +218,14 @@ class BankArray(wiring.Component):
     (Numerics fields, ``lanes``) as plain ints, so the runner can build it from a dict.
     """
 
-    def __init__(self, *, banks: int = 1, lanes: int | None = None,
+    def __init__(self, *, banks: int = 1, lanes: int | None = None, queries: int = 1,
                  **fields: int | None) -> None:
         from aqpim.hw.attn_params import numerics_from  # noqa: I001
 
         num = numerics_from(None, **fields)  # names and values checked there
         banks = check_int("banks", banks, 1, 16)
-        self._banks = [BankController(numerics=num, lanes=lanes) for _ in range(banks)]
+        self._banks = [BankController(numerics=num, lanes=lanes, queries=queries)
+                       for _ in range(banks)]
         members = {}
         for b in range(banks):
             members[f"i_cmd{b}"] = In(stream.Signature(unsigned(W)))
@@ -215,7 +237,7 @@ class BankArray(wiring.Component):
         return len(self._banks)
 
     @staticmethod
-    def verilog(name: str, *, banks: int = 1, lanes: int | None = None,
+    def verilog(name: str, *, banks: int = 1, lanes: int | None = None, queries: int = 1,
                 **fields: int | None) -> str:
         """Verilog of the array built from the same parameters: one shared ``<name>_bank``
         module instantiated per bank under a structural top ``name`` with the ports of
@@ -225,7 +247,8 @@ class BankArray(wiring.Component):
         from aqpim.hw.verilog import instances_verilog
 
         banks = check_int("banks", banks, 1, 16)
-        bank = BankController(numerics=numerics_from(None, **fields), lanes=lanes)
+        bank = BankController(numerics=numerics_from(None, **fields), lanes=lanes,
+                              queries=queries)
         return instances_verilog(bank, f"{name}_bank", name, banks)
 
     @property

@@ -24,7 +24,7 @@ from aqpim.hw.command import Command, Opcode, Status, bank_state_layout
 
 from aqpim import isa
 from aqpim.checks import check_instance
-from aqpim.geometry import Geometry
+from aqpim.geometry import CodeSide, Geometry
 
 __all__ = ["CommandDecoder", "decode_bus", "sub_index"]
 
@@ -61,16 +61,20 @@ class CommandDecoder(wiring.Component):
     def elaborate(self, platform: object) -> Module:
         m = Module()
         g, n = self._g, self._g.num
-        M, tpc = n.subspaces, g.tokens_per_column
+        Mk, Mv = n.subspaces, n.values.subspaces
+        cbk, cbv = g.key.cb_beats, g.value.cb_beats
         hdr, st, bus = self.bus.header, self.bus.state, self.bus
         op, p = hdr.opcode, hdr.params
-        used = (st.tokens + (tpc - 1)) >> (tpc.bit_length() - 1)  # code columns in use
-        k_full = st.k_mask == (1 << M) - 1
-        v_full = st.v_mask == (1 << M) - 1
-        cb_mask = Mux(p.read_cb.kv, st.v_mask, st.k_mask)
+        used_k = _used_columns(st.tokens, g.key)  # code columns in use, per side
+        used_v = _used_columns(st.tokens, g.value)
+        k_full = st.k_mask == (1 << Mk) - 1
+        v_full = st.v_mask == (1 << Mv) - 1
+        rcb = p.read_cb
+        cb_loaded = Mux(rcb.kv, st.v_mask.bit_select(sub_index(rcb.subspace, Mv), 1),
+                        st.k_mask.bit_select(sub_index(rcb.subspace, Mk), 1))
 
         # Data beats each opcode must carry, and its own checks after head/subspace/length.
-        data_beats = {Opcode.LOAD_CB: g.cb_beats, Opcode.LOAD_LUT: g.lut_beats,
+        data_beats = {Opcode.LOAD_CB: Mux(p.load_cb.kv, cbv, cbk), Opcode.LOAD_LUT: g.lut_beats,
                       Opcode.WRITE_KV: p.write_kv.count * g.token_beats}
         wkv, rc = p.write_kv, p.read_codes
         own = {
@@ -79,13 +83,18 @@ class CommandDecoder(wiring.Component):
                               (wkv.addr + wkv.count > n.token_capacity, Status.CAPACITY),
                               (~(k_full & v_full), Status.NO_CODEBOOK)],
             Opcode.READ_CODES: [(rc.count == 0, Status.BAD_LENGTH),
-                                (rc.addr + rc.count > used, Status.ADDR_RANGE)],
-            Opcode.READ_CB: [(~cb_mask.bit_select(sub_index(p.read_cb.subspace, M), 1),
-                              Status.NO_CODEBOOK)],
+                                (rc.addr + rc.count > Mux(rc.kv, used_v, used_k),
+                                 Status.ADDR_RANGE)],
+            Opcode.READ_CB: [(~cb_loaded, Status.NO_CODEBOOK)],
             Opcode.AGGREGATE: [(~v_full, Status.NO_CODEBOOK), (~st.scores, Status.NO_SCORES)],
             Opcode.SCORE: [(~st.lut, Status.NO_LUT)],
-            Opcode.READ_LUT: [(~st.lut, Status.NO_LUT)],
-            Opcode.READ_PARTIAL: [(~st.partial, Status.NO_PARTIAL)],
+            # GQA: q = 0 starts a set, q > 0 must be the next of this head's set
+            Opcode.LOAD_LUT: [((p.load_lut.subspace != 0)
+                               & (~st.lut | (p.load_lut.subspace != st.luts)),
+                               Status.ADDR_RANGE)],
+            Opcode.READ_LUT: [(~st.lut | (p.read_lut.subspace >= st.luts), Status.NO_LUT)],
+            Opcode.READ_PARTIAL: [(~st.partial | (p.read_partial.subspace >= st.partials),
+                                   Status.NO_PARTIAL)],
         }
         with m.If(~op.as_value().matches(*Opcode)):
             m.d.comb += bus.status.eq(Status.BAD_OPCODE)
@@ -97,8 +106,11 @@ class CommandDecoder(wiring.Component):
                     chain = []
                     if "head" in names:
                         chain.append((fields.head >= g.heads, Status.ADDR_RANGE))
-                    if "subspace" in names:
-                        chain.append((fields.subspace >= M, Status.ADDR_RANGE))
+                    if isa.Opcode[code.name] in isa.QUERY_OPCODES:  # a query-head index
+                        chain.append((fields.subspace >= g.queries, Status.ADDR_RANGE))
+                    elif "subspace" in names:  # the kv side's subspace count
+                        chain.append((fields.subspace >= Mux(fields.kv, Mv, Mk),
+                                      Status.ADDR_RANGE))
                     chain.append((hdr.length != data_beats.get(code, 0), Status.BAD_LENGTH))
                     chain += own.get(code, [])
                     with m.Case(code):
@@ -110,29 +122,48 @@ class CommandDecoder(wiring.Component):
 
         # Response data beats of an accepted read command.
         rsp = {Opcode.READ_PARTIAL: g.partial_beats, Opcode.READ_STATUS: g.status_beats,
-               Opcode.READ_CODES: rc.count, Opcode.READ_CB: g.cb_beats,
+               Opcode.READ_CODES: rc.count, Opcode.READ_CB: Mux(rcb.kv, cbv, cbk),
                Opcode.READ_LUT: g.lut_beats}
         with m.Switch(op):
             for code, beats in rsp.items():
                 with m.Case(code):
                     m.d.comb += bus.rsp_length.eq(beats)
 
-        # The read each command needs: (source, sink, first beat, beats).
-        passes = Mux(used == 0, 1, used)  # zero tokens still send one (empty) column
-        cb = p.read_cb
+        # The read each command needs: (source, sink, first beat, beats); the codebook copy
+        # holds the M_k key subspaces, then the M_v value subspaces.
+        cb_base = Mux(rcb.kv, Mk * cbk + sub_index(rcb.subspace, Mv) * cbv,
+                      sub_index(rcb.subspace, Mk) * cbk)
         reads = {
-            Opcode.SCORE: (Source.KEYS, Sink.KEY, 0, passes),
-            Opcode.AGGREGATE: (Source.VALUES, Sink.VALUE, 0, passes),
-            Opcode.WRITE_KV: (Source.KEYS, Sink.RELOAD, st.tokens >> (tpc.bit_length() - 1), 1),
+            # zero tokens still send one (empty) column
+            Opcode.SCORE: (Source.KEYS, Sink.KEY, 0, Mux(used_k == 0, 1, used_k)),
+            Opcode.AGGREGATE: (Source.VALUES, Sink.VALUE, 0, Mux(used_v == 0, 1, used_v)),
+            # the key and value columns the next token continues (RELOAD reads both)
+            Opcode.WRITE_KV: (Source.KEYS, Sink.RELOAD, _open_column(st.tokens, g.key), 1),
             Opcode.READ_CODES: (Mux(rc.kv, Source.VALUES, Source.KEYS), Sink.RESPONSE, rc.addr,
                                 rc.count),
-            Opcode.READ_CB: (Source.CODEBOOK, Sink.RESPONSE,
-                             (cb.kv * M + sub_index(cb.subspace, M)) * g.cb_beats, g.cb_beats),
-            Opcode.READ_LUT: (Source.LUT, Sink.RESPONSE, 0, g.lut_beats),
+            Opcode.READ_CB: (Source.CODEBOOK, Sink.RESPONSE, cb_base, Mux(rcb.kv, cbv, cbk)),
+            Opcode.READ_LUT: (Source.LUT, Sink.RESPONSE,
+                              p.read_lut.subspace[:max(1, (g.queries - 1).bit_length())]
+                              * g.lut_beats if g.queries > 1 else 0, g.lut_beats),
         }
         with m.Switch(op):
             for code, (src, sink, base, count) in reads.items():
                 with m.Case(code):
                     m.d.comb += [bus.read.src.eq(src), bus.read.sink.eq(sink),
                                  bus.read.base.eq(base), bus.read.count.eq(count)]
+                    if code == Opcode.WRITE_KV:
+                        m.d.comb += bus.read.vbase.eq(_open_column(st.tokens, g.value))
         return m
+
+
+def _used_columns(tokens, side: CodeSide):
+    """Code columns holding ``tokens`` tokens of one side: whole groups of ``cpt`` columns."""
+    tpc, cpt = side.tokens_per_column, side.columns_per_token
+    groups = (tokens + (tpc - 1)) >> (tpc.bit_length() - 1)
+    return groups << (cpt.bit_length() - 1)
+
+
+def _open_column(tokens, side: CodeSide):
+    """The column token ``tokens`` (the next one written) starts in."""
+    tpc, cpt = side.tokens_per_column, side.columns_per_token
+    return (tokens >> (tpc.bit_length() - 1)) << (cpt.bit_length() - 1)

@@ -18,7 +18,7 @@ while the current beat is taken: read-ahead, II = 1); back-pressure stalls the r
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
@@ -28,7 +28,7 @@ from aqpim.hw.lut_accumulate import column_layout
 
 from aqpim import isa
 from aqpim.checks import check_instance
-from aqpim.geometry import Geometry
+from aqpim.geometry import CodeSide, Geometry
 
 __all__ = ["ColumnReader", "read_control", "Sink", "Source", "memory_depths",
            "read_request_layout", "reload_layout"]
@@ -56,16 +56,19 @@ class Sink(enum.Enum, shape=3):
 
 
 def memory_depths(geometry: Geometry) -> dict[Source, int]:
-    """Beats in each memory: code columns per K or V, 2M codebooks, the LUT."""
+    """Beats in each memory: key and value code columns, the M_k + M_v codebooks, the LUT."""
     g = geometry
-    return {Source.KEYS: g.columns_per_head, Source.VALUES: g.columns_per_head,
-            Source.CODEBOOK: 2 * g.num.subspaces * g.cb_beats, Source.LUT: g.lut_beats}
+    cb = g.key.subspaces * g.key.cb_beats + g.value.subspaces * g.value.cb_beats
+    return {Source.KEYS: g.key.columns_per_head, Source.VALUES: g.value.columns_per_head,
+            Source.CODEBOOK: cb, Source.LUT: g.queries * g.lut_beats}
 
 
 def read_request_layout(geometry: Geometry) -> data.StructLayout:
+    """``base`` of ``src``; ``vbase`` the value column of a RELOAD (keys read at ``base``)."""
     depth = max(memory_depths(geometry).values())
     return data.StructLayout({"src": Source, "sink": Sink, "base": range(depth + 1),
-                              "count": range(depth + 2)})
+                              "count": range(depth + 2),
+                              "vbase": range(geometry.value.columns_per_head + 1)})
 
 
 def reload_layout() -> data.StructLayout:
@@ -98,12 +101,11 @@ class ColumnReader(wiring.Component):
                                                               shape=unsigned(W)))
             for src, depth in memory_depths(geometry).items()
         }
-        col = column_layout(geometry.num)
         super().__init__({
             "ctrl": In(read_control(geometry)),
             **ports,
-            "o_key": Out(stream.Signature(col)),
-            "o_val": Out(stream.Signature(col)),
+            "o_key": Out(stream.Signature(column_layout(geometry.num.keys))),
+            "o_val": Out(stream.Signature(column_layout(geometry.num.values))),
             "o_data": Out(stream.Signature(unsigned(W))),
             "o_reload": Out(stream.Signature(reload_layout())),
         })
@@ -111,8 +113,6 @@ class ColumnReader(wiring.Component):
     def elaborate(self, platform: object) -> Module:
         m = Module()
         g, req = self._g, self.ctrl.request
-        tpc = g.tokens_per_column
-        log_tpc = tpc.bit_length() - 1
         mems = {Source.KEYS: self.keys_mem, Source.VALUES: self.values_mem,
                 Source.CODEBOOK: self.codebook_mem, Source.LUT: self.lut_mem}
 
@@ -120,6 +120,7 @@ class ColumnReader(wiring.Component):
         src = Signal(Source)
         sink = Signal(Sink)
         base = Signal.like(req.base)
+        vbase = Signal.like(req.vbase)
         nxt = Signal.like(req.base)
         left = Signal.like(req.count)
         valid = Signal()
@@ -127,8 +128,10 @@ class ColumnReader(wiring.Component):
         ready = Signal()
         beat = Signal(W)
         adv = ~valid | ready
-        for port in mems.values():
-            m.d.comb += [port.addr.eq(base + nxt), port.en.eq(adv)]
+        for s, port in mems.items():
+            # a RELOAD reads the value column at its own address (the sides' layouts differ)
+            first = Mux(sink == Sink.RELOAD, vbase, base) if s == Source.VALUES else base
+            m.d.comb += [port.addr.eq(first + nxt), port.en.eq(adv)]
         with m.Switch(src):
             for s, port in mems.items():
                 with m.Case(s):
@@ -141,29 +144,60 @@ class ColumnReader(wiring.Component):
         # A new request replaces an idle one (the sequencer only starts one when not busy).
         with m.If(self.ctrl.start):
             m.d.sync += [src.eq(req.src), sink.eq(req.sink), base.eq(req.base), nxt.eq(0),
-                         left.eq(req.count)]
+                         left.eq(req.count), vbase.eq(req.vbase)]
         m.d.comb += self.ctrl.busy.eq(valid | (left != 0))
 
-        # Code columns: the last used column carries what remains of the token count.
-        tokens = self.ctrl.tokens
-        used = (tokens + (tpc - 1)) >> log_tpc
-        last = idx == Mux(used == 0, 0, used - 1)
-        col = self.o_key.payload
+        # Code columns of each side, gathered into groups of columns_per_token beats.
+        key_ready = self._group(m, self.o_key, g.key, beat, idx, valid, sink == Sink.KEY, "key")
+        val_ready = self._group(m, self.o_val, g.value, beat, idx, valid, sink == Sink.VALUE,
+                                "val")
         m.d.comb += [
-            col.codes.eq(beat),
-            col.last.eq(last),
-            col.ntok.eq(Mux(tokens == 0, 0, Mux(last, tokens - (idx << log_tpc), tpc))),
-            self.o_val.payload.eq(col),
             self.o_data.payload.eq(beat),
             self.o_reload.payload.k.eq(self.keys_mem.data),
             self.o_reload.payload.v.eq(self.values_mem.data),
         ]
 
         # Route the presented beat to the request's sink and take that sink's ready.
-        outs = {Sink.KEY: self.o_key, Sink.VALUE: self.o_val, Sink.RESPONSE: self.o_data,
-                Sink.RELOAD: self.o_reload}
+        outs = {Sink.RESPONSE: self.o_data, Sink.RELOAD: self.o_reload}
         with m.Switch(sink):
+            with m.Case(Sink.KEY):
+                m.d.comb += ready.eq(key_ready)
+            with m.Case(Sink.VALUE):
+                m.d.comb += ready.eq(val_ready)
             for s, port in outs.items():
                 with m.Case(s):
                     m.d.comb += [port.valid.eq(valid), ready.eq(port.ready)]
         return m
+
+    def _group(self, m: Module, out, side: CodeSide, beat, idx, valid, selected,  # noqa: PLR0913
+               name: str):
+        """Drive ``out`` with a side's groups; returns the ready for a presented beat.
+
+        A group is ``cpt`` consecutive columns (one token over several columns) or one column
+        of ``tpc`` tokens; the first ``cpt - 1`` beats of a group are kept here (ready at once)
+        and the last goes out with them. The last group's ``ntok`` is what remains of the
+        token count; zero tokens give one ``ntok = 0, last = 1`` group of the one beat read.
+        """
+        tokens = self.ctrl.tokens
+        tpc, cpt = side.tokens_per_column, side.columns_per_token
+        log_tpc, log_cpt = tpc.bit_length() - 1, cpt.bit_length() - 1
+        gidx = idx >> log_cpt  # group of the presented beat
+        used = (tokens + (tpc - 1)) >> log_tpc
+        last = gidx == Mux(used == 0, 0, used - 1)
+        col = out.payload
+        m.d.comb += [
+            col.last.eq(last),
+            col.ntok.eq(Mux(tokens == 0, 0, Mux(last, tokens - (gidx << log_tpc), tpc))),
+        ]
+        if cpt == 1:
+            m.d.comb += [col.codes.eq(beat), out.valid.eq(valid & selected)]
+            return out.ready
+        # the earlier columns of the group, in order (the code stream is little-endian)
+        held = Signal(data.ArrayLayout(unsigned(W), cpt - 1), name=f"{name}_held")
+        phase = idx[:log_cpt]
+        whole = (phase == cpt - 1) | (tokens == 0)
+        m.d.comb += [col.codes.eq(Cat(held.as_value(), beat)),
+                     out.valid.eq(valid & selected & whole)]
+        with m.If(valid & selected & ~whole):
+            m.d.sync += held[phase].eq(beat)
+        return Mux(whole, out.ready, 1)

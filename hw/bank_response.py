@@ -15,7 +15,7 @@ Latency 0 (combinational), one word per cycle.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal, unsigned
+from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 from aqpim.hw.attention import partial_layout
@@ -78,16 +78,17 @@ class ResponseMux(wiring.Component):
         m = Module()
         g, ctrl = self._g, self.ctrl
         n = g.num
-        M = n.subspaces
+        M, Mv = n.subspaces, n.values.subspaces
         st, pt = ctrl.state, ctrl.partial
 
         # READ_STATUS: tokens and flags, then the K and V masks (one head slot).
-        status = Signal(head_status_layout(M))
+        status = Signal(head_status_layout(M, Mv))
         flags = status.info.flags
         m.d.comb += [
             status.info.tokens.eq(st.tokens),
+            status.info.queries.eq(Mux(st.lut, st.luts, 0)),
             flags.k_codebook.eq(st.k_mask == (1 << M) - 1),
-            flags.v_codebook.eq(st.v_mask == (1 << M) - 1),
+            flags.v_codebook.eq(st.v_mask == (1 << Mv) - 1),
             flags.lut.eq(st.lut),
             flags.scores.eq(st.scores),
             flags.partial.eq(st.partial),

@@ -56,14 +56,14 @@ class BankSequencer(wiring.Component):
             "unpack": Out(unpack_control()),
             "collect": Out(collect_control(geometry)),
             "respond": Out(response_control(geometry)),
-            "i_partial": In(stream.Signature(partial_layout(geometry.num))),
+            "i_partial": In(stream.Signature(partial_layout(geometry.num, geometry.queries))),
             "unit_rst": Out(1),
         })
 
     def elaborate(self, platform: object) -> Module:
         m = Module()
         g = self._g
-        M = g.num.subspaces
+        Mk, Mv = g.key.subspaces, g.value.subspaces
         cmd, rsp = self.i_cmd, self.respond
 
         # The latched header, the status decided for it, the data beats still to come.
@@ -73,16 +73,29 @@ class BankSequencer(wiring.Component):
         left = Signal(range(1 << 16))
         rsp_len = Signal(unsigned(isa.RESPONSE_FIELDS["length"][1]))
         state = Signal(bank_state_layout(g))
-        partial = Signal(partial_layout(g.num))
+        nq = g.queries
+        # the partial registers: one (max, sum, out[D]) per query head (GQA)
+        partials = [Signal(partial_layout(g.num), name=f"partial{q}" if q else "partial")
+                    for q in range(nq)]
+        partial = partials[0]
         cb = hdr.params.load_cb
         m.d.comb += [
             self.decode.header.eq(hdr), self.decode.state.eq(state),
             self.read.request.eq(self.decode.read), self.read.tokens.eq(state.tokens),
             self.unpack.header.eq(hdr), self.collect.first.eq(state.tokens),
             rsp.header.status.eq(status), rsp.header.opcode.eq(op), rsp.header.length.eq(rsp_len),
-            rsp.state.eq(state), rsp.partial.eq(partial),
+            rsp.state.eq(state),
             self.o_data.payload.eq(cmd.payload),
         ]
+
+        # READ_PARTIAL q answers from query head q's registers
+        if nq == 1:
+            m.d.comb += rsp.partial.eq(partial)
+        else:
+            with m.Switch(hdr.params.read_partial.subspace):
+                for q in range(nq):
+                    with m.Case(q):
+                        m.d.comb += rsp.partial.eq(partials[q])
 
         with m.FSM():
             # Latch a header word; decide next cycle (keeps the checks off the input path).
@@ -137,15 +150,18 @@ class BankSequencer(wiring.Component):
                 with m.If(self.unpack.last):
                     with m.Switch(op):
                         with m.Case(Opcode.LOAD_CB):  # the K-th centroid
-                            sub = sub_index(cb.subspace, M)
                             with m.If(cb.kv):
-                                m.d.sync += state.v_mask.bit_select(sub, 1).eq(1)
+                                m.d.sync += state.v_mask.bit_select(
+                                    sub_index(cb.subspace, Mv), 1).eq(1)
                             with m.Else():
-                                m.d.sync += state.k_mask.bit_select(sub, 1).eq(1)
+                                m.d.sync += state.k_mask.bit_select(
+                                    sub_index(cb.subspace, Mk), 1).eq(1)
                             m.next = "DRAIN"
                         with m.Case(Opcode.LOAD_LUT):
                             with m.If(left == 1):
-                                m.d.sync += [state.lut.eq(1), state.scores.eq(0)]
+                                # q = 0 starts a set, q appends: q + 1 LUTs loaded
+                                m.d.sync += [state.lut.eq(1), state.scores.eq(0),
+                                             state.luts.eq(hdr.params.load_lut.subspace + 1)]
                                 m.next = "DRAIN"
                         with m.Case(Opcode.WRITE_KV):  # a vector done; the last one?
                             with m.If(left == 0):
@@ -171,10 +187,22 @@ class BankSequencer(wiring.Component):
                         m.next = "AGG_WAIT"
             with m.State("AGG_WAIT"):
                 m.d.comb += self.i_partial.ready.eq(1)
+                got = self.i_partial.payload
                 with m.If(self.i_partial.valid):
-                    m.d.sync += [partial.eq(self.i_partial.payload), state.partial.eq(1),
-                                 state.scores.eq(0)]
-                    m.next = "RSP_HDR"
+                    if nq == 1:
+                        m.d.sync += partial.eq(got)
+                        done = 1
+                    else:  # G partials in query order; the pass ends with the last
+                        with m.Switch(got.query):
+                            for q in range(nq):
+                                with m.Case(q):
+                                    m.d.sync += [partials[q][f].eq(got[f]) for f in
+                                                 ("max", "sum", "tokens", "overflow", "out")]
+                        done = got.query == nq - 1
+                    with m.If(done):
+                        m.d.sync += [state.partial.eq(1), state.scores.eq(0),
+                                     state.partials.eq(state.luts)]
+                        m.next = "RSP_HDR"
 
             # Responses: the header word, then the data beats of read commands.
             self._respond(m, op, rsp_len)

@@ -6,25 +6,31 @@ The sequencer forwards the data beats of an accepted LOAD_CB, WRITE_KV or LOAD_L
 - LOAD_LUT: each beat goes straight to the attention unit (``o_lut``: row and its E = 256 / L'
   sign-extended entries) and, normalised, to the LUT copy (``lut_write``) for READ_LUT;
   one beat per cycle, latency 0.
-- LOAD_CB: a beat is held and its centroids (groups of d elements) are handed out one per
-  cycle to the encoder (``o_cb``) and, for values, to the value MAC (``o_vcb``); the normalised
-  beat goes to the codebook copy (``cb_write``). K centroids take K cycles plus one per beat.
+- LOAD_CB: a beat is held and its centroids (groups of d elements, d of the ``kv`` side) are
+  handed out one per cycle to the encoder (``o_cb``) and, for values, to the value MAC
+  (``o_vcb``); the normalised beat goes to the codebook copy (``cb_write``: the M_k key
+  subspaces, then the M_v value subspaces). K centroids take K cycles plus one per beat.
 - WRITE_KV: the held beat's sub-vectors go to the encoder (``o_x``), keys of a token as
-  subspaces 0..M-1 and its values as M..2M-1, one per cycle; a vector ends its beat (the next
-  vector starts on a fresh beat), so the rate is one sub-vector per cycle plus one cycle per beat.
+  subspaces 0..M_k-1 and its values as M_k..M_k+M_v-1, one per cycle; a vector ends its beat
+  (the next vector starts on a fresh beat), so the rate is one sub-vector per cycle plus one
+  cycle per beat.
 
-``ctrl.last`` is high in the cycle that completes a unit: the K-th centroid, a vector's M-th
-sub-vector, or any LUT beat. ``ctrl.start`` (the header check) resets the counters.
+The encoder is one unit for both sides, sized for the larger sub-vector: a group of the side
+with the shorter d is zero-padded to its d (a zero in both the sub-vector and the centroid
+adds nothing to a squared distance, so the codes are exact). ``ctrl.last`` is high in the
+cycle that completes a unit: the K-th centroid, a vector's M-th sub-vector, or any LUT beat.
+``ctrl.start`` (the header check) resets the counters.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import WritePort
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 from aqpim.hw.bank_decode import sub_index
+from aqpim.hw.bank_reader import Source, memory_depths
 from aqpim.hw.command import Command, Opcode
 from aqpim.hw.lut_accumulate import lut_write_layout
 from aqpim.hw.value_mac import codebook_write_layout
@@ -68,7 +74,7 @@ class BeatUnpacker(wiring.Component):
         The bank's :class:`aqpim.geometry.Geometry`.
     cb_layout, x_layout:
         The encoder's ``i_cb`` and ``i_x`` payload layouts (:class:`aqpim.hw.encoder.PQEncoder`
-        with 2M subspaces).
+        with M_k + M_v subspaces of max(d_k, d_v) elements).
     """
 
     def __init__(self, *, geometry: Geometry, cb_layout: data.Layout,
@@ -80,47 +86,63 @@ class BeatUnpacker(wiring.Component):
             "i_data": In(stream.Signature(unsigned(W))),
             "o_cb": Out(stream.Signature(cb_layout)),
             "o_x": Out(stream.Signature(x_layout)),
-            "o_vcb": Out(stream.Signature(codebook_write_layout(n))),
-            "o_lut": Out(stream.Signature(lut_write_layout(n))),
+            "o_vcb": Out(stream.Signature(codebook_write_layout(n.values))),
+            "o_lut": Out(stream.Signature(lut_write_layout(n.keys, geometry.queries))),
             "cb_write": In(WritePort.Signature(
-                addr_width=ceil_log2(2 * n.subspaces * geometry.cb_beats), shape=unsigned(W))),
-            "lut_write": In(WritePort.Signature(addr_width=ceil_log2(geometry.lut_beats),
-                                                shape=unsigned(W))),
+                addr_width=ceil_log2(memory_depths(geometry)[Source.CODEBOOK]),
+                shape=unsigned(W))),
+            "lut_write": In(WritePort.Signature(
+                addr_width=ceil_log2(memory_depths(geometry)[Source.LUT]), shape=unsigned(W))),
         })
 
     def elaborate(self, platform: object) -> Module:
         m = Module()
         g = self._g
         n = g.num
-        M, K, d = n.subspaces, n.centroids, n.sub_dim
+        Mk, Mv, K = n.subspaces, n.values.subspaces, n.centroids
+        dk, dv = n.sub_dim, n.values.sub_dim
+        cbk, cbv = g.key.cb_beats, g.value.cb_beats
         ew, lw = g.elem_width, g.lut_width
-        gpb = W // (d * ew)  # groups (centroids, sub-vectors) per beat
+        gpb_k, gpb_v = W // (dk * ew), W // (dv * ew)  # groups (centroids, sub-vectors) per beat
         hdr, i_data = self.ctrl.header, self.i_data
         cb = hdr.params.load_cb
-        cb_sub = cb.kv * M + sub_index(cb.subspace, M)  # keys 0..M-1, values M..2M-1
+        sub_k, sub_v = sub_index(cb.subspace, Mk), sub_index(cb.subspace, Mv)
+        cb_sub = Mux(cb.kv, Mk + sub_v, sub_k)  # encoder subspace: keys first, then values
 
         # The held beat, the group in it now offered, and the counters of this command.
         full = Signal()
-        beat = Signal(data.ArrayLayout(unsigned(d * ew), gpb))
-        slot = Signal(range(gpb + 1))
-        grp = Signal(range(max(K, M) + 1))  # centroid (LOAD_CB) or subspace (WRITE_KV)
+        beat = Signal(W)
+        slot = Signal(range(max(gpb_k, gpb_v) + 1))
+        grp = Signal(range(max(K, Mk, Mv) + 1))  # centroid (LOAD_CB) or subspace (WRITE_KV)
         vec = Signal(range(2 * g.max_tokens_per_write + 2))  # vectors done (WRITE_KV)
-        row = Signal(range(max(g.lut_beats, g.cb_beats) + 1))  # beats taken
-        group = _elements(m, beat[slot[:ceil_log2(gpb)]] if gpb > 1 else beat[0], ew,
-                          n.elem_bits, d)
+        row = Signal(range(max(g.lut_beats, cbk, cbv) + 1))  # beats taken
+        is_v = Mux(hdr.opcode == Opcode.LOAD_CB, cb.kv, vec[0])  # the side now handed out
+        group_k = _group(m, beat, slot, dk * ew, gpb_k, ew, n.elem_bits, dk)
+        group_v = _group(m, beat, slot, dv * ew, gpb_v, ew, n.elem_bits, dv)
+        group = Signal(data.ArrayLayout(signed(n.elem_bits), max(dk, dv)))  # zero-padded
+        for i in range(max(dk, dv)):
+            m.d.comb += group[i].eq(Mux(is_v, group_v[i] if i < dv else 0,
+                                        group_k[i] if i < dk else 0))
+        gpb_end = Mux(is_v, slot == gpb_v - 1, slot == gpb_k - 1)  # the beat's last group
         took = i_data.valid & i_data.ready
         with m.If(took):
             m.d.sync += row.eq(row + 1)
 
-        # LOAD_LUT: a whole beat per cycle into the LUT, its normalised copy beside it.
+        # LOAD_LUT: a whole beat per cycle into the LUT (query head q's with GQA), its
+        # normalised copy beside it.
         with m.If(hdr.opcode == Opcode.LOAD_LUT):
             lut = self.o_lut.payload
+            lut_base = 0
+            if g.queries > 1:
+                q = hdr.params.load_lut.subspace[:max(1, (g.queries - 1).bit_length())]
+                m.d.comb += lut.query.eq(q)
+                lut_base = q * g.lut_beats
             m.d.comb += [
                 lut.row.eq(row),
                 lut.values.eq(_elements(m, i_data.payload, lw, n.lut_bits, W // lw)),
                 self.o_lut.valid.eq(i_data.valid),
                 i_data.ready.eq(self.o_lut.ready),
-                self.lut_write.addr.eq(row),
+                self.lut_write.addr.eq(lut_base + row),
                 self.lut_write.data.eq(_normalised(m, i_data.payload, lw, n.lut_bits)),
                 self.lut_write.en.eq(took),
                 self.ctrl.last.eq(took),
@@ -132,7 +154,7 @@ class BeatUnpacker(wiring.Component):
                 m.d.sync += [beat.eq(i_data.payload), slot.eq(0), full.eq(1)]
             with m.If(hdr.opcode == Opcode.LOAD_CB):
                 m.d.comb += [
-                    self.cb_write.addr.eq(cb_sub * g.cb_beats + row),
+                    self.cb_write.addr.eq(Mux(cb.kv, Mk * cbk + sub_v * cbv, sub_k * cbk) + row),
                     self.cb_write.data.eq(_normalised(m, i_data.payload, ew, n.elem_bits)),
                     self.cb_write.en.eq(took),
                 ]
@@ -141,7 +163,7 @@ class BeatUnpacker(wiring.Component):
         # idempotent, so a unit that took the centroid early may see it again while waiting.
         enc, mac = self.o_cb.payload, self.o_vcb.payload
         m.d.comb += [enc.sub.eq(cb_sub), enc.idx.eq(grp), enc.vec.eq(group),
-                     mac.subspace.eq(cb.subspace), mac.index.eq(grp), mac.vector.eq(group)]
+                     mac.subspace.eq(cb.subspace), mac.index.eq(grp), mac.vector.eq(group_v)]
         with m.If(full & (hdr.opcode == Opcode.LOAD_CB)):
             m.d.comb += [self.o_cb.valid.eq(1), self.o_vcb.valid.eq(cb.kv)]
             with m.If(self.o_cb.ready & (self.o_vcb.ready | ~cb.kv)):
@@ -149,22 +171,28 @@ class BeatUnpacker(wiring.Component):
                 with m.If(grp == K - 1):
                     m.d.comb += self.ctrl.last.eq(1)
                     m.d.sync += full.eq(0)
-                with m.Elif(slot == gpb - 1):
+                with m.Elif(gpb_end):
                     m.d.sync += full.eq(0)
 
         # Sub-vector `grp` of vector `vec` (even: key, odd: value) of a token.
         x = self.o_x.payload
-        m.d.comb += [x.sub.eq(vec[0] * M + grp[:ceil_log2(M)]), x.x.eq(group)]
+        m.d.comb += [x.sub.eq(Mux(vec[0], Mk + grp, grp)), x.x.eq(group)]
         with m.If(full & (hdr.opcode == Opcode.WRITE_KV)):
             m.d.comb += self.o_x.valid.eq(1)
             with m.If(self.o_x.ready):
                 m.d.sync += [grp.eq(grp + 1), slot.eq(slot + 1)]
-                with m.If(grp == M - 1):
+                with m.If(grp == Mux(vec[0], Mv - 1, Mk - 1)):
                     m.d.comb += self.ctrl.last.eq(1)
                     m.d.sync += [grp.eq(0), vec.eq(vec + 1), full.eq(0)]
-                with m.Elif(slot == gpb - 1):
+                with m.Elif(gpb_end):
                     m.d.sync += full.eq(0)
 
         with m.If(self.ctrl.start):
             m.d.sync += [slot.eq(0), grp.eq(0), vec.eq(0), row.eq(0), full.eq(0)]
         return m
+
+
+def _group(m: Module, beat, slot, gw: int, gpb: int, ew: int, bits: int, d: int) -> Signal:
+    """Group ``slot`` of ``gpb`` groups of ``gw`` bits in ``beat``: its d sign-extended elements."""
+    groups = data.View(data.ArrayLayout(unsigned(gw), gpb), beat)
+    return _elements(m, groups[slot[:ceil_log2(gpb)]] if gpb > 1 else groups[0], ew, bits, d)

@@ -102,15 +102,20 @@ Flags = data.FlexibleLayout(
 )
 
 
-def head_status_layout(subspaces: int) -> data.StructLayout:
-    """One head slot's three READ_STATUS beats: tokens and flags, the K mask, the V mask."""
+def head_status_layout(subspaces: int, value_subspaces: int | None = None) -> data.StructLayout:
+    """One head slot's three READ_STATUS beats: tokens and flags, the K mask (``subspaces``
+    bits), the V mask (``value_subspaces`` bits, default the same)."""
     info = data.FlexibleLayout(isa.WORD_BITS, {
         "tokens": data.Field(unsigned(isa.STATUS_FIELDS["tokens"][1]),
                              isa.STATUS_FIELDS["tokens"][0]),
         "flags": data.Field(Flags, isa.STATUS_FIELDS["flags"][0]),
+        "queries": data.Field(unsigned(isa.STATUS_FIELDS["queries"][1]),
+                              isa.STATUS_FIELDS["queries"][0]),
     })
-    mask = data.FlexibleLayout(isa.WORD_BITS, {"bits": data.Field(unsigned(subspaces), 0)})
-    return data.StructLayout({"info": info, "k_mask": mask, "v_mask": mask})
+    mv = subspaces if value_subspaces is None else value_subspaces
+    masks = [data.FlexibleLayout(isa.WORD_BITS, {"bits": data.Field(unsigned(m), 0)})
+             for m in (subspaces, mv)]
+    return data.StructLayout({"info": info, "k_mask": masks[0], "v_mask": masks[1]})
 
 
 def partial_beats_layout(geometry: Geometry) -> data.ArrayLayout:
@@ -126,7 +131,10 @@ def bank_state_layout(geometry: Geometry) -> data.StructLayout:
     return data.StructLayout({
         "tokens": unsigned(range(n.token_capacity + 1).stop.bit_length()),
         "k_mask": unsigned(n.subspaces),
-        "v_mask": unsigned(n.subspaces),
+        "v_mask": unsigned(n.values.subspaces),
+        # GQA: query-head LUTs loaded (of the head holding the LUT), partials aggregated
+        "luts": unsigned(geometry.queries.bit_length()),
+        "partials": unsigned(geometry.queries.bit_length()),
         "lut": unsigned(1),
         "scores": unsigned(1),
         "partial": unsigned(1),

@@ -12,7 +12,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from aqpim.geometry import COLUMN_BITS, Geometry
+from aqpim.checks import check_int
+from aqpim.geometry import MAX_QUERIES, Geometry
 from aqpim.numerics import Numerics
 
 from .attn_params import check_numerics
@@ -36,22 +37,28 @@ def ntok_shape(tpc: int) -> unsigned:
     return unsigned(tpc.bit_length())
 
 
-def lut_write_layout(num: Numerics) -> data.StructLayout:
+def lut_write_layout(num: Numerics, queries: int = 1) -> data.StructLayout:
     """One 256-bit LUT beat: ``values[i]`` is flat entry ``row*E + i``, i.e. ``LUT[m][j]`` with
     ``m*K + j = row*E + i`` (the LOAD_LUT packing of docs/isa.md, unpacked to ``lut_bits``).
-    Slots past ``M*K`` in a partly filled last beat are ignored.
+    Slots past ``M*K`` in a partly filled last beat are ignored. With ``queries`` = G > 1
+    (GQA) a ``query`` field says which of the G LUTs the beat writes.
     """
-    return data.StructLayout({
+    fields = {
         "row": index_shape(Geometry(num).lut_beats),
         "values": data.ArrayLayout(signed(num.lut_bits), Geometry(num).lut_entries_per_beat),
-    })
+    }
+    if queries > 1:
+        fields["query"] = index_shape(queries)
+    return data.StructLayout(fields)
 
 
 def column_layout(num: Numerics) -> data.StructLayout:
-    """A code column as the bank stores it, plus how many of its tokens are real.
+    """A code group as the bank stores it, plus how many of its tokens are real.
 
+    A group is one 256-bit column of ``tpc`` tokens, or the ``M*b / 256`` columns of one token
+    side by side (:class:`aqpim.geometry.CodeSide`); ``num`` is one side's configuration.
     ``codes[k][m]`` is token ``k``'s code for subspace ``m``, at bits ``[(k*M+m)*b, +b)`` of
-    the 256-bit column: exactly :func:`aqpim.sw.golden.intmodel.pack_columns`. ``ntok`` in
+    the group: exactly :func:`aqpim.sw.golden.intmodel.pack_columns`. ``ntok`` in
     ``[0, tpc]`` counts the valid tokens (slots ``0..ntok-1``); only the last column of a
     pass may have ``ntok < tpc``, and ``ntok = 0`` with ``last = 1`` ends a pass with no
     tokens (zero tokens in the bank). ``last`` marks the final column of a pass.
@@ -65,11 +72,13 @@ def column_layout(num: Numerics) -> data.StructLayout:
     })
 
 
-def score_beat_layout(num: Numerics) -> data.StructLayout:
-    """The scores of one column: ``scores[k]`` for slot ``k``; ``ntok`` and ``last`` as given."""
+def score_beat_layout(num: Numerics, queries: int = 1) -> data.StructLayout:
+    """The scores of one column: ``scores[k]`` for slot ``k`` (``scores[g][k]`` for query head
+    g when ``queries`` = G > 1); ``ntok`` and ``last`` as given."""
     tpc = Geometry(num).tokens_per_column
+    scores = data.ArrayLayout(signed(num.score_bits), tpc)
     return data.StructLayout({
-        "scores": data.ArrayLayout(signed(num.score_bits), tpc),
+        "scores": scores if queries == 1 else data.ArrayLayout(scores, queries),
         "ntok": ntok_shape(tpc),
         "last": 1,
     })
@@ -112,25 +121,39 @@ class LUTAccumulate(wiring.Component):
     (one 256-bit column, i.e. ``tpc`` tokens, per cycle) with no backpressure. A bank delivers
     a column every nCCD_L = 4 cycles, so the unit runs at 25 % duty behind one bank.
 
+    GQA: with ``queries`` = G > 1 the unit holds G LUTs (G x M memories, each read by the
+    same codes) and scores every column against all of them in the same cycle: one pass over
+    the key codes serves G query heads. Latency and throughput do not change; the LUT storage,
+    the read ports and the adder trees grow G times.
+
     Parameters (keyword-only)
     -------------------------
     numerics : Numerics
         The configuration (:mod:`aqpim.numerics`); every width follows from it.
+    queries : int
+        G, LUTs scored per column (1..8).
     """
 
     def __init__(
         self,
         *,
         numerics: Numerics,
+        queries: int = 1,
     ) -> None:
         num = check_numerics(numerics)
         self._num = num
         self._tpc = Geometry(num).tokens_per_column
+        self._g = check_int("queries", queries, 1, MAX_QUERIES)
         super().__init__({
-            "i_lut": In(stream.Signature(lut_write_layout(num))),
+            "i_lut": In(stream.Signature(lut_write_layout(num, self._g))),
             "i_cols": In(stream.Signature(column_layout(num))),
-            "o_scores": Out(stream.Signature(score_beat_layout(num))),
+            "o_scores": Out(stream.Signature(score_beat_layout(num, self._g))),
         })
+
+    @property
+    def queries(self) -> int:
+        """G, the LUTs (query heads) every column is scored against."""
+        return self._g
 
     @property
     def numerics(self) -> Numerics:
@@ -151,7 +174,7 @@ class LUTAccumulate(wiring.Component):
         m = Module()
         num, tpc = self._num, self._tpc
         nsub = num.subspaces
-        assert nsub * num.code_bits * tpc == COLUMN_BITS
+        assert nsub * num.code_bits * tpc == Geometry(num).key.group_bits
         stages = self.latency
         valid = [Signal(name=f"s{i + 1}_valid") for i in range(stages)]
 
@@ -177,19 +200,24 @@ class LUTAccumulate(wiring.Component):
         nrows = kc // rlen
         rbits = (rlen - 1).bit_length()  # code bits that select within a row
         row_in = self.i_lut.payload.row
-        level: list[list] = [[None] * nsub for _ in range(tpc)]
-        for s in range(nsub):
+        nq = self._g
+        levels: list[list[list]] = [[[None] * nsub for _ in range(tpc)] for _ in range(nq)]
+        sels: dict[tuple[int, int], Signal] = {}
+        for q, s in ((q, s) for q in range(nq) for s in range(nsub)):
+            level = levels[q]
             first = s * kc  # flat index of LUT[s][0]
             beat0, off = divmod(first, ent)
             mem = Memory(shape=data.ArrayLayout(signed(num.lut_bits), rlen), depth=nrows,
                          init=[])
-            m.submodules[f"lut{s}"] = mem
+            m.submodules[f"lut{s}" if q == 0 else f"lut{s}_q{q}"] = mem
             wp = mem.write_port()
             if nrows > 1:  # K >= E: subspace s owns beats beat0 .. beat0 + K/E - 1 whole
                 hit = (row_in >> (nrows - 1).bit_length()) == (beat0 >> (nrows - 1).bit_length())
                 m.d.comb += wp.addr.eq(row_in[:(nrows - 1).bit_length()])
             else:  # K <= E: subspace s is slots off .. off + K - 1 of beat beat0
                 hit = row_in == beat0
+            if nq > 1:  # the beat's query head
+                hit = hit & (self.i_lut.payload.query == q)
             m.d.comb += wp.en.eq(lut_fire & hit)
             for i in range(rlen):
                 m.d.comb += wp.data[i].eq(self.i_lut.payload.values[off + i])
@@ -201,10 +229,12 @@ class LUTAccumulate(wiring.Component):
                 m.d.comb += rp.en.eq(adv)
                 if rlen > 1:
                     # the row comes out a cycle later: select it with the code bits of then
-                    sel = Signal(rbits, name=f"s1_sel{s}_{k}")
-                    with m.If(adv):
-                        m.d.sync += sel.eq(code[:rbits])
-                    level[k][s] = rp.data[sel]
+                    # (one register per code, shared by the G LUTs it reads)
+                    if (s, k) not in sels:
+                        sels[s, k] = Signal(rbits, name=f"s1_sel{s}_{k}")
+                        with m.If(adv):
+                            m.d.sync += sels[s, k].eq(code[:rbits])
+                    level[k][s] = rp.data[sels[s, k]]
                 else:
                     level[k][s] = rp.data[0]
 
@@ -225,30 +255,36 @@ class LUTAccumulate(wiring.Component):
                     last[i].eq(last[i - 1]),
                 ]
 
-        # Adder tree, one register per level: exact, each level one bit wider.
-        width = num.lut_bits
+        # Adder tree per query head, one register per level: exact, each level one bit wider.
+        for q in range(nq):
+            level = self._adder_tree(m, levels[q], adv, "" if q == 0 else f"q{q}_")
+            scores = self.o_scores.payload.scores if nq == 1 else self.o_scores.payload.scores[q]
+            for k in range(tpc):
+                m.d.comb += scores[k].eq(level[k][0])
+        m.d.comb += [
+            self.o_scores.valid.eq(valid[-1]),
+            self.o_scores.payload.ntok.eq(ntok[-1]),
+            self.o_scores.payload.last.eq(last[-1]),
+        ]
+        return m
+
+    def _adder_tree(self, m: Module, level: list[list], adv, prefix: str) -> list[list]:
+        """The M looked-up entries of each token summed, one register stage per level."""
+        width = self._num.lut_bits
         depth = 0
         while len(level[0]) > 1:
             depth += 1
             width += 1
             nxt: list[list] = []
-            for k in range(tpc):
+            for k in range(self._tpc):
                 row = []
                 for i in range(0, len(level[k]), 2):
-                    r = Signal(signed(width), name=f"s{depth + 1}_t{k}_sum{i // 2}")
+                    r = Signal(signed(width), name=f"{prefix}s{depth + 1}_t{k}_sum{i // 2}")
                     pair = level[k][i:i + 2]
                     with m.If(adv):
                         m.d.sync += r.eq(pair[0] + pair[1] if len(pair) == 2 else pair[0])
                     row.append(r)
                 nxt.append(row)
             level = nxt
-        assert depth + 1 == stages
-
-        m.d.comb += [
-            self.o_scores.valid.eq(valid[-1]),
-            self.o_scores.payload.ntok.eq(ntok[-1]),
-            self.o_scores.payload.last.eq(last[-1]),
-        ]
-        for k in range(tpc):
-            m.d.comb += self.o_scores.payload.scores[k].eq(level[k][0])
-        return m
+        assert depth + 1 == self.latency
+        return level

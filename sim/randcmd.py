@@ -51,6 +51,7 @@ class RandomStream:
         # shadow of the loaded codebook subspaces, so loads favour the missing ones and the
         # stream reaches the deep states (scores, partials) in a few dozen commands
         self.loaded = [[set(), set()] for _ in range(geometry.heads)]
+        self.luts = (-1, 0)  # (head, query-head LUTs loaded) as the bank holds them
 
     def feedback(self, cmd: Command, resp: Response) -> None:
         """Track token counts from what the bank accepted."""
@@ -58,18 +59,21 @@ class RandomStream:
             return
         if cmd.opcode == Opcode.RESET:
             self.tokens = [0] * self.g.heads
+            self.luts = (-1, 0)
             self.loaded = [[set(), set()] for _ in range(self.g.heads)]
         elif cmd.opcode == Opcode.LOAD_CB:
             self.loaded[cmd.head][cmd.kv].add(cmd.subspace)
         elif cmd.opcode == Opcode.WRITE_KV:
             self.tokens[cmd.head] += cmd.count
+        elif cmd.opcode == Opcode.LOAD_LUT:
+            self.luts = (cmd.head, cmd.subspace + 1)
 
     def next(self) -> Command:
         """One command (valid unless corrupted with probability ``p_bad``)."""
         r, g, n = self.rng, self.g, self.g.num
         head = r.randrange(g.heads)
         weights = dict(_WEIGHTS)
-        if any(len(s) < n.subspaces for s in self.loaded[head]):
+        if any(len(s) < n.side(kv).subspaces for kv, s in enumerate(self.loaded[head])):
             weights[Opcode.LOAD_CB] = 30  # reach WRITE_KV / AGGREGATE early in a stream
         op = r.choices(list(weights), weights=list(weights.values()))[0]
 
@@ -80,25 +84,33 @@ class RandomStream:
 
         if op == Opcode.LOAD_CB:
             kv = r.randrange(2)
-            missing = sorted(set(range(n.subspaces)) - self.loaded[head][kv])
-            sub = r.choice(missing) if missing and r.random() < 0.9 else r.randrange(n.subspaces)
+            ns = n.side(kv)
+            missing = sorted(set(range(ns.subspaces)) - self.loaded[head][kv])
+            sub = r.choice(missing) if missing and r.random() < 0.9 else r.randrange(ns.subspaces)
             cmd = isa.load_cb(g, head=head, kv=kv, subspace=sub,
-                              centroids=elems(n.centroids * n.sub_dim, n.elem_min, n.elem_max))
+                              centroids=elems(ns.centroids * ns.sub_dim, n.elem_min, n.elem_max))
         elif op == Opcode.WRITE_KV:
             cnt = r.randint(1, self.max_tokens)
             vecs = [elems(n.head_dim, n.elem_min, n.elem_max) for _ in range(2 * cnt)]
             cmd = isa.write_kv(g, head=head, token=self.tokens[head], keys=vecs[:cnt],
                                values=vecs[cnt:])
         elif op == Opcode.LOAD_LUT:
-            cmd = isa.load_lut(g, head=head,
+            # GQA: mostly the next query head of this head's set (or a new set), sometimes any
+            nxt = self.luts[1] if self.luts[0] == head and self.luts[1] < g.queries else 0
+            query = nxt if r.random() < 0.8 else r.randrange(g.queries)
+            cmd = isa.load_lut(g, head=head, query=query,
                                lut=elems(n.subspaces * n.centroids, n.lut_min, n.lut_max))
+        elif op in (Opcode.READ_LUT, Opcode.READ_PARTIAL):
+            cmd = Command(op, head=head, subspace=r.randrange(g.queries))
         elif op == Opcode.READ_CODES:
-            used = g.used_columns(self.tokens[head])
+            kv = r.randrange(2)
+            used = g.used_columns(self.tokens[head], kv)
             col = r.randrange(max(used, 1))
-            cmd = isa.read_codes(head=head, kv=r.randrange(2), column=col,
+            cmd = isa.read_codes(head=head, kv=kv, column=col,
                                  count=r.randint(1, max(used - col, 1)))
         elif op == Opcode.READ_CB:
-            cmd = isa.read_cb(head=head, kv=r.randrange(2), subspace=r.randrange(n.subspaces))
+            kv = r.randrange(2)
+            cmd = isa.read_cb(head=head, kv=kv, subspace=r.randrange(n.side(kv).subspaces))
         elif op in (Opcode.NOP, Opcode.RESET, Opcode.READ_STATUS):
             cmd = Command(op)
         else:
@@ -117,7 +129,7 @@ class RandomStream:
         elif how == 1:
             f["head"] = r.randrange(self.g.heads, 8) if self.g.heads < 8 else f["head"]
         elif how == 2:
-            f["subspace"] = r.randrange(self.g.num.subspaces, 256)
+            f["subspace"] = r.randrange(self.g.num.side(f["kv"]).subspaces, 256)
         elif how == 3:  # one beat too many or too few
             data = data[:-1] if data and r.random() < 0.5 else data + [r.getrandbits(256)]
         elif how == 4:

@@ -87,9 +87,14 @@ class RtlDevice:
         self._error: BaseException | None = None
         self._closed = False
 
+        # a value side equal to the key side is None: left out, so the build folder of a
+        # symmetric configuration is the one it always was
         fields = {f.name: getattr(geometry.num, f.name)
-                  for f in dataclasses.fields(Numerics) if f.init}
+                  for f in dataclasses.fields(Numerics)
+                  if f.init and getattr(geometry.num, f.name) is not None}
         params = {"banks": num_banks, "lanes": lanes or geometry.num.centroids, **fields}
+        if geometry.queries != 1:  # (absent at 1: the build folders of G = 1 stay as they were)
+            params["queries"] = geometry.queries
         self._tmp = tempfile.TemporaryDirectory(prefix="aqpim-rtl-")
         path = str(Path(self._tmp.name) / "bank.sock")
         srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

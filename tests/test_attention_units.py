@@ -46,7 +46,7 @@ NUM_TPC1 = Numerics(head_dim=64, subspaces=64, centroids=16, token_capacity=16)
 @pytest.mark.parametrize(
     ("unit", "kwargs", "error", "text"),
     [
-        ("lut_accumulate", {"subspaces": 3, "head_dim": 3}, ValueError, "must divide"),
+        ("lut_accumulate", {"subspaces": 3, "head_dim": 3}, ValueError, r"M\*b = 3\*4 = 12 bits"),
         ("lut_accumulate", {"centroids": 12}, ValueError, "12"),
         ("lut_accumulate", {"subspaces": 64.0}, TypeError, "64.0"),
         ("lut_accumulate", {"lanes": 4}, ValueError, "unknown parameter"),
@@ -99,6 +99,39 @@ def test_lut_accumulate(num: Numerics, kind: str) -> None:
         beat = unpack(dut.o_scores.payload.shape(), word)
         got += beat["scores"][:beat["ntok"]]
     assert got == intmodel.lut_accumulate(case.lut, case.key_codes, num).tolist()
+
+
+@pytest.mark.parametrize(("num", "queries"), [(NUM_TPC8, 3), (NUM_TPC2, 4)],
+                         ids=["tpc8-G3", "tpc2-G4"])
+def test_lut_accumulate_gqa(num: Numerics, queries: int) -> None:
+    """G LUTs (GQA): every column scored against each query head's LUT in the same pass,
+    each equal to intmodel's scores for that LUT; the LUT beats of the G heads interleaved."""
+    rng = np.random.default_rng(12)
+    dut = LUTAccumulate(numerics=num, queries=queries)
+    tokens = 3 * dut.tokens_per_column + 1
+    cases = [make_case("wide", tokens, num, rng) for _ in range(queries)]
+    layout = dut.i_lut.payload.shape()
+    plain = LUTAccumulate(numerics=num).i_lut.payload.shape()
+    beats = []
+    for q, case in enumerate(cases):  # the same beats with their query head's index
+        for word in lut_beats(plain, case.lut):
+            fields = unpack(plain, word)
+            beats.append((fields["row"], q, pack(layout, {**fields, "query": q})))
+    beats = [b for *_, b in sorted(beats)]  # row-major: the heads' beats interleaved
+    snk = Sink(dut.o_scores, -(-tokens // dut.tokens_per_column))
+    key_codes = cases[0].key_codes
+    run_phases(dut, [
+        ([Source(dut.i_lut, beats)], []),
+        ([Source(dut.i_cols, column_beats(dut.i_cols.payload.shape(), key_codes, num))],
+         [snk]),
+    ], seed=6)
+    got: list[list[int]] = [[] for _ in range(queries)]
+    for word in snk.beats:
+        beat = unpack(dut.o_scores.payload.shape(), word)
+        for q in range(queries):
+            got[q] += beat["scores"][q][:beat["ntok"]]
+    for q, case in enumerate(cases):
+        assert got[q] == intmodel.lut_accumulate(case.lut, key_codes, num).tolist(), q
 
 
 def test_lut_accumulate_beats_in_any_order() -> None:
@@ -330,6 +363,46 @@ def test_attention_without_forwarding_fails() -> None:
     case = make_case("one_code", 30, num, np.random.default_rng(6))
     (got,) = run_attention(num, [case], seed=4, forwarding=False)
     assert got["out"] != case.expected.out.tolist()
+
+
+@pytest.mark.parametrize(("num", "queries", "tokens"), [
+    (NUM_TPC8, 3, [19, 0]),
+    (Numerics(head_dim=16, subspaces=4, centroids=16, value_subspaces=8, value_centroids=16,
+              token_capacity=40), 4, [33]),  # separate key / value geometry
+], ids=["tpc8-G3", "asym-G4"])
+def test_attention_gqa(num: Numerics, queries: int, tokens: list[int]) -> None:
+    """G query heads in one pass pair: G LUTs, the key and value columns streamed once, G
+    partials (``query`` 0..G-1), each equal to intmodel's bank_partial with its own LUT; two
+    pass pairs back to back (the second with no tokens)."""
+    rng = np.random.default_rng(31)
+    dut = Attention(numerics=num, queries=queries)
+    lut_l, plain = dut.i_lut.payload.shape(), Attention(numerics=num).i_lut.payload.shape()
+    nk, nv = num.keys, num.values
+    phases, sinks, expected = [], [], []
+    for t in tokens:
+        kc = rng.integers(0, nk.centroids, size=(t, nk.subspaces))
+        vc = rng.integers(0, nv.centroids, size=(t, nv.subspaces))
+        cv = rng.integers(num.elem_min, num.elem_max + 1,
+                          size=(nv.subspaces, nv.centroids, nv.sub_dim))
+        luts = rng.integers(num.lut_min // 8, num.lut_max // 8,
+                            size=(queries, nk.subspaces, nk.centroids))
+        beats = [pack(lut_l, {**unpack(plain, w), "query": q})
+                 for q in range(queries) for w in lut_beats(plain, luts[q])]
+        snk = Sink(dut.o_partial, queries)
+        sinks.append(snk)
+        expected.append([intmodel.bank_partial(luts[q], kc, vc, cv, num) for q in range(queries)])
+        phases.append(([Source(dut.i_lut, beats),
+                        Source(dut.i_vcb, codebook_beats(dut.i_vcb.payload.shape(), cv))], []))
+        phases.append(([Source(dut.i_key, column_beats(dut.i_key.payload.shape(), kc, nk)),
+                        Source(dut.i_val, column_beats(dut.i_val.payload.shape(), vc, nv))],
+                       [snk]))
+    run_phases(dut, phases, seed=8)
+    for t, snk, exp in zip(tokens, sinks, expected, strict=True):
+        got = [unpack(dut.o_partial.payload.shape(), w) for w in snk.beats]
+        assert [g["query"] for g in got] == list(range(queries))
+        for g, e in zip(got, exp, strict=True):
+            assert (g["max"], g["sum"], g["tokens"], g["overflow"]) == (e.max, e.sum, t, 0)
+            assert g["out"] == e.out.tolist()
 
 
 # ----------------------------------------------------------------------------------------------

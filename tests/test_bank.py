@@ -18,16 +18,24 @@ from aqpim.isa import Command, Response
 from aqpim.numerics import Numerics
 
 TINY = Numerics(head_dim=16, subspaces=8, centroids=4, token_capacity=12)
+# separate key / value geometry: keys d = 8 (16 bits, 16 tokens per column), values d = 4
+# (32 bits, 8 tokens per column); 20 tokens cross columns on both sides
+ASYM = Numerics(head_dim=32, subspaces=4, centroids=16, value_subspaces=8, value_centroids=16,
+                token_capacity=20)
+# one token over two columns (d = 1, 128 codes of 4 bits)
+WIDE = Numerics(head_dim=128, subspaces=128, centroids=16, token_capacity=6)
 WATCHDOG = 20_000  # cycles any single command may take before the test calls it a hang
 
 
 def run_amaranth(num: Numerics, commands: list[Command], *, seed: int = 0,
-                 lanes: int | None = None) -> list[tuple[Response, int]]:
+                 lanes: int | None = None, idle: float = 0.2,
+                 queries: int = 1) -> list[tuple[Response, int]]:
     """Run commands through the bank on Amaranth's simulator: (response, cycles) each.
 
-    Random idle cycles on the command stream and random back-pressure on the responses.
+    Random idle cycles on the command stream and random back-pressure on the responses, each
+    with probability ``idle`` (0: the bank's own cycles, as the cycle check wants them).
     """
-    dut = BankController(numerics=num, lanes=lanes)
+    dut = BankController(numerics=num, lanes=lanes, queries=queries)
     rng = random.Random(seed)
     out: list[tuple[Response, int]] = []
 
@@ -36,7 +44,7 @@ def run_amaranth(num: Numerics, commands: list[Command], *, seed: int = 0,
             start = 0
             words = isa.encode_command(cmd)
             for w in words:
-                while rng.random() < 0.2:
+                while rng.random() < idle:
                     ctx.set(dut.i_cmd.valid, 0)
                     await ctx.tick()
                     start += 1
@@ -53,7 +61,7 @@ def run_amaranth(num: Numerics, commands: list[Command], *, seed: int = 0,
             got: list[int] = []
             need = None
             while need is None or len(got) < need:
-                ready = rng.random() >= 0.2
+                ready = rng.random() >= idle
                 ctx.set(dut.o_rsp.ready, ready)
                 valid, payload = ctx.get(dut.o_rsp.valid), ctx.get(dut.o_rsp.payload)
                 await ctx.tick()
@@ -73,30 +81,50 @@ def run_amaranth(num: Numerics, commands: list[Command], *, seed: int = 0,
     return out
 
 
-def test_directed_sequence_matches_golden() -> None:
-    g = Geometry(TINY)
-    n = TINY
-    rng = np.random.default_rng(1)
-    cbs = rng.integers(-128, 128, size=(2, n.subspaces, n.centroids, n.sub_dim))
+def _directed(num: Numerics, tokens: tuple[int, int], seed: int = 1) -> list[Command]:
+    """Codebooks, two WRITE_KVs (the second continuing a column), reads of every kind, a
+    pass pair, and the bad and reset cases around them."""
+    g = Geometry(num)
+    rng = np.random.default_rng(seed)
     cmds = [isa.read_status(), isa.score(head=0), Command(13, data=(5, 6))]
     for kv in (0, 1):
-        for m in range(n.subspaces):
+        s = num.side(kv)
+        for m in range(s.subspaces):
+            cb = rng.integers(-128, 128, size=(s.centroids, s.sub_dim))
             cmds.append(isa.load_cb(g, head=0, kv=kv, subspace=m,
-                                    centroids=cbs[kv, m].reshape(-1).tolist()))
-    x = rng.integers(-128, 128, size=(2, 11, n.head_dim))
+                                    centroids=cb.reshape(-1).tolist()))
+    a, b = tokens
+    x = rng.integers(-128, 128, size=(2, a + b, num.head_dim))
     cmds += [
-        isa.write_kv(g, head=0, token=0, keys=x[0, :3].tolist(), values=x[1, :3].tolist()),
-        isa.write_kv(g, head=0, token=3, keys=x[0, 3:11].tolist(), values=x[1, 3:11].tolist()),
-        isa.read_codes(head=0, kv=0, column=0, count=2),
-        isa.read_codes(head=0, kv=1, column=1, count=1),
-        isa.load_lut(g, head=0, lut=rng.integers(-32768, 32768, size=32).tolist()),
-        isa.read_lut(head=0), isa.read_cb(head=0, kv=1, subspace=5),
+        isa.write_kv(g, head=0, token=0, keys=x[0, :a].tolist(), values=x[1, :a].tolist()),
+        isa.write_kv(g, head=0, token=a, keys=x[0, a:].tolist(), values=x[1, a:].tolist()),
+    ]
+    for kv in (0, 1):
+        used = g.used_columns(a + b, kv)
+        cmds += [isa.read_codes(head=0, kv=kv, column=0, count=used),
+                 isa.read_codes(head=0, kv=kv, column=used - 1, count=1),
+                 isa.read_codes(head=0, kv=kv, column=used - 1, count=2),  # one too many
+                 isa.read_cb(head=0, kv=kv, subspace=num.side(kv).subspaces - 1)]
+    lut = rng.integers(num.lut_min, num.lut_max + 1, size=num.subspaces * num.centroids)
+    cmds += [
+        isa.load_lut(g, head=0, lut=lut.tolist()),
+        isa.read_lut(head=0),
         isa.score(head=0), isa.aggregate(head=0), isa.read_partial(head=0), isa.read_status(),
         isa.aggregate(head=0), isa.reset(), isa.read_status(),
     ]
-    gold = GoldenBank(g)
+    return cmds
+
+
+@pytest.mark.parametrize(("num", "tokens", "lanes"), [
+    (TINY, (3, 8), None), (ASYM, (5, 14), None), (WIDE, (2, 3), 16),
+], ids=["tiny", "asym", "wide"])
+def test_directed_sequence_matches_golden(num: Numerics, tokens: tuple[int, int],
+                                          lanes: int | None) -> None:
+    cmds = _directed(num, tokens)
+    gold = GoldenBank(Geometry(num))
     expected = [gold.execute(c) for c in cmds]
-    got = run_amaranth(TINY, cmds)
+    assert sum(not e.ok for e in expected) == 5  # the planted bad commands only
+    got = run_amaranth(num, cmds, lanes=lanes)
     for i, (cmd, exp, (resp, _cyc)) in enumerate(zip(cmds, expected, got, strict=True)):
         assert resp == exp, f"command {i} {cmd!r}: RTL {resp} != golden {exp}"
 
@@ -112,6 +140,106 @@ def test_random_stream_amaranth(seed: int) -> None:
         assert resp == exp, (
             f"seed {seed} command {i} {cmd!r}: RTL {resp} != golden {exp}; rerun with "
             f"pytest tests/test_bank.py -k 'random_stream_amaranth and {seed}'"
+        )
+
+
+@pytest.mark.parametrize(("num", "tokens", "lanes", "queries"), [
+    (ASYM, (5, 14), 16, 1),
+    (ASYM, (5, 14), 4, 1),  # K / lanes = 4 encoder passes per sub-vector
+    (ASYM, (5, 14), 16, 3),  # GQA: three histograms through the value MAC
+    # M_k = 128: an AGGREGATE right after SCORE takes one cycle more on the RTL than the model
+    # says (also at one column per token; cause not found, docs/bank.md)
+    pytest.param(WIDE, (2, 3), 16, 1, marks=[pytest.mark.slow, pytest.mark.xfail(
+        strict=True, reason="M_k = 128: AGGREGATE after SCORE one cycle above the model")]),
+], ids=["asym", "asym-lanes4", "asym-G3", "wide"])
+def test_model_cycles_match_rtl_amaranth(num: Numerics, tokens: tuple[int, int],
+                                         lanes: int, queries: int) -> None:
+    """The performance model's unit cycles equal the RTL's for every command of the directed
+    sequence (no idle input, no back-pressure), on the new layouts: SCORE one key column per
+    cycle, AGGREGATE one token or one value column per cycle, LOAD_CB / READ_CB of the side."""
+    from aqpim.sw.perf.hbm3 import HBM3Config, command_unit_cycles, score_drain_cycles
+
+    hw = HBM3Config.load()
+    hw = hw.replace(units={**hw.units, "aqpim": {**hw.units["aqpim"], "encoder_lanes": lanes}})
+    cmds = _directed(num, tokens)
+    got = run_amaranth(num, cmds, lanes=lanes, idle=0.0, queries=queries)
+    held, last, bad, seen = 0, None, [], set()
+    reads = ("READ_CODES", "READ_CB", "READ_LUT")
+    for i, (cmd, (resp, cycles)) in enumerate(zip(cmds, got, strict=True)):
+        name = cmd.opcode.name if isinstance(cmd.opcode, isa.Opcode) else "BAD"
+        n = cmd.count if name == "WRITE_KV" else held
+        model = command_unit_cycles(hw, num, name, n, cmd.length, count=cmd.count,
+                                    accepted=resp.ok, kv=cmd.kv, queries=queries)
+        if resp.ok and name == "AGGREGATE" and last == "SCORE":  # the last score in flight
+            model += score_drain_cycles(hw, Geometry(num))
+        if last in reads:
+            # a header offered in the very next cycle waits one: RSP_MEM returns to IDLE a
+            # cycle after its last beat (the RTL device's commands never come that soon)
+            model += 1
+        last = None if last in reads else last
+        if resp.ok:
+            held = {"WRITE_KV": held + cmd.count, "RESET": 0}.get(name, held)
+            last = name
+            seen.add(name)
+        if model != cycles:
+            bad.append((i, name, n, model, cycles))
+    assert not bad, f"model != RTL cycles (index, opcode, tokens, model, RTL): {bad}"
+    assert {"SCORE", "AGGREGATE", "WRITE_KV", "LOAD_CB", "READ_CB", "READ_CODES"} <= seen
+
+
+def test_gqa_bank_matches_golden() -> None:
+    """G = 3 query heads per pass on the bank: LUTs loaded in order (and the out-of-order,
+    other-set and past-G errors), READ_LUT of each, one SCORE / AGGREGATE, three partials and
+    the status count, all equal to the golden bank's; then a random stream with G = 3."""
+    from aqpim.sim.randcmd import build_stream
+
+    num, G = ASYM, 3
+    g = Geometry(num, queries=G)
+    cmds = _directed(num, (5, 14))
+    rng = np.random.default_rng(3)
+    luts = rng.integers(num.lut_min, num.lut_max + 1, size=(G, num.subspaces * num.centroids))
+    at = next(i for i, c in enumerate(cmds) if c.opcode == isa.Opcode.LOAD_LUT)
+    gqa = [isa.load_lut(g, head=0, lut=luts[1].tolist(), query=1),  # no set yet
+           isa.load_lut(g, head=0, lut=luts[0].tolist(), query=0),
+           isa.load_lut(g, head=0, lut=luts[2].tolist(), query=2),  # skips q = 1
+           isa.load_lut(g, head=0, lut=luts[1].tolist(), query=1),
+           isa.load_lut(g, head=0, lut=luts[2].tolist(), query=2),
+           isa.load_lut(g, head=0, lut=luts[2].tolist(), query=3),  # q >= G
+           isa.read_status(), isa.read_lut(head=0, query=2), isa.read_lut(head=0, query=1),
+           isa.score(head=0), isa.aggregate(head=0),
+           *[isa.read_partial(head=0, query=q) for q in range(G + 1)],
+           isa.load_lut(g, head=0, lut=luts[0].tolist(), query=0), isa.score(head=0),
+           isa.aggregate(head=0), isa.read_partial(head=0, query=1),  # one query head now
+           isa.read_partial(head=0, query=0), isa.read_status()]
+    cmds = cmds[:at] + gqa
+    gold = GoldenBank(g)
+    expected = [gold.execute(c) for c in cmds]
+    assert [e.status for e in expected[at:]].count(isa.Status.OK) == 16  # 5 planted errors
+    got = run_amaranth(num, cmds, queries=G)
+    for i, (cmd, exp, (resp, _)) in enumerate(zip(cmds, expected, got, strict=True)):
+        assert resp == exp, f"command {i} {cmd!r}: RTL {resp} != golden {exp}"
+    cmds, expected, rejected = build_stream(g, 7, 60)
+    got = run_amaranth(num, cmds, seed=7, queries=G)
+    assert rejected > 0
+    for i, (cmd, exp, (resp, _)) in enumerate(zip(cmds, expected, got, strict=True)):
+        assert resp == exp, f"stream command {i} {cmd!r}: RTL {resp} != golden {exp}"
+
+
+def test_random_stream_amaranth_key_value_geometry() -> None:
+    """Separate key / value (M, K): every response (codes read back per side, partials,
+    status) equals the golden bank's, on a random stream with invalid commands mixed in."""
+    from aqpim.sim.randcmd import build_stream
+
+    num, seed = ASYM, 4
+    cmds, expected, rejected = build_stream(Geometry(num), seed, 70)
+    got = run_amaranth(num, cmds, seed=seed)
+    assert rejected > 0
+    ops = {c.opcode for c, e in zip(cmds, expected, strict=True) if e.ok}
+    assert {isa.Opcode.WRITE_KV, isa.Opcode.READ_CODES, isa.Opcode.AGGREGATE} <= ops, ops
+    for i, (cmd, exp, (resp, _)) in enumerate(zip(cmds, expected, got, strict=True)):
+        assert resp == exp, (
+            f"seed {seed} command {i} {cmd!r}: RTL {resp} != golden {exp}; rerun with "
+            f"pytest tests/test_bank.py -k 'key_value_geometry'"
         )
 
 
@@ -135,8 +263,9 @@ def decode_on_both(num: Numerics, banks: int, kv_heads: int, tokens: int, steps:
 
     data = generate(heads=kv_heads, tokens=tokens + steps, head_dim=num.head_dim, seed=seed)
     q, k, v = data["q"], data["k"], data["v"]
-    books = [[pq.train_codebooks(x[h, :tokens], subspaces=num.subspaces,
-                                 centroids=num.centroids, iters=8, seed=seed) for x in (k, v)]
+    books = [[pq.train_codebooks(x[h, :tokens], subspaces=side.subspaces,
+                                 centroids=side.centroids, iters=8, seed=seed)
+              for x, side in ((k, num.keys), (v, num.values))]
              for h in range(kv_heads)]
     rtl.execute(None, isa.reset())
     run = PairedDecode(rtl, kv_heads=kv_heads, iters=8, seed=seed)
@@ -232,3 +361,60 @@ def test_rtl_decode_full() -> None:
     # measured: 0.07 vs float PQ, 0.41 vs exact (2 bits/element, no sinks or window)
     assert res["worst_rel_err_vs_pq"] < 0.15
     assert res["worst_rel_err"] < 0.6
+
+
+# The issue's configurations (docs/bank.md, "Key and value geometry"): 300 tokens of one KV head
+# over 2 banks (K = 256 needs 256 tokens to train), 16 encoder lanes.
+KV_CASES = {
+    # keys d = 8, K = 256 with values d = 4, K = 256 at D = 64 (SmolLM2's 1.5-bit setting)
+    "D64-k8x256-v4x256": Numerics(head_dim=64, subspaces=8, centroids=256, value_subspaces=16,
+                                  value_centroids=256, token_capacity=160),
+    # keys and values d = 4, K = 256 at D = 128 (2 bits, one token per column)
+    "D128-d4-K256": Numerics(head_dim=128, subspaces=32, centroids=256, token_capacity=160),
+    # d = 2, K = 256 at D = 128 (4 bits, one token over two columns)
+    "D128-d2-K256": Numerics(head_dim=128, subspaces=64, centroids=256, token_capacity=160),
+}
+
+
+@pytest.mark.cosim
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(KV_CASES))
+def test_rtl_decode_key_value_geometry(name: str) -> None:
+    """RTL == golden bit for bit through the driver (random idle and back-pressure), then
+    random command streams with invalid commands mixed in, on each configuration."""
+    from aqpim.sim.rtl_device import RtlDevice
+
+    num = KV_CASES[name]
+    with RtlDevice(Geometry(num), 2, seed=4, lanes=16) as dev:
+        res = decode_on_both(num, 2, 1, 300, 2, dev)
+        n = random_streams_on(dev, Geometry(num), range(400, 402), 40)
+    print(f"{name}: {n} random commands, RTL == golden; errors {res}")
+    assert res["worst_rel_err_vs_pq"] < 0.15
+
+
+@pytest.mark.cosim
+@pytest.mark.parametrize(("queries", "kv_heads", "group"), [
+    (3, 3, 3),  # SmolLM2's shape: 3 KV heads x 3 query heads, one pass each
+    pytest.param(4, 1, 8, marks=pytest.mark.slow),  # Llama-2-70B's group of 8: 2 passes of 4
+    pytest.param(1, 1, 3, marks=pytest.mark.slow),  # G = 1: a pass per query head
+], ids=["G3", "G4", "G1"])
+def test_rtl_decode_gqa(queries: int, kv_heads: int, group: int) -> None:
+    """GQA through the driver on the RTL bank array (G query heads per pass, random idle and
+    back-pressure) equal bit for bit to the golden device, then a random stream with G LUTs."""
+    from aqpim.sim.rtl_device import RtlDevice
+    from aqpim.sim.session import PairedDecode
+    from aqpim.sw.golden.synthetic import generate
+
+    g = Geometry(SMALL, queries=queries)
+    data = generate(heads=kv_heads, tokens=61, head_dim=SMALL.head_dim, seed=5)
+    q = np.stack([data["q"] + 0.2 * i * np.roll(data["q"], i, axis=1) for i in range(group)],
+                 axis=1)
+    with RtlDevice(g, kv_heads, seed=6) as dev:
+        run = PairedDecode(dev, kv_heads=kv_heads, iters=4, seed=5)
+        run.prefill(data["k"][:, :60], data["v"][:, :60])
+        st = run.step(q, data["k"][:, 60], data["v"][:, 60])
+        assert st.out.shape == (kv_heads, group, SMALL.head_dim)
+        np.testing.assert_array_equal(st.out, st.golden)
+        n = random_streams_on(dev, g, range(500, 502), 60)
+    print(f"G = {queries}: {kv_heads} KV heads x {group} query heads bit-exact; {n} random "
+          "commands, RTL == golden")

@@ -101,8 +101,8 @@ def test_decoder_status_matches_golden_checks() -> None:
         bank = GoldenBank(g)
         hd = bank.heads[0]
         hd.tokens = state["tokens"]
-        hd.mask[0] = [(state["k_mask"] >> m) & 1 for m in range(n.subspaces)]
-        hd.mask[1] = [(state["v_mask"] >> m) & 1 for m in range(n.subspaces)]
+        hd.mask[0][:] = [(state["k_mask"] >> m) & 1 for m in range(n.subspaces)]
+        hd.mask[1][:] = [(state["v_mask"] >> m) & 1 for m in range(n.values.subspaces)]
         bank.lut_head = 0 if state["lut"] else None
         bank.scores_head = 0 if state["scores"] else None
         bank.partial_head = 0 if state["partial"] else None
@@ -285,16 +285,17 @@ def test_collector_writes_columns() -> None:
         ctx.set(dut.i_reload.valid, 1)
         await ctx.tick()
         ctx.set(dut.i_reload.valid, 0)
-        writes = []
+        writes: list[list[tuple[int, int]]] = [[], []]  # per side: (column, data)
         for t in range(2):
             for kv in (0, 1):
                 for m in range(num.subspaces):
                     ctx.set(dut.i_code.payload, {"sub": kv * num.subspaces + m,
                                                  "code": int(codes[kv, t, m])})
                     ctx.set(dut.i_code.valid, 1)
-                    if ctx.get(dut.k_write.en):
-                        writes.append((ctx.get(dut.k_write.addr), ctx.get(dut.k_write.data),
-                                       ctx.get(dut.v_write.data)))
+                    for side, port in enumerate((dut.k_write, dut.v_write)):
+                        if ctx.get(port.en):  # at the side's last code of the token
+                            assert m == num.subspaces - 1 and side == kv
+                            writes[side].append((ctx.get(port.addr), ctx.get(port.data)))
                     await ctx.tick()
         ctx.set(dut.i_code.valid, 0)
         assert ctx.get(dut.ctrl.written) == 2
@@ -302,8 +303,8 @@ def test_collector_writes_columns() -> None:
         full[:, 3] = codes[:, 0]
         second = np.zeros((2, 4, num.subspaces), dtype=np.int64)
         second[:, 0] = codes[:, 1]
-        expect = [(a, *[col(x[kv].reshape(-1).tolist(), 4, signed=False)[0] for kv in (0, 1)])
-                  for a, x in ((0, full), (1, second))]
+        expect = [[(a, col(x[kv].reshape(-1).tolist(), 4, signed=False)[0])
+                   for a, x in ((0, full), (1, second))] for kv in (0, 1)]
         assert writes == expect
 
     _run(dut, bench)

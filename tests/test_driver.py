@@ -23,6 +23,12 @@ from aqpim.isa import Command, Opcode, Status
 from aqpim.numerics import Numerics
 
 SMALL = Numerics(head_dim=32, subspaces=16, centroids=16, token_capacity=64)
+# separate key and value geometry: keys d = 8, K = 16 (16 bits, 16 tokens per column), values
+# d = 4, K = 256 (64 bits, 4 tokens per column)
+ASYM = Numerics(head_dim=32, subspaces=4, centroids=16, value_subspaces=8, value_centroids=256,
+                token_capacity=256)
+# d = 1, K = 256 at D = 64: 512 bits per token, one token over two columns
+WIDE = Numerics(head_dim=64, subspaces=64, centroids=256, token_capacity=256)
 
 
 class CountingDevice:
@@ -58,10 +64,10 @@ def _direct(drv: Driver, q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndar
     num = drv.num
     out = []
     for h, hs in enumerate(drv.heads):
-        kq = intmodel.quantize(k[h], hs.key_scales, num)
-        vq = intmodel.quantize(v[h], hs.value_scales, num)
-        kc = intmodel.encode(kq, hs.key_codebook, num)
-        vc = intmodel.encode(vq, hs.value_codebook, num)
+        kq = intmodel.quantize(k[h], hs.key_scales, num.keys)
+        vq = intmodel.quantize(v[h], hs.value_scales, num.values)
+        kc = intmodel.encode(kq, hs.key_codebook, num.keys)
+        vc = intmodel.encode(vq, hs.value_codebook, num.values)
         lut = intmodel.build_lut(q[h], hs.key_codebook, hs.key_scales, num)
         g = len(hs.places)
         parts = [
@@ -94,6 +100,52 @@ def test_driver_equals_direct_intmodel(kv_heads: int, banks: int, slots: int) ->
     err = np.linalg.norm(out - _exact(qt, k, v)) / np.linalg.norm(_exact(qt, k, v))
     print(f"relative error vs exact attention: {err:.4f}")
     assert err < 0.5  # PQ at 16 centroids on toy data; a gross bug gives ~1
+
+
+@pytest.mark.parametrize("num", [ASYM, WIDE], ids=["asym", "wide"])
+def test_driver_equals_direct_intmodel_key_value_geometry(num: Numerics) -> None:
+    """Separate key / value (M, K) and a token over two columns: the driver on the golden
+    device computes what intmodel computes side by side, and READ_CODES returns each side's
+    columns in its own layout."""
+    dev = GoldenDevice(Geometry(num), 2)
+    drv = Driver(dev, kv_heads=1, iters=4)
+    q, k, v = _data(1, 300, num.head_dim, seed=7)
+    drv.prefill(k[:, :290], v[:, :290])
+    for t in range(290, 293):
+        out = drv.step(q, k[:, t], v[:, t])
+        np.testing.assert_array_equal(out, _direct(drv, q, k[:, :t + 1], v[:, :t + 1]))
+    hs = drv.heads[0]
+    seen = observe(dev, 0)
+    for kv, (side, cb, sc) in enumerate(((num.keys, hs.key_codebook, hs.key_scales),
+                                         (num.values, hs.value_codebook, hs.value_scales))):
+        x = (k, v)[kv][0, :293:2]  # bank 0 holds tokens 0, 2, 4, ...
+        codes = intmodel.encode(intmodel.quantize(x, sc, side), cb, side)
+        assert seen[f"codes/0/{kv}"] == intmodel.pack_columns(codes, side)
+    err = np.linalg.norm(out - _exact(q, k[:, :293], v[:, :293])) / np.linalg.norm(
+        _exact(q, k[:, :293], v[:, :293]))
+    assert err < 0.5, err
+
+
+@pytest.mark.parametrize("num", [
+    dataclasses.replace(ASYM, value_centroids=16, token_capacity=24),  # 16 and 8 per column
+    Numerics(head_dim=128, subspaces=128, centroids=16, token_capacity=8),  # 2 columns/token
+], ids=["asym", "wide"])
+def test_random_streams_key_value_geometry(num: Numerics) -> None:
+    """Random command streams on the new layouts: rejected commands change nothing."""
+    g = Geometry(num, heads=2)
+    seen: set[Status] = set()
+    for seed in range(3):
+        stream = RandomStream(g, seed)
+        bank = GoldenBank(g)
+        for _ in range(200):
+            cmd = stream.next()
+            before = copy.deepcopy(bank.state())
+            resp = bank.execute(cmd)
+            stream.feedback(cmd, resp)
+            seen.add(resp.status)
+            if not resp.ok:
+                assert bank.state() == before, f"seed {seed}: {cmd!r} changed state"
+    assert Status.OK in seen and Status.ADDR_RANGE in seen
 
 
 def test_mapping_and_broadcast() -> None:
@@ -471,3 +523,112 @@ def test_paired_decode_counts_mismatches_and_cycles() -> None:
         assert st.tokens == 40 and st.commands > 0
         assert st.bank_cycles == [0, 0, 0, 0]  # the golden model counts no cycles
         assert st.bit_exact is exact, st.mismatched_elements
+
+
+# ----------------------------------------------------------------------------------------------
+# GQA: G query-head LUTs per SCORE pass
+# ----------------------------------------------------------------------------------------------
+def test_gqa_pass_equals_single_query_passes() -> None:
+    """One pass with G = 3 LUTs gives each query head the partial a G = 1 pass gives it."""
+    g3 = Geometry(SMALL, queries=3)
+    g1 = Geometry(SMALL)
+    rng = np.random.default_rng(11)
+    n = SMALL
+    cbs = rng.integers(-128, 128, size=(2, n.subspaces, n.centroids, n.sub_dim))
+    x = rng.integers(-128, 128, size=(2, 20, n.head_dim))
+    luts = rng.integers(n.lut_min, n.lut_max + 1, size=(3, n.subspaces * n.centroids))
+    setup = [isa.load_cb(g1, head=0, kv=kv, subspace=m, centroids=cbs[kv, m].reshape(-1).tolist())
+             for kv in (0, 1) for m in range(n.subspaces)]
+    setup.append(isa.write_kv(g1, head=0, token=0, keys=x[0].tolist(), values=x[1].tolist()))
+    gqa = GoldenBank(g3)
+    for cmd in setup:
+        assert gqa.execute(cmd).ok
+    for q in range(3):
+        assert gqa.execute(isa.load_lut(g3, head=0, lut=luts[q].tolist(), query=q)).ok
+    (st,) = isa.decode_status(g3, gqa.execute(isa.read_status()))
+    assert st.queries == 3
+    assert gqa.execute(isa.score(head=0)).ok and gqa.execute(isa.aggregate(head=0)).ok
+    for q in range(3):
+        one = GoldenBank(g1)
+        for cmd in [*setup, isa.load_lut(g1, head=0, lut=luts[q].tolist()), isa.score(head=0),
+                    isa.aggregate(head=0)]:
+            assert one.execute(cmd).ok
+        assert gqa.execute(isa.read_partial(head=0, query=q)) == one.execute(
+            isa.read_partial(head=0))
+        assert gqa.execute(isa.read_lut(head=0, query=q)).data == one.execute(
+            isa.read_lut(head=0)).data
+
+
+def test_gqa_query_index_errors() -> None:
+    g = Geometry(SMALL, heads=2, queries=3)
+    bank = GoldenBank(g)
+    lut = [0] * (SMALL.subspaces * SMALL.centroids)
+    S = Status
+    steps = [
+        (isa.load_lut(g, head=0, lut=lut, query=3), S.ADDR_RANGE),  # q >= G
+        (isa.load_lut(g, head=0, lut=lut, query=1), S.ADDR_RANGE),  # not in order (no set)
+        (isa.load_lut(g, head=0, lut=lut, query=0), S.OK),
+        (isa.load_lut(g, head=0, lut=lut, query=2), S.ADDR_RANGE),  # skips q = 1
+        (isa.load_lut(g, head=1, lut=lut, query=1), S.ADDR_RANGE),  # another head's set
+        (isa.load_lut(g, head=0, lut=lut, query=1), S.OK),
+        (isa.read_lut(head=0, query=2), S.NO_LUT),  # two loaded
+        (isa.read_lut(head=0, query=1), S.OK),
+        (isa.score(head=0), S.OK), (isa.aggregate(head=0), S.NO_CODEBOOK),
+        (isa.read_partial(head=0, query=0), S.NO_PARTIAL),
+    ]
+    for cmd, status in steps:
+        before = copy.deepcopy(bank.state())
+        got = bank.execute(cmd).status
+        assert got == status, (cmd, got)
+        if status != S.OK:
+            assert bank.state() == before
+
+
+@pytest.mark.parametrize("per_pass", [1, 2, 3, 4])
+def test_driver_gqa_passes(per_pass: int) -> None:
+    """SmolLM2's shape (3 KV heads, 3 query heads each): the driver scores G query heads per
+    pass (ceil(3 / G) passes) and every query head's output is the same, bit for bit, as one
+    query head per pass; each key column is streamed ceil(3 / G) times per KV head."""
+    outs = {}
+    for g in sorted({1, per_pass}):
+        dev = GoldenDevice(Geometry(SMALL, queries=g), 3)
+        counting = CountingDevice(dev)
+        scores = []
+        orig = counting.execute
+
+        def execute(bank, cmd, orig=orig, scores=scores):
+            if cmd.opcode == Opcode.SCORE:
+                scores.append(bank)
+            return orig(bank, cmd)
+
+        counting.execute = execute
+        drv = Driver(counting, kv_heads=3, iters=4)
+        q, k, v = _data(3, 41, SMALL.head_dim, seed=3)
+        qs = np.stack([q + 0.3 * i * np.roll(q, i, axis=1) for i in range(3)], axis=1)
+        drv.prefill(k[:, :40], v[:, :40])
+        outs[g] = drv.step(qs, k[:, 40], v[:, 40])
+        assert outs[g].shape == (3, 3, SMALL.head_dim)
+        assert len(scores) == 3 * -(-3 // g)  # one bank per KV head, ceil(Q / G) passes
+        ref = Driver(GoldenDevice(Geometry(SMALL), 3), kv_heads=3, iters=4)
+        ref.prefill(k[:, :40], v[:, :40])
+        single = [ref.step(qs[:, i], k[:, 40] if i == 0 else None,
+                           v[:, 40] if i == 0 else None) for i in range(3)]
+        np.testing.assert_array_equal(outs[g], np.stack(single, axis=1))
+    np.testing.assert_array_equal(outs[per_pass], outs[1])
+
+
+def test_random_streams_gqa() -> None:
+    g = Geometry(dataclasses.replace(SMALL, token_capacity=16), heads=2, queries=3)
+    seen: set[Status] = set()
+    for seed in range(3):
+        stream = RandomStream(g, seed)
+        bank = GoldenBank(g)
+        for _ in range(200):
+            cmd = stream.next()
+            before = copy.deepcopy(bank.state())
+            resp = bank.execute(cmd)
+            stream.feedback(cmd, resp)
+            seen.add(resp.status)
+            if not resp.ok:
+                assert bank.state() == before, f"seed {seed}: {cmd!r} changed state"
+    assert {Status.OK, Status.ADDR_RANGE, Status.NO_PARTIAL} <= seen

@@ -38,14 +38,30 @@ def test_encode_extremes_fit_dist_bits() -> None:
     assert worst < 1 << num.dist_bits
 
 
-@pytest.mark.parametrize(("m", "k"), [(64, 16), (32, 256), (16, 16), (8, 256), (32, 16)])
+@pytest.mark.parametrize(("m", "k"), [(64, 16), (32, 256), (16, 16), (8, 256), (32, 16),
+                                      (64, 256), (128, 256)])
 def test_pack_unpack_round_trip(m: int, k: int) -> None:
     num = Numerics(head_dim=128, subspaces=m, centroids=k)
     codes = np.random.default_rng(m).integers(0, k, size=(37, m))
     cols = intmodel.pack_columns(codes, num)
-    assert len(cols) == -(-37 // Geometry(num).tokens_per_column)
+    side = Geometry(num).key
+    assert len(cols) == -(-37 // side.tokens_per_column) * side.columns_per_token
     assert all(0 <= c < 1 << 256 for c in cols)
     assert np.array_equal(intmodel.unpack_columns(cols, 37, num), codes)
+
+
+def test_pack_columns_bit_positions() -> None:
+    # By hand: code m of token t at bit (t*M + m)*b of the column stream.
+    few = Numerics(head_dim=64, subspaces=8, centroids=256)  # 64 bits: 4 tokens per column
+    codes = np.zeros((5, 8), dtype=np.int64)
+    codes[1, 2] = 0xAB
+    codes[4, 0] = 0x01
+    assert intmodel.pack_columns(codes, few) == [0xAB << ((1 * 8 + 2) * 8), 0x01]
+    wide = Numerics(head_dim=128, subspaces=64, centroids=256)  # 512 bits: 2 columns per token
+    codes = np.zeros((2, 64), dtype=np.int64)
+    codes[0, 33] = 7  # bit 264: column 0's second half -> column 1, bit 8
+    codes[1, 0] = 9  # token 1 opens column 2
+    assert intmodel.pack_columns(codes, wide) == [0, 7 << 8, 9, 0]
 
 
 def test_lut_accumulate_brute_force_and_fast_scans() -> None:
@@ -162,7 +178,7 @@ def test_intmodel_bad_input() -> None:
         intmodel.quantize(np.full((2, 16), np.nan), np.ones(8), num)
     with pytest.raises(ValueError, match="value 16 outside"):
         intmodel.lut_accumulate(np.zeros((8, 16), dtype=np.int64), np.full((1, 8), 16), num)
-    with pytest.raises(ValueError, match="must divide"):
+    with pytest.raises(ValueError, match="M\\*b = 48\\*3 = 144 bits"):
         Geometry(Numerics(head_dim=96, subspaces=48, centroids=8))
     with pytest.raises(ValueError, match="power of two in \\[2, 256\\], got 12"):
         Numerics(centroids=12)

@@ -193,3 +193,55 @@ def test_demo_rtl_small(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
         assert st["rtl_vs_exact"]["rel_err"] < st["no_window_vs_exact"]["rel_err"]
     assert res["perf"]["same_banks"]["fp16_pim_seconds"] > pf["hbm3_seconds"]
     assert trace.read_text().startswith('{"format": "aqpim-trace"')
+
+
+@pytest.mark.parametrize(("config", "message"), [
+    ({"D": 64, "M_k": 8, "K_k": 256, "M_v": 16, "K_v": 12}, "value_centroids must be a power"),
+    ({"D": 64, "Mk": 8}, "unknown key 'Mk'"),
+    ([64, 8], "expected a JSON object"),
+])
+def test_demo_config_file_errors(capsys: pytest.CaptureFixture[str], tmp_path, config,
+                                 message: str) -> None:
+    """--config FILE: a bad key or value is refused (status 2) before anything is built."""
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(config))
+    assert demo.main(["--config", str(path), "--json"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_demo_config_file_and_accurate_options(tmp_path) -> None:
+    """The file's short names map to the configuration; options on the command line win;
+    --accurate is d = 4, K = 256 on both sides."""
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps({"D": 64, "M_k": 8, "K_k": 256, "M_v": 16, "K_v": 256,
+                                "banks": 2, "heads": 1, "tokens": 300}))
+    cfg = demo.RtlDemoConfig(**demo.load_config(path))
+    num = cfg.numerics()
+    assert (num.subspaces, num.centroids, num.values.subspaces, num.values.centroids) == (
+        8, 256, 16, 256)
+    assert num.bits_per_element == 1.5 and cfg.encoder_lanes == 16
+    assert demo.main(["--golden-only", "--accurate"]) == 2  # an RTL-mode option
+    acc = demo.rtl_config({"accurate": True, "head_dim": 64}).numerics()
+    assert (acc.subspaces, acc.centroids, acc.symmetric, acc.bits_per_element) == (
+        16, 256, True, 2.0)
+    # the file's D, an explicit option over the file
+    mixed = demo.rtl_config({"config": str(path), "accurate": True, "banks": 4})
+    assert (mixed.head_dim, mixed.subspaces, mixed.value_subspaces, mixed.banks) == (
+        64, 16, 0, 4)
+
+
+@pytest.mark.cosim
+@pytest.mark.slow
+def test_demo_rtl_config_file(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
+    """``aqpim demo --config FILE`` on keys d = 8, K = 256 with values d = 4, K = 256 at
+    D = 64 (the build of tests/test_bank.py::test_rtl_decode_key_value_geometry)."""
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps({"D": 64, "M_k": 8, "K_k": 256, "M_v": 16, "K_v": 256,
+                                "banks": 2, "heads": 1, "tokens": 300, "steps": 1,
+                                "capacity": 160}))
+    rc = demo.main(["--config", str(path), "--json"])
+    res = json.loads(capsys.readouterr().out)
+    assert rc == 0 and res["bit_exact"] is True
+    assert res["numerics"]["value_subspaces"] == 16 and res["numerics"]["bits_per_element"] == 1.5
+    for st, pf in zip(res["steps"], res["perf"]["trace_steps"], strict=True):
+        assert pf["model_unit_cycles"] == pf["rtl_cycles"] == max(st["bank_cycles"])

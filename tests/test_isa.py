@@ -96,13 +96,53 @@ def test_geometry_default_sizes() -> None:
     assert small.columns_per_head == 8
 
 
+def test_geometry_key_and_value_sides() -> None:
+    # keys d = 8, K = 256 and values d = 4, K = 256 at D = 64 (the 1.5-bit SmolLM2 setting)
+    num = Numerics(head_dim=64, subspaces=8, centroids=256, value_subspaces=16,
+                   value_centroids=256, token_capacity=64)
+    g = Geometry(num)
+    assert not num.symmetric and num.bits_per_element == 1.5
+    assert (g.key.token_bits, g.key.tokens_per_column, g.key.columns_per_token) == (64, 4, 1)
+    assert (g.value.token_bits, g.value.tokens_per_column, g.value.columns_per_token) == (128, 2, 1)
+    assert g.key.columns_per_head == 16 and g.value.columns_per_head == 32
+    assert g.key.cb_beats == 64 and g.value.cb_beats == 32  # 256 x 8 (4) x 8 bits
+    assert g.lut_beats == 128  # M_k x K_k x 16 bits: the LUT is the key side's
+    assert g.scratch_rows == 16  # one row per key column
+    assert g.used_columns(5) == 2 and g.used_columns(5, kv=1) == 3
+    # d = 2, K = 256 at D = 128: 512 bits per token, two columns per token
+    wide = Geometry(Numerics(head_dim=128, subspaces=64, centroids=256, token_capacity=8))
+    assert (wide.key.tokens_per_column, wide.key.columns_per_token) == (1, 2)
+    assert wide.columns_per_head == 16 and wide.used_columns(3) == 6 and wide.scratch_rows == 8
+    # equal sides compare equal to the symmetric default
+    assert Numerics(value_subspaces=64, value_centroids=16) == Numerics()
+    assert num.keys.symmetric and num.values.subspaces == 16 and num.side(1) == num.values
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"value_subspaces": 3}, "value_subspaces 3"),
+        ({"value_centroids": 12}, "value_centroids must be a power of two.*12"),
+        ({"value_centroids": 512}, "512"),
+    ],
+)
+def test_numerics_value_side_errors(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        Numerics(**kwargs)
+    with pytest.raises(TypeError, match="value_subspaces"):
+        Numerics(value_subspaces=2.0)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize(
     ("kwargs", "exc", "match"),
     [
         ({"heads": 0}, ValueError, "heads"),
         ({"heads": 9}, ValueError, "heads"),
         ({"heads": "2"}, TypeError, "heads"),
-        ({"num": Numerics(head_dim=96, subspaces=48, centroids=16)}, ValueError, "divide"),
+        ({"num": Numerics(head_dim=96, subspaces=48, centroids=16)}, ValueError,
+         r"keys: M\*b = 48\*4 = 192 bits"),
+        ({"num": Numerics(head_dim=96, subspaces=32, centroids=256, value_subspaces=48,
+                          value_centroids=16)}, ValueError, r"values: M\*b = 48\*4 = 192"),
         ({"num": 3}, TypeError, "Numerics"),
     ],
 )

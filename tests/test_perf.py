@@ -620,6 +620,15 @@ RTL_CASES = [
                  id="D16-M8-K4-lanes2", marks=[pytest.mark.cosim, pytest.mark.slow]),
     pytest.param(Numerics(head_dim=128, subspaces=64, centroids=16, token_capacity=576), 4, 16,
                  id="D128-M64-K16-lanes16", marks=[pytest.mark.cosim, pytest.mark.slow]),
+    # separate key / value geometry and a token over two columns (the builds of
+    # tests/test_bank.py::test_rtl_decode_key_value_geometry: same parameters, same folder)
+    pytest.param(Numerics(head_dim=64, subspaces=8, centroids=256, value_subspaces=16,
+                          value_centroids=256, token_capacity=160), 2, 16,
+                 id="D64-k8x256-v4x256-lanes16", marks=[pytest.mark.cosim, pytest.mark.slow]),
+    pytest.param(Numerics(head_dim=128, subspaces=32, centroids=256, token_capacity=160), 2, 16,
+                 id="D128-d4-K256-lanes16", marks=[pytest.mark.cosim, pytest.mark.slow]),
+    pytest.param(Numerics(head_dim=128, subspaces=64, centroids=256, token_capacity=160), 2, 16,
+                 id="D128-d2-K256-lanes16", marks=[pytest.mark.cosim, pytest.mark.slow]),
 ]
 
 
@@ -637,15 +646,16 @@ def record_rtl_trace(path, num: Numerics, banks: int, lanes: int, seed: int) -> 
     from aqpim.geometry import Geometry
 
     g = Geometry(num)
-    heads = 2 if banks % 2 == 0 else 1
-    tokens = min(num.token_capacity * banks // heads - 1, 100)
+    heads = 2 if banks % 2 == 0 and num.centroids <= 16 else 1
+    # k-means needs K tokens per head
+    tokens = min(num.token_capacity * banks // heads - 1, max(100, num.centroids + 8))
     data = generate(heads=heads, tokens=tokens + 1, head_dim=num.head_dim, seed=seed)
     with RtlDevice(g, banks, lanes=lanes, seed=seed, idle=0.0, backpressure=0.0) as dev, \
             TraceRecorder(dev, path) as rec:
         drv = Driver(rec, kv_heads=heads, iters=4, seed=seed)
         drv.prefill(data["k"][:, :tokens], data["v"][:, :tokens])
         drv.step(data["q"], data["k"][:, tokens], data["v"][:, tokens])
-        cmds, _expected, rejected = build_stream(g, seed, 300)
+        cmds, _expected, rejected = build_stream(g, seed, 300 if num.centroids <= 16 else 60)
         rec.execute(0, isa.reset())
         for cmd in cmds:
             rec.execute(0, cmd)

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from aqpim.checks import float_array, int_array
+from aqpim.geometry import COLUMN_BITS as WORD_BITS
 from aqpim.geometry import Geometry
 from aqpim.numerics import MERGE_GUARD_BITS, Numerics, merge_widths
 
@@ -182,43 +183,39 @@ def lut_step(num: Numerics) -> float:
 # bank: code storage layout and LUT-accumulate
 # ----------------------------------------------------------------------------------------------
 def pack_columns(codes: np.ndarray, num: Numerics) -> list[int]:
-    """Pack codes (T, M) into 256-bit columns, as the bank stores them.
+    """Pack one side's codes (T, M) into 256-bit columns, as the bank stores them.
 
-    Code ``i`` of a column sits at bits ``[i*b, (i+1)*b)``; token ``t``'s code for subspace
-    ``m`` is code ``(t % tpc) * M + m`` of column ``t // tpc``, with ``tpc = 256 / (M*b)``
-    tokens per column. Unused slots of the last column are zero. Returns Python ints.
+    ``num`` is the side's configuration (``num.keys`` or ``num.values``). The codes are one
+    little-endian bit stream: token ``t``'s code for subspace ``m`` sits at bit
+    ``(t*M + m) * b``, and column ``c`` is bits ``[256 c, 256 (c+1))``. So ``tpc = 256 / (M*b)``
+    tokens share a column, or one token spans ``M*b / 256`` columns (``aqpim.geometry.CodeSide``).
+    Unused slots of the last column are zero. Returns Python ints.
     """
     codes = _int_array("codes", codes, 2)
     m, b = num.subspaces, num.code_bits
     if codes.shape[1] != m:
         raise ValueError(f"codes must have {m} columns, got shape {codes.shape}")
     _check_range("codes", codes, 0, num.centroids - 1)
-    tpc = Geometry(num).tokens_per_column
-    flat = codes.reshape(-1)
-    ncol = -(-codes.shape[0] // tpc)
-    cols = []
-    per_col = tpc * m
-    for c in range(ncol):
-        word = 0
-        for i, v in enumerate(flat[c * per_col:(c + 1) * per_col].tolist()):
-            word |= v << (i * b)
-        cols.append(word)
-    return cols
+    side = Geometry(num).key
+    ncol = side.used_columns(codes.shape[0])
+    stream = 0
+    for i, v in enumerate(codes.reshape(-1).tolist()):
+        stream |= v << (i * b)
+    mask = (1 << WORD_BITS) - 1
+    return [(stream >> (c * WORD_BITS)) & mask for c in range(ncol)]
 
 
 def unpack_columns(columns: list[int], tokens: int, num: Numerics) -> np.ndarray:
     """Inverse of :func:`pack_columns`: returns codes (tokens, M)."""
     m, b = num.subspaces, num.code_bits
-    tpc = Geometry(num).tokens_per_column
+    stream = 0
+    for c, word in enumerate(columns):
+        stream |= int(word) << (c * WORD_BITS)
     mask = (1 << b) - 1
     out = np.zeros((tokens, m), dtype=np.int64)
     for t in range(tokens):
-        word = columns[t // tpc]
-        base = (t % tpc) * m
-        out[t] = [(word >> ((base + s) * b)) & mask for s in range(m)]
+        out[t] = [(stream >> ((t * m + s) * b)) & mask for s in range(m)]
     return out
-
-
 
 
 def lut_accumulate(lut: np.ndarray, codes: np.ndarray, num: Numerics) -> np.ndarray:
@@ -263,7 +260,8 @@ def softmax_weights(scores: np.ndarray, num: Numerics) -> tuple[int, np.ndarray]
 
 
 def histogram(weights: np.ndarray, value_codes: np.ndarray, num: Numerics) -> np.ndarray:
-    """``hist[m, j] = sum of w_t over tokens with value_codes[t, m] == j``; int64 (M, K)."""
+    """``hist[m, j] = sum of w_t over tokens with value_codes[t, m] == j``; int64 (M_v, K_v)."""
+    num = num.values
     w = _int_array("weights", weights, 1)
     vc = _int_array("value_codes", value_codes, 2)
     if vc.shape != (w.shape[0], num.subspaces):
@@ -279,7 +277,11 @@ def histogram(weights: np.ndarray, value_codes: np.ndarray, num: Numerics) -> np
 
 
 def hist_times_centroids(hist: np.ndarray, value_codebook: np.ndarray, num: Numerics) -> np.ndarray:
-    """Partial output ``out[m*d + i] = sum_j hist[m, j] * Cv[m, j, i]``, exact; int64 (D,)."""
+    """Partial output ``out[m*d + i] = sum_j hist[m, j] * Cv[m, j, i]``, exact; int64 (D,).
+
+    The value side's (M_v, K_v, d_v) of ``num``.
+    """
+    num = num.values
     hist = _int_array("hist", hist, 2)
     cv = _int_array("value_codebook", value_codebook, 3)
     if cv.shape != (num.subspaces, num.centroids, num.sub_dim):
@@ -418,7 +420,7 @@ def host_merge(
     ``out = sum_b a_b out_b / sum_b a_b sum_b``. Empty banks (sum 0) are skipped. Raises if
     every partial is empty.
     """
-    scale_d = np.repeat(np.asarray(value_scales, dtype=np.float64), num.sub_dim)
+    scale_d = np.repeat(np.asarray(value_scales, dtype=np.float64), num.values.sub_dim)
     terms: list[tuple[float, float, np.ndarray]] = []
     inv_one = 1.0 / num.weight_one
     for p in partials:

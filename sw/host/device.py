@@ -113,13 +113,13 @@ def observe(device: Device, bank: int) -> dict[str, object]:
     for h, hs in enumerate(heads):
         for kv in (0, 1):
             cols: list[int] = []
-            used = g.used_columns(hs.tokens)
+            used = g.used_columns(hs.tokens, kv)
             for c in range(0, used, limit):
                 cnt = min(limit, used - c)
                 cols += one(isa.read_codes(head=h, kv=kv, column=c, count=cnt)).data
             out[f"codes/{h}/{kv}"] = cols
             mask = hs.v_mask if kv else hs.k_mask
-            for m in range(g.num.subspaces):
+            for m in range(g.side(kv).subspaces):
                 if mask >> m & 1:
                     out[f"cb/{h}/{kv}/{m}"] = one(isa.read_cb(head=h, kv=kv, subspace=m)).data
         if hs.flags & isa.Flag.LUT:

@@ -275,8 +275,9 @@ class Driver:
         shape = (self._kv_heads, t, n.head_dim)
         k = _float_input("k", k, shape)
         v = _float_input("v", v, shape)
-        if t < n.centroids:
-            raise ValueError(f"prefill needs at least K = {n.centroids} tokens, got {t}")
+        kmax = max(n.centroids, n.values.centroids)
+        if t < kmax:
+            raise ValueError(f"prefill needs at least K = {kmax} tokens, got {t}")
         first, last = self.prefill_split(t)  # device tokens: [first, last)
         if last - first > self.capacity:
             raise ValueError(f"{last - first} tokens exceed the per-head capacity "
@@ -290,17 +291,18 @@ class Driver:
         heads: list[HeadState] = []
         for h in range(self._kv_heads):
             # Train on the tokens that are or will be banked (sinks never are), when enough.
-            tk, tv = (k[h, first:], v[h, first:]) if t - first >= n.centroids else (k[h], v[h])
-            ks = intmodel.subspace_scales(tk, n)
-            vs = intmodel.subspace_scales(tv, n)
-            kcb = pq.train_codebooks(tk, subspaces=n.subspaces, centroids=n.centroids,
+            tk, tv = (k[h, first:], v[h, first:]) if t - first >= kmax else (k[h], v[h])
+            nk, nv = n.keys, n.values  # keys (M_k, K_k), values (M_v, K_v)
+            ks = intmodel.subspace_scales(tk, nk)
+            vs = intmodel.subspace_scales(tv, nv)
+            kcb = pq.train_codebooks(tk, subspaces=nk.subspaces, centroids=nk.centroids,
                                      iters=self._iters, seed=self._seed)
-            vcb = pq.train_codebooks(tv, subspaces=n.subspaces, centroids=n.centroids,
+            vcb = pq.train_codebooks(tv, subspaces=nv.subspaces, centroids=nv.centroids,
                                      iters=self._iters, seed=self._seed)
             heads.append(HeadState(
                 places=self._places[h],
-                key_codebook=quantize_codebook(kcb, ks, n),
-                value_codebook=quantize_codebook(vcb, vs, n),
+                key_codebook=quantize_codebook(kcb, ks, nk),
+                value_codebook=quantize_codebook(vcb, vs, nv),
                 key_scales=ks, value_scales=vs,
                 sink_k=k[h, :first].astype(np.float16), sink_v=v[h, :first].astype(np.float16),
                 recent_k=k[h, last:].astype(np.float16), recent_v=v[h, last:].astype(np.float16),
@@ -327,7 +329,7 @@ class Driver:
         items: list[tuple[int | None, Command]] = []
         for bank, slot in hs.places:
             for kv, cb in ((0, hs.key_codebook), (1, hs.value_codebook)):
-                for m in range(n.subspaces):
+                for m in range(n.side(kv).subspaces):
                     items.append((bank, isa.load_cb(self._g, head=slot, kv=kv, subspace=m,
                                                     centroids=cb[m].reshape(-1).tolist())))
         return items
@@ -337,8 +339,8 @@ class Driver:
     ) -> list[tuple[int | None, Command]]:
         """WRITE_KV for tokens ``hs.tokens ...`` (does not advance ``hs.tokens``)."""
         n = self.num
-        kq = intmodel.quantize(k, hs.key_scales, n).reshape(k.shape[0], n.head_dim)
-        vq = intmodel.quantize(v, hs.value_scales, n).reshape(v.shape[0], n.head_dim)
+        kq = intmodel.quantize(k, hs.key_scales, n.keys).reshape(k.shape[0], n.head_dim)
+        vq = intmodel.quantize(v, hs.value_scales, n.values).reshape(v.shape[0], n.head_dim)
         g = len(hs.places)
         items: list[tuple[int | None, Command]] = []
         for p, (bank, slot) in enumerate(hs.places):
@@ -367,18 +369,26 @@ class Driver:
         Parameters
         ----------
         q:
-            float (kv_heads, D) queries (one per KV head).
+            float (kv_heads, D) queries (one per KV head), or (kv_heads, Q, D): Q query heads
+            per KV head (GQA). The banks score ``Geometry.queries`` (G) query heads per pass
+            over the key codes; a larger group takes ``ceil(Q / G)`` passes.
         k_new, v_new:
             float (kv_heads, D) the new token's key and value, or both None.
 
         Returns
         -------
-        float64 (kv_heads, D): the attention output of every head.
+        float64 (kv_heads, D), or (kv_heads, Q, D) for grouped queries: the attention output.
         """
         heads = self.heads
         n = self.num
         shape = (self._kv_heads, n.head_dim)
-        q = _float_input("q", q, shape)
+        grouped = isinstance(q, np.ndarray) and q.ndim == 3
+        if grouped:
+            if q.shape[1] < 1:
+                raise ValueError(f"q must have at least one query head per KV head, got {q.shape}")
+            q = _float_input("q", q, (self._kv_heads, q.shape[1], n.head_dim))
+        else:
+            q = _float_input("q", q, shape)[:, None]
         if (k_new is None) != (v_new is None):
             raise ValueError("give both k_new and v_new, or neither")
         items: list[tuple[int | None, Command]] = []
@@ -401,7 +411,7 @@ class Driver:
                 elif plan == "evict":  # the window's oldest token, from its FP16 copy
                     items += self._write_commands(hs, hs.recent_k[:1].astype(np.float64),
                                                   hs.recent_v[:1].astype(np.float64))
-        luts = [intmodel.build_lut(q[h], hs.key_codebook, hs.key_scales, n)
+        luts = [[intmodel.build_lut(qi, hs.key_codebook, hs.key_scales, n) for qi in q[h]]
                 for h, hs in enumerate(heads)]
         if k_new is not None:
             for h, (hs, plan) in enumerate(zip(heads, plans, strict=True)):
@@ -418,33 +428,44 @@ class Driver:
                 if plan != "window":
                     hs.tokens += 1
         # Heads sharing a bank share its LUT and scratch: finish one head before the next.
-        reads: list[tuple[int, int]] = []  # (head, index into items) of each READ_PARTIAL
+        # Per head, passes of G query heads: G LUTs, one SCORE / AGGREGATE, G partials.
+        nq, per_pass = q.shape[1], self._g.queries
+        reads: list[tuple[int, int, int]] = []  # (head, query, index into items)
         for h, hs in enumerate(heads):
             if hs.tokens == 0:  # every token on the host: nothing to ask the banks
                 continue
             lut_cmd_slots = {s for _, s in hs.places}
             banks = [b for b, _ in hs.places]
             whole = len(lut_cmd_slots) == 1 and sorted(banks) == list(range(self._dev.num_banks))
-            lut = luts[h].reshape(-1).tolist()
-            if whole:  # the head owns one slot of every bank: one all-bank write
-                items.append((None, isa.load_lut(self._g, head=hs.places[0][1], lut=lut)))
-            else:
-                items += [(b, isa.load_lut(self._g, head=s, lut=lut)) for b, s in hs.places]
-            for b, s in hs.places:
-                items.append((b, isa.score(head=s)))
-                items.append((b, isa.aggregate(head=s)))
-                reads.append((h, len(items)))
-                items.append((b, isa.read_partial(head=s)))
+            for first in range(0, nq, per_pass):
+                group = range(first, min(first + per_pass, nq))
+                for j, i in enumerate(group):
+                    lut = luts[h][i].reshape(-1).tolist()
+                    if whole:  # the head owns one slot of every bank: one all-bank write
+                        items.append((None, isa.load_lut(self._g, head=hs.places[0][1], lut=lut,
+                                                         query=j)))
+                    else:
+                        items += [(b, isa.load_lut(self._g, head=s, lut=lut, query=j))
+                                  for b, s in hs.places]
+                for b, s in hs.places:
+                    items.append((b, isa.score(head=s)))
+                    items.append((b, isa.aggregate(head=s)))
+                    for j, i in enumerate(group):
+                        reads.append((h, i, len(items)))
+                        items.append((b, isa.read_partial(head=s, query=j)))
         results = self._send(items)
-        partials: list[list[intmodel.BankPartial]] = [[] for _ in heads]
-        for h, i in reads:
-            mx, sm, out = isa.decode_partial(self._g, results[i][0])
-            partials[h].append(intmodel.BankPartial(max=mx, sum=sm, out=np.array(out)))
-        return np.stack([
-            intmodel.host_merge(partials[h], hs.value_scales, n,
-                                intmodel.float_partial(q[h], *hs.host_kv()))
+        partials: list[list[list[intmodel.BankPartial]]] = [[[] for _ in range(nq)]
+                                                            for _ in heads]
+        for h, i, idx in reads:
+            mx, sm, out = isa.decode_partial(self._g, results[idx][0])
+            partials[h][i].append(intmodel.BankPartial(max=mx, sum=sm, out=np.array(out)))
+        out = np.stack([
+            np.stack([intmodel.host_merge(partials[h][i], hs.value_scales, n,
+                                          intmodel.float_partial(q[h, i], *hs.host_kv()))
+                      for i in range(nq)])
             for h, hs in enumerate(heads)
         ])
+        return out if grouped else out[:, 0]
 
     def _plan(self, hs: HeadState) -> str:
         """Where a new token of head ``hs`` goes: "sink", "window" (the window has room),

@@ -43,9 +43,12 @@ def _sign_extend(values: np.ndarray, bits: int) -> np.ndarray:
 @dataclass
 class _Head:
     tokens: int
-    codes: np.ndarray  # int64 (2, T_cap, M): key codes, value codes
-    codebook: np.ndarray  # int64 (2, M, K, d)
-    mask: np.ndarray  # bool (2, M): subspace loaded
+    codes: tuple[np.ndarray, np.ndarray]  # int64 (T_cap, M_k) key codes, (T_cap, M_v) values
+    codebook: tuple[np.ndarray, np.ndarray]  # int64 (M_k, K_k, d_k), (M_v, K_v, d_v)
+    mask: tuple[np.ndarray, np.ndarray]  # bool (M_k,), (M_v,): subspace loaded
+
+    def all_loaded(self) -> bool:
+        return bool(self.mask[0].all() and self.mask[1].all())
 
 
 class GoldenBank:
@@ -69,20 +72,25 @@ class GoldenBank:
 
     def _reset(self) -> None:
         n = self._g.num
+        sides = (n.keys, n.values)
         self.heads = [
             _Head(
                 tokens=0,
-                codes=np.zeros((2, n.token_capacity, n.subspaces), dtype=np.int64),
-                codebook=np.zeros((2, n.subspaces, n.centroids, n.sub_dim), dtype=np.int64),
-                mask=np.zeros((2, n.subspaces), dtype=bool),
+                codes=tuple(np.zeros((n.token_capacity, s.subspaces), dtype=np.int64)
+                            for s in sides),
+                codebook=tuple(np.zeros((s.subspaces, s.centroids, s.sub_dim), dtype=np.int64)
+                               for s in sides),
+                mask=tuple(np.zeros(s.subspaces, dtype=bool) for s in sides),
             )
             for _ in range(self._g.heads)
         ]
-        self.lut = np.zeros((n.subspaces, n.centroids), dtype=np.int64)
+        # GQA: G query-head LUTs of one KV head (``lut_count`` loaded), scored in one pass
+        self.lut = np.zeros((self._g.queries, n.subspaces, n.centroids), dtype=np.int64)
         self.lut_head: int | None = None
-        self.scores = np.zeros(0, dtype=np.int64)
+        self.lut_count = 0
+        self.scores = np.zeros((0, 0), dtype=np.int64)  # (queries scored, tokens)
         self.scores_head: int | None = None
-        self.partial: intmodel.BankPartial | None = None
+        self.partials: list[intmodel.BankPartial] = []  # one per query head scored
         self.partial_head: int | None = None
 
     # ------------------------------------------------------------------------------------------
@@ -107,23 +115,23 @@ class GoldenBank:
         heads = []
         for h, hd in enumerate(self.heads):
             cols = [
-                intmodel.pack_columns(hd.codes[kv, : hd.tokens], self._g.num) for kv in (0, 1)
+                intmodel.pack_columns(hd.codes[kv][: hd.tokens], self._g.num.side(kv))
+                for kv in (0, 1)
             ]
             heads.append({
                 "tokens": hd.tokens,
                 "flags": int(self.flags(h)),
-                "mask": hd.mask.tolist(),
+                "mask": [m.tolist() for m in hd.mask],
                 "codebook": [hd.codebook[kv][hd.mask[kv]].tolist() for kv in (0, 1)],
                 "columns": cols,
             })
         return {
             "heads": heads,
-            "lut": self.lut.tolist() if self.lut_head is not None else None,
+            "lut": self.lut[:self.lut_count].tolist() if self.lut_head is not None else None,
             "lut_head": self.lut_head,
+            "lut_count": self.lut_count,
             "scores_head": self.scores_head,
-            "partial": None if self.partial is None else (
-                self.partial.max, self.partial.sum, self.partial.out.tolist()
-            ),
+            "partial": [(p.max, p.sum, p.out.tolist()) for p in self.partials],
             "partial_head": self.partial_head,
         }
 
@@ -148,15 +156,17 @@ class GoldenBank:
         if op == Opcode.READ_STATUS:
             out = []
             for h, hd in enumerate(self.heads):
-                out.append(hd.tokens | int(self.flags(h)) << 32)
+                queries = self.lut_count if self.lut_head == h else 0
+                out.append(hd.tokens | int(self.flags(h)) << 32 | queries << 40)
                 for kv in (0, 1):
                     out.append(sum(1 << m for m in np.flatnonzero(hd.mask[kv]).tolist()))
             return out
         hd = self.heads[cmd.head]
         if op == Opcode.LOAD_CB:
-            vals = self._elems(cmd.data, n.centroids * n.sub_dim, g.elem_width, n.elem_bits)
-            hd.codebook[cmd.kv, cmd.subspace] = vals.reshape(n.centroids, n.sub_dim)
-            hd.mask[cmd.kv, cmd.subspace] = True
+            ns = n.side(cmd.kv)
+            vals = self._elems(cmd.data, ns.centroids * ns.sub_dim, g.elem_width, n.elem_bits)
+            hd.codebook[cmd.kv][cmd.subspace] = vals.reshape(ns.centroids, ns.sub_dim)
+            hd.mask[cmd.kv][cmd.subspace] = True
             return []
         if op == Opcode.WRITE_KV:
             per_vec = g.vec_beats
@@ -168,45 +178,52 @@ class GoldenBank:
                                       g.elem_width, n.elem_bits))
                 vx.append(self._elems(cmd.data[base + per_vec:base + 2 * per_vec], n.head_dim,
                                       g.elem_width, n.elem_bits))
-            shape = (cmd.count, n.subspaces, n.sub_dim)
             for kv, x in ((0, kx), (1, vx)):
-                codes = intmodel.encode(np.array(x).reshape(shape), hd.codebook[kv], n)
-                hd.codes[kv, cmd.addr:cmd.addr + cmd.count] = codes
+                ns = n.side(kv)
+                shape = (cmd.count, ns.subspaces, ns.sub_dim)
+                codes = intmodel.encode(np.array(x).reshape(shape), hd.codebook[kv], ns)
+                hd.codes[kv][cmd.addr:cmd.addr + cmd.count] = codes
             hd.tokens += cmd.count
             if self.scores_head == cmd.head:  # the scores no longer cover every token
                 self.scores_head = None
             return []
         if op == Opcode.LOAD_LUT:
             vals = self._elems(cmd.data, n.subspaces * n.centroids, g.lut_width, n.lut_bits)
-            self.lut = vals.reshape(n.subspaces, n.centroids)
+            q = cmd.subspace  # 0 starts a new set of query heads, q appends the q-th
+            self.lut[q] = vals.reshape(n.subspaces, n.centroids)
             self.lut_head = cmd.head
+            self.lut_count = q + 1
             self.scores_head = None  # the scratch holds scores of the previous query
             return []
         if op == Opcode.SCORE:
-            self.scores = intmodel.lut_accumulate(self.lut, hd.codes[0, : hd.tokens], n)
+            codes = hd.codes[0][: hd.tokens]
+            self.scores = np.stack([intmodel.lut_accumulate(self.lut[q], codes, n)
+                                    for q in range(self.lut_count)])
             self.scores_head = cmd.head
             return []
         if op == Opcode.AGGREGATE:
-            mx, w = intmodel.softmax_weights(self.scores, n)
-            hist = intmodel.histogram(w, hd.codes[1, : hd.tokens], n)
-            out = intmodel.hist_times_centroids(hist, hd.codebook[1], n)
-            self.partial = intmodel.BankPartial(max=mx, sum=int(w.sum()), out=out)
+            # one pass over the value codes: a histogram per query head's softmax weights
+            self.partials = []
+            for s in self.scores:
+                mx, w = intmodel.softmax_weights(s, n)
+                hist = intmodel.histogram(w, hd.codes[1][: hd.tokens], n)
+                out = intmodel.hist_times_centroids(hist, hd.codebook[1], n)
+                self.partials.append(intmodel.BankPartial(max=mx, sum=int(w.sum()), out=out))
             self.partial_head = cmd.head
             self.scores_head = None  # the attention pass pair consumes the scores
             return []
         if op == Opcode.READ_PARTIAL:
-            p = self.partial
-            assert p is not None
+            p = self.partials[cmd.subspace]
             words = [p.max, p.sum, *p.out.tolist()]
             return isa.pack_values(words, isa.PARTIAL_WORD_BITS)
         if op == Opcode.READ_CODES:
-            cols = intmodel.pack_columns(hd.codes[cmd.kv, : hd.tokens], n)
+            cols = intmodel.pack_columns(hd.codes[cmd.kv][: hd.tokens], n.side(cmd.kv))
             return cols[cmd.addr:cmd.addr + cmd.count]
         if op == Opcode.READ_CB:
-            vals = hd.codebook[cmd.kv, cmd.subspace].reshape(-1).tolist()
+            vals = hd.codebook[cmd.kv][cmd.subspace].reshape(-1).tolist()
             return isa.pack_values(vals, g.elem_width)
         if op == Opcode.READ_LUT:
-            return isa.pack_values(self.lut.reshape(-1).tolist(), g.lut_width)
+            return isa.pack_values(self.lut[cmd.subspace].reshape(-1).tolist(), g.lut_width)
         raise AssertionError(f"unhandled opcode {op!r}")  # check_command rejects the rest
 
     @staticmethod
@@ -228,10 +245,12 @@ def check_command(bank: GoldenBank, cmd: Command) -> Status:
         return Status.BAD_OPCODE
     if op in _USES_HEAD and cmd.head >= g.heads:
         return Status.ADDR_RANGE
-    if op in _USES_SUBSPACE and cmd.subspace >= n.subspaces:
+    if op in _USES_SUBSPACE and cmd.subspace >= n.side(cmd.kv).subspaces:
+        return Status.ADDR_RANGE
+    if op in isa.QUERY_OPCODES and cmd.subspace >= g.queries:  # the query-head index
         return Status.ADDR_RANGE
     expected = {
-        Opcode.LOAD_CB: g.cb_beats,
+        Opcode.LOAD_CB: g.side(cmd.kv).cb_beats,
         Opcode.LOAD_LUT: g.lut_beats,
         Opcode.WRITE_KV: cmd.count * g.token_beats,
     }.get(op, 0)
@@ -239,27 +258,33 @@ def check_command(bank: GoldenBank, cmd: Command) -> Status:
         return Status.BAD_LENGTH
     if op in (Opcode.WRITE_KV, Opcode.READ_CODES) and cmd.count == 0:
         return Status.BAD_LENGTH
+    if op == Opcode.LOAD_LUT and cmd.subspace and (bank.lut_head != cmd.head
+                                                   or cmd.subspace != bank.lut_count):
+        return Status.ADDR_RANGE  # query heads load in order: 0 starts a set, q appends
     if op == Opcode.WRITE_KV:
         hd = bank.heads[cmd.head]
         if cmd.addr != hd.tokens:  # append-only: the next token slot of the head
             return Status.ADDR_RANGE
         if cmd.addr + cmd.count > n.token_capacity:
             return Status.CAPACITY
-        if not hd.mask.all():
+        if not hd.all_loaded():
             return Status.NO_CODEBOOK
     if op == Opcode.READ_CODES:
-        used = g.used_columns(bank.heads[cmd.head].tokens)
+        used = g.used_columns(bank.heads[cmd.head].tokens, cmd.kv)
         if cmd.addr + cmd.count > used:
             return Status.ADDR_RANGE
-    if op == Opcode.READ_CB and not bank.heads[cmd.head].mask[cmd.kv, cmd.subspace]:
+    if op == Opcode.READ_CB and not bank.heads[cmd.head].mask[cmd.kv][cmd.subspace]:
         return Status.NO_CODEBOOK
     if op == Opcode.AGGREGATE and not bank.heads[cmd.head].mask[1].all():
         return Status.NO_CODEBOOK
     if op in (Opcode.SCORE, Opcode.READ_LUT) and bank.lut_head != cmd.head:
         return Status.NO_LUT
+    if op == Opcode.READ_LUT and cmd.subspace >= bank.lut_count:
+        return Status.NO_LUT
     if op == Opcode.AGGREGATE and bank.scores_head != cmd.head:
         return Status.NO_SCORES
-    if op == Opcode.READ_PARTIAL and bank.partial_head != cmd.head:
+    if op == Opcode.READ_PARTIAL and (bank.partial_head != cmd.head
+                                      or cmd.subspace >= len(bank.partials)):
         return Status.NO_PARTIAL
     return Status.OK
 

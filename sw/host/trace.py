@@ -53,7 +53,7 @@ def _header(geometry: Geometry, num_banks: int) -> dict[str, object]:
     num = {f.name: getattr(geometry.num, f.name)
            for f in dataclasses.fields(Numerics) if f.init}
     return {"format": FORMAT, "version": VERSION, "num_banks": num_banks,
-            "heads": geometry.heads, "numerics": num}
+            "heads": geometry.heads, "queries": geometry.queries, "numerics": num}
 
 
 class TraceRecorder(DeviceWrapper):
@@ -138,7 +138,8 @@ def read_trace(path: str | Path) -> tuple[Geometry, int, Iterator[TraceEntry]]:
     if head.get("version") != VERSION:
         fh.close()
         raise ValueError(f"{path}: trace version {head.get('version')!r}, expected {VERSION}")
-    geometry = Geometry(Numerics(**head["numerics"]), heads=head["heads"])
+    geometry = Geometry(Numerics(**head["numerics"]), heads=head["heads"],
+                        queries=head.get("queries", 1))
 
     def entries() -> Iterator[TraceEntry]:
         with fh:

@@ -53,6 +53,7 @@ __all__ = [
     "CONFIG_DIR",
     "CommandTiming",
     "command_unit_cycles",
+    "score_drain_cycles",
     "trace_timing",
 ]
 
@@ -941,7 +942,8 @@ class CommandTiming:
 
 
 def command_unit_cycles(cfg: HBM3Config, num: Any, opcode: str, tokens: int, length: int, *,
-                        count: int = 0, accepted: bool = True) -> int:
+                        count: int = 0, accepted: bool = True, kv: int = 0,
+                        queries: int = 1) -> int:
     """Model cycles one bank spends on a command (unit clock), from ``units.aqpim``.
 
     The quantity the RTL device records: from the first header beat offered to the last
@@ -968,6 +970,14 @@ def command_unit_cycles(cfg: HBM3Config, num: Any, opcode: str, tokens: int, len
         READ_CODES: code columns read back.
     accepted:
         False for a command the bank rejected: it drains its data beats and answers.
+    kv:
+        LOAD_CB / READ_CB: the side (0 keys, 1 values) whose K and beats count.
+    queries:
+        G, query heads per pass (GQA): AGGREGATE reads G histograms out through the one value
+        MAC, K_v + 3 cycles each after the first (measured on the RTL); SCORE is unchanged.
+
+    SCORE streams the key columns (``M_k * b_k`` bits per token), AGGREGATE the value columns
+    (``M_v * b_v``): one column per cycle, so a token over two columns takes two cycles.
     """
     from aqpim.geometry import Geometry
 
@@ -978,14 +988,19 @@ def command_unit_cycles(cfg: HBM3Config, num: Any, opcode: str, tokens: int, len
     if not accepted or opcode not in _ACCEPTED_COST:
         return base + cc["reject"] + length
     column_bits = cfg.org["column_bytes"] * 8
-    cols = _cols(tokens, num.subspaces * num.code_bits, column_bits)
+    nk, nv = num.keys, num.values
+    cols = _cols(tokens, nk.subspaces * nk.code_bits, column_bits)
     if opcode == "SCORE":  # key-code columns into the LUT-accumulate unit; 0 tokens: one beat
         return base + cc["score"] + max(cols, 1) * u("lut_accumulate_cycles_per_column")
     if opcode == "AGGREGATE":  # softmax + histogram per token, then histogram x centroids
-        return (base + cc["aggregate"] + max(tokens, 1) * u("softmax_histogram_cycles_per_token")
-                + num.centroids * u("value_mac_cycles_per_centroid"))
+        # one token per cycle, or one value column per cycle when a token spans several
+        vcols = _cols(tokens, nv.subspaces * nv.code_bits, column_bits)
+        return (base + cc["aggregate"]
+                + max(tokens * u("softmax_histogram_cycles_per_token"), vcols, 1)
+                + nv.centroids * u("value_mac_cycles_per_centroid")
+                + (queries - 1) * (nv.centroids * u("value_mac_cycles_per_centroid") + 3))
     if opcode == "LOAD_CB":  # each beat, then its centroids one per cycle
-        return base + cc["load"] + length + num.centroids
+        return base + cc["load"] + length + num.side(kv).centroids
     if opcode == "LOAD_LUT":  # each 256-bit beat straight into the LUT-accumulate unit
         return base + cc["load"] + length * u("lut_load_cycles_per_beat")
     if opcode == "WRITE_KV":
@@ -997,27 +1012,44 @@ def command_unit_cycles(cfg: HBM3Config, num: Any, opcode: str, tokens: int, len
         depth = (u("encoder_lanes") - 1).bit_length()
         levels = u("encoder_argmin_stage_levels")
         argmin = (depth - 1) // levels if levels and depth else 0
-        return (base + cc["write_kv"] + per_sub + argmin + tokens * 2 * num.subspaces * per_sub
+        # the last code leaves min(c, 2) cycles after its sub-vector's slot: measured on the
+        # RTL at c = 1, 2, 4, 16 (the model had c here, which holds only for c <= 2)
+        return (base + cc["write_kv"] + min(per_sub, 2) + argmin
+                + tokens * (nk.subspaces + nv.subspaces) * per_sub
                 + length * max(0, 2 - per_sub))
     reads = {"READ_PARTIAL": g.partial_beats, "READ_STATUS": g.status_beats}
     if opcode in reads:  # from registers
         return base + reads[opcode]
-    mem = {"READ_CODES": count, "READ_CB": g.cb_beats, "READ_LUT": g.lut_beats}
+    mem = {"READ_CODES": count, "READ_CB": g.side(kv).cb_beats, "READ_LUT": g.lut_beats}
     if opcode in mem:  # from memory: one cycle of read latency first
         return base + cc["read_memory"] + mem[opcode]
     return base  # NOP, RESET
+
+
+def score_drain_cycles(cfg: HBM3Config, geometry: Any) -> int:
+    """Extra cycles of an AGGREGATE that follows a SCORE at once: the last score in flight.
+
+    The value pass starts once the last score is stored, 1 + ceil(log2 M_k) + 1 cycles after
+    SCORE's last column (hw/attention.py); SCORE's response and AGGREGATE's header hide
+    ``score_to_aggregate_slack`` of them, and a value group of ``cpt`` columns gathers its
+    first ``cpt - 1`` columns meanwhile (measured: 1 cycle fewer at 2 columns per token).
+    Known gap: at M_k = 128 the RTL takes one cycle more than this (docs/bank.md).
+    """
+    drain = 2 + (geometry.num.subspaces - 1).bit_length()
+    slack = cfg.unit("aqpim", "command_cycles")["score_to_aggregate_slack"]
+    return max(0, drain - slack - (geometry.value.columns_per_token - 1))
 
 
 _ACCEPTED_COST = ("NOP", "RESET", "LOAD_CB", "WRITE_KV", "LOAD_LUT", "SCORE", "AGGREGATE",
                   "READ_PARTIAL", "READ_STATUS", "READ_CODES", "READ_CB", "READ_LUT")
 
 
-def _response_beats(geometry: Any, opcode: str, count: int, accepted: bool) -> int:
+def _response_beats(geometry: Any, opcode: str, count: int, accepted: bool, kv: int = 0) -> int:
     """Data beats of a command's response (the header not counted)."""
     if not accepted:
         return 0
     return {"READ_PARTIAL": geometry.partial_beats, "READ_STATUS": geometry.status_beats,
-            "READ_CODES": count, "READ_CB": geometry.cb_beats,
+            "READ_CODES": count, "READ_CB": geometry.side(kv).cb_beats,
             "READ_LUT": geometry.lut_beats}.get(opcode, 0)
 
 
@@ -1055,23 +1087,21 @@ def trace_timing(path: str | Path, cfg: HBM3Config) -> list[CommandTiming]:
         # A broadcast that some banks took costs what those banks do (they set the pace).
         accepted = bool(ok)
         unit = command_unit_cycles(cfg, num, name, n, e.cmd.length, count=e.cmd.count,
-                                   accepted=accepted)
+                                   accepted=accepted, kv=e.cmd.kv, queries=geometry.queries)
         if accepted and name == "AGGREGATE" and any(last.get(b) == "SCORE" for b in ok):
-            # The value pass starts once the last score is stored, 1 + ceil(log2 M) + 1 cycles
-            # after SCORE's last column (hw/attention.py); SCORE's response and AGGREGATE's
-            # header hide `score_to_aggregate_slack` of them.
-            drain = 2 + (num.subspaces - 1).bit_length()
-            unit += max(0, drain - cfg.unit("aqpim", "command_cycles")["score_to_aggregate_slack"])
+            unit += score_drain_cycles(cfg, geometry)
         for b in ok:
             last[b] = name
         div = cfg.unit("aqpim", "clock_divider")
         if accepted and name in ("SCORE", "AGGREGATE"):
-            cols = _cols(held, num.subspaces * num.code_bits, cfg.org["column_bytes"] * 8)
+            side = num.keys if name == "SCORE" else num.values
+            bits = side.subspaces * side.code_bits
+            cols = _cols(held, bits, cfg.org["column_bytes"] * 8)
             if name == "SCORE":
                 per_col = cfg.unit("aqpim", "lut_accumulate_cycles_per_column")
-            else:
-                per_col = (cfg.org["column_bytes"] * 8 / (num.subspaces * num.code_bits)
-                           * cfg.unit("aqpim", "softmax_histogram_cycles_per_token"))
+            else:  # a column's tokens one per cycle, at least a cycle per column
+                per_col = max(cfg.org["column_bytes"] * 8 / bits
+                              * cfg.unit("aqpim", "softmax_histogram_cycles_per_token"), 1.0)
             spacing = math.ceil(per_col * div)
             stream = stream_all_bank(ChannelTimer(cfg), [Segment(cols, spacing)]).cycles
             # the column stream on DRAM timing, plus what the units do around it
@@ -1079,7 +1109,8 @@ def trace_timing(path: str | Path, cfg: HBM3Config) -> list[CommandTiming]:
         else:
             # beats cross the pseudo-channel bus at nBL each while the units work at
             # tCK x clock_divider: the slower of the two
-            beats = 1 + e.cmd.length + _response_beats(geometry, name, e.cmd.count, accepted)
+            beats = 1 + e.cmd.length + _response_beats(geometry, name, e.cmd.count, accepted,
+                                                       e.cmd.kv)
             dram = max(math.ceil(unit * div), beats * nbl)
         out.append(CommandTiming(i, name, e.bank, n, unit, dram, e.cycles))
     return out
