@@ -132,19 +132,7 @@ def test_driver_equals_direct_intmodel_key_value_geometry(num: Numerics) -> None
 ], ids=["asym", "wide"])
 def test_random_streams_key_value_geometry(num: Numerics) -> None:
     """Random command streams on the new layouts: rejected commands change nothing."""
-    g = Geometry(num, heads=2)
-    seen: set[Status] = set()
-    for seed in range(3):
-        stream = RandomStream(g, seed)
-        bank = GoldenBank(g)
-        for _ in range(200):
-            cmd = stream.next()
-            before = copy.deepcopy(bank.state())
-            resp = bank.execute(cmd)
-            stream.feedback(cmd, resp)
-            seen.add(resp.status)
-            if not resp.ok:
-                assert bank.state() == before, f"seed {seed}: {cmd!r} changed state"
+    seen = _random_stream_statuses(Geometry(num, heads=2), range(3), 200)
     assert Status.OK in seen and Status.ADDR_RANGE in seen
 
 
@@ -443,13 +431,14 @@ def test_golden_bank_matches_intmodel_and_observe() -> None:
     assert bank.state()["partial_head"] == 1
 
 
-def test_random_streams_rejected_commands_change_nothing() -> None:
-    """Random mixes of valid and invalid commands: state changes only on OK."""
+def _random_stream_statuses(g: Geometry, seeds: range, commands: int) -> set[Status]:
+    """Random command streams on a golden bank; asserts that every rejected command left the
+    bank's state as it was and returns the statuses the streams reached."""
     seen: set[Status] = set()
-    for seed in range(6):
-        stream = RandomStream(TINY, seed)
-        bank = GoldenBank(TINY)
-        for _ in range(300):
+    for seed in seeds:
+        stream = RandomStream(g, seed)
+        bank = GoldenBank(g)
+        for _ in range(commands):
             cmd = stream.next()
             before = copy.deepcopy(bank.state())
             resp = bank.execute(cmd)
@@ -457,6 +446,12 @@ def test_random_streams_rejected_commands_change_nothing() -> None:
             seen.add(resp.status)
             if not resp.ok:
                 assert bank.state() == before, f"seed {seed}: {cmd!r} changed state"
+    return seen
+
+
+def test_random_streams_rejected_commands_change_nothing() -> None:
+    """Random mixes of valid and invalid commands: state changes only on OK."""
+    seen = _random_stream_statuses(TINY, range(6), 300)
     assert len(seen) >= 8, f"the streams reached only {sorted(seen)}"
 
 

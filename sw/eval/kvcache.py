@@ -291,14 +291,13 @@ class PQCache(Cache):
     sinks: int = 4
     recent: int = 32
     integer: bool = False
-    numerics: dict | None = None  # Numerics fields other than D, M, K (e.g. exp_bits)
 
     def _nums(self, dim: int, tokens: int) -> tuple[Numerics, Numerics]:
-        extra = {"token_capacity": max(4096, tokens), **(self.numerics or {})}
+        cap = max(4096, tokens)
         nk = Numerics(head_dim=dim, subspaces=dim // self.keys.d, centroids=self.keys.centroids,
-                      **extra)
+                      token_capacity=cap)
         nv = Numerics(head_dim=dim, subspaces=dim // self.values.d,
-                      centroids=self.values.centroids, **extra)
+                      centroids=self.values.centroids, token_capacity=cap)
         return nk, nv
 
     def attend(self, layer: int, q, k, v):  # noqa: ANN001, ANN201

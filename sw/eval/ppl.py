@@ -418,6 +418,8 @@ def timing(model, ids: np.ndarray, settings: list[Setting], books: str, *,  # no
 
     The numba kernels are compiled (or loaded from cache) on a short slice first.
     """
+    import torch
+
     pqs = [s for s in settings if s.kind == "pq"]
     fp = make_cache(Setting("fp16", "fp16"), False, None)
     caches = {s.name: make_cache(s, True, _books(books), key_group, value_group) for s in pqs}
@@ -429,7 +431,7 @@ def timing(model, ids: np.ndarray, settings: list[Setting], books: str, *,  # no
             t0 = time.perf_counter()
             model.nll(ids, attend=c.attend)
             best[name] = min(best.get(name, math.inf), time.perf_counter() - t0)
-    return {"tokens": int(len(ids)), "threads": int(__import__("torch").get_num_threads()),
+    return {"tokens": int(len(ids)), "threads": torch.get_num_threads(),
             "fp16_s": best["fp16"], "int_s": {n: best[n] for n in caches},
             "ratio": {n: best[n] / best["fp16"] for n in caches}}
 
