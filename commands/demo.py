@@ -276,36 +276,32 @@ def _same_banks(cfg: RtlDemoConfig, hw: HBM3Config, context: int) -> dict[str, o
 
 def _model_estimate(cfg: RtlDemoConfig, num: Numerics, context: int) -> dict[str, object]:
     """Decode attention of this shape (1 layer, ``heads`` KV heads) per system, from the model."""
-    from aqpim.sw.perf.hbm3 import HBM3Config
-    from aqpim.sw.perf.systems import GPUConfig, ModelConfig, aqpim_numerics, evaluate
+    from dataclasses import replace
 
-    bits = num.bits_per_element
+    from aqpim.sw.perf.hbm3 import HBM3Config
+    from aqpim.sw.perf.systems import GPUConfig, ModelConfig, evaluate, get_spec, system_for
+
     model = ModelConfig(name="demo step", layers=1, heads=cfg.heads, kv_heads=cfg.heads,
                         head_dim=cfg.head_dim, hidden=cfg.heads * cfg.head_dim,
                         intermediate=cfg.heads * cfg.head_dim, vocab=1)
-    system = {2.0: "aqpim-2b", 4.0: "aqpim-4b"}.get(bits)
-    try:
-        same = system is not None and num.symmetric and aqpim_numerics(
-            model, int(bits)) == Numerics(head_dim=num.head_dim, subspaces=num.subspaces,
-                                          centroids=num.centroids)
-    except ValueError:
-        same = False
-    if not same:
-        return {"note": f"the whole-device model's AQPIM systems use M = 64 (d = 2 at D = "
-                        f"128); this shape (D = {num.head_dim}, M = {num.subspaces}) has no "
-                        "match (the default D = 128, M = 64 has)"}
+    system = system_for(num)
+    if system is None:
+        return {"note": f"no named AQPIM system of the whole-device model has this shape (D = "
+                        f"{num.head_dim}, keys M = {num.subspaces} K = {num.centroids}, values "
+                        f"M = {num.values.subspaces} K = {num.values.centroids}); the default "
+                        "D = 128, d = 2, K = 16 has (aqpim-2b-d2k16)"}
     hw, gpu = HBM3Config.load(), GPUConfig.load("h100")
     out: dict[str, object] = {"hardware": f"{hw.name}, {hw.stacks} stacks", "gpu": gpu.name,
                               "context": context, "attention_seconds": {}}
     for s in (system, "fp16-pim", "gpu"):
         out["attention_seconds"][s] = evaluate(s, model, gpu, hw, context, 1).attention_seconds
-    if system == "aqpim-2b":
-        # The GPU-PIM link of the whole step (LUTs and new K/V down, partials up), with the
-        # buffer-die merge unit (one partial per channel and query head) and without it.
-        out["link_bytes"] = {
-            "merge": evaluate("aqpim-2b", model, gpu, hw, context, 1).link_bytes,
-            "no_merge": evaluate("aqpim-2b-nomerge", model, gpu, hw, context, 1).link_bytes,
-        }
+    # The GPU-PIM link of the whole step (LUTs and new K/V down, partials up), with the
+    # buffer-die merge unit (one partial per channel and query head) and without it.
+    spec = get_spec(system)
+    out["link_bytes"] = {
+        "merge": evaluate(spec, model, gpu, hw, context, 1).link_bytes,
+        "no_merge": evaluate(replace(spec, merge=False), model, gpu, hw, context, 1).link_bytes,
+    }
     return out
 
 

@@ -34,11 +34,14 @@ from aqpim.sw.perf.systems import (
     SYSTEMS,
     GPUConfig,
     ModelConfig,
-    aqpim_numerics,
+    SystemSpec,
     aqpim_workload,
     evaluate,
     get_spec,
+    pq_numerics,
+    pq_queries,
     spec_workload,
+    system_for,
 )
 
 from aqpim.numerics import Numerics
@@ -298,8 +301,19 @@ def test_model_and_gpu_config_errors(tmp_path) -> None:
         evaluate("tpu", MODELS["llama2-7b"], GPU, HW, 4096, 1)
     with pytest.raises(ValueError, match="context"):
         evaluate("gpu", MODELS["llama2-7b"], GPU, HW, 0, 1)
-    with pytest.raises(ValueError, match="bits per element must be one of .*, got 5"):
-        aqpim_numerics(MODELS["llama2-7b"], 5)
+    with pytest.raises(ValueError, match="queries must be an int in 0..8.*got 9"):
+        SystemSpec("aqpim-bad", "pq", numerics=Numerics(), queries=9)
+    with pytest.raises(TypeError, match="pq needs numerics"):
+        SystemSpec("aqpim-bad", "pq")
+    odd = ModelConfig.from_dict({"layers": 1, "heads": 2, "kv_heads": 1, "head_dim": 96,
+                                 "hidden": 192, "intermediate": 192, "vocab": 1})
+    with pytest.raises(ValueError, match="head_dim 96 is not divisible by the keys' .* d = 64"):
+        pq_numerics(SystemSpec("aqpim-x", "pq", numerics=Numerics(head_dim=128, subspaces=2)),
+                    odd.head_dim)
+    bad = HW.replace(units={**HW.units, "aqpim": {**HW.units["aqpim"],
+                                                  "query_heads_per_pass": 12}})
+    with pytest.raises(ValueError, match="query_heads_per_pass must be an int in 1..8, got 12"):
+        evaluate("aqpim-2b", MODELS["llama3-8b"], GPU, bad, 4096, 1)
 
 
 def test_cli_reports_config_errors(tmp_path, capsys) -> None:
@@ -327,9 +341,10 @@ def test_cli_reports_config_errors(tmp_path, capsys) -> None:
 # ----------------------------------------------------------------------------------------------
 # the two regimes
 # ----------------------------------------------------------------------------------------------
-def _att_speedup(model: ModelConfig, ctx: int, batch: int, hw: HBM3Config = HW) -> float:
+def _att_speedup(model: ModelConfig, ctx: int, batch: int, hw: HBM3Config = HW,
+                 system: str = "aqpim-2b") -> float:
     fp = evaluate("fp16-pim", model, GPU, hw, ctx, batch)
-    aq = evaluate("aqpim-2b", model, GPU, hw, ctx, batch)
+    aq = evaluate(system, model, GPU, hw, ctx, batch)
     assert fp.fits and aq.fits, "regime (a) needs both designs to hold the KV cache"
     return fp.attention_seconds / aq.attention_seconds
 
@@ -341,15 +356,19 @@ def test_regime_a_attention_speedup(name: str) -> None:
     query head while the FP16 column serves up to 6 query heads), and Llama-2-7B (MHA) reaches
     >= 6x at 128K."""
     model = MODELS[name]
-    assert 16 / aqpim_numerics(model, 2).bits_per_element == 8
+    assert 16 / get_spec("aqpim-2b").bits_per_element(HW, model.head_dim) == 8
     for ctx in (4096, 32768, 131072):
         fp = evaluate("fp16-pim", model, GPU, HW, ctx, 1)
         aq = evaluate("aqpim-2b", model, GPU, HW, ctx, 1)
         bound = fp.streamed_bytes / aq.streamed_bytes
-        assert bound == pytest.approx(8 * -(-model.group // 6) / model.group, rel=0.02)
+        # both read each column once per pass: FP16 ceil(group / 6) passes, AQPIM ceil(group
+        # / G) with G = the group (<= 8): one
+        assert bound == pytest.approx(8 * -(-model.group // 6), rel=0.02)
         assert fp.attention_seconds / aq.attention_seconds <= bound * 1.05
     if model.group == 1:
-        assert _att_speedup(model, 131072, 1) >= 6.0
+        # at d = 2, K = 16 (2 KB LUTs) Llama-2-7B reaches >= 6x at 128K; d = 4, K = 256 pays
+        # its 16 KB LUTs on the channel bus and the link (docs/perf.md)
+        assert _att_speedup(model, 131072, 1, system="aqpim-2b-d2k16") >= 6.0
 
 
 def test_regime_a_fails_when_units_cannot_keep_up() -> None:
@@ -357,7 +376,7 @@ def test_regime_a_fails_when_units_cannot_keep_up() -> None:
     column instead of 1) make the PQ stream unit-bound."""
     units = {**HW.units, "aqpim": {**HW.units["aqpim"], "clock_divider": 12}}
     slow = HW.replace(units=units)
-    assert _att_speedup(MODELS["llama2-7b"], 131072, 1, slow) < 6.0
+    assert _att_speedup(MODELS["llama2-7b"], 131072, 1, slow, "aqpim-2b-d2k16") < 6.0
 
 
 def test_regime_b_capacity_wall() -> None:
@@ -434,7 +453,7 @@ def test_merge_unit_shrinks_link_bytes_by_banks_per_channel() -> None:
     """With a job over whole channels, the merge unit sends one partial per channel and query
     head instead of one per bank: 64x fewer partial bytes on the link."""
     m = MODELS["llama2-7b"]
-    num = aqpim_numerics(m, 2)
+    num = pq_numerics(get_spec("aqpim-2b"), m.head_dim)
     spread = HW.banks_per_channel * 2
     plans = [plan_channel(HW, aqpim_workload(m, HW, num, 1, 65536, merge=mg), spread)
              for mg in (False, True)]
@@ -683,3 +702,102 @@ def test_model_cycles_match_rtl(tmp_path, num: Numerics, banks: int, lanes: int)
             "READ_STATUS", "READ_CODES", "READ_CB", "READ_LUT", "RESET"} <= seen
     steps = [t for t in tt if t.opcode in ("SCORE", "AGGREGATE") and t.tokens > 0]
     assert steps, "no SCORE / AGGREGATE over stored tokens"
+
+
+# ----------------------------------------------------------------------------------------------
+# AQPIM systems from the built unit (issue 15): Numerics + G, GQA as built, RTL latencies
+# ----------------------------------------------------------------------------------------------
+def test_pq_systems_take_every_size_from_numerics() -> None:
+    """Bits and columns per token, LUT beats, value MAC and codebooks per side come from the
+    system's Numerics / Geometry: keys d8 + values d4 (1.5 bits), d2 K256 (two columns per
+    token), and the demo's shape finds its named system."""
+    m = MODELS["llama2-7b"]
+    w15 = spec_workload(get_spec("aqpim-1.5b"), m, HW, 1, 4096)
+    assert (w15.key_bits_per_token, w15.value_bits_per_token) == (16 * 8, 32 * 8)
+    assert get_spec("aqpim-1.5b").bits_per_element(HW, 128) == 1.5
+    # key LUT: M_k x K_k 16-bit entries, 256 bits a beat; one LUT per query head of the pass
+    assert w15.query_beats_per_pass == 1 + 16 * 256 * 16 // 256
+    w4 = spec_workload(get_spec("aqpim-4b"), m, HW, 1, 4096)
+    # 512 bits per token: two columns per side per token, one column per cycle on AGGREGATE
+    assert (w4.write_columns_per_job, w4.value_spacing) == (4, 1)
+    u = HW.units["aqpim"]
+    assert w4.pass_cycles == 256 * u["value_mac_cycles_per_centroid"] + u["value_mac_latency"]
+    w16 = spec_workload(get_spec("aqpim-2b-d2k16"), m, HW, 1, 4096)
+    assert w16.pass_cycles == 16 * u["value_mac_cycles_per_centroid"] + u["value_mac_latency"]
+    # codebooks in the capacity: every bank piece holds K x D W-bit centroids per side
+    r = evaluate("aqpim-1.5b", m, GPU, HW, 4096, 1)
+    full = AQPIM_WINDOW
+    tok = (128 + 256) // 8
+    jobs = m.layers * m.kv_heads
+    codebooks = r.kv_bytes - jobs * (4096 - full) * tok - jobs * full * m.kv_token_bytes()
+    assert codebooks == m.layers * HW.banks * (256 + 256) * m.head_dim
+    assert system_for(Numerics()) == "aqpim-2b-d2k16"
+    assert system_for(Numerics(subspaces=32, centroids=256)) == "aqpim-2b"
+    assert system_for(Numerics(subspaces=16, centroids=256, value_subspaces=32,
+                               value_centroids=256)) == "aqpim-1.5b"
+    assert system_for(Numerics(head_dim=32, subspaces=8, centroids=4)) is None
+    # the perplexity sweep's keys d8 + values d4 setting is modelled as itself
+    spec = eq.spec_for({"name": "kv", "kind": "pq", "key": {"d": 8, "K": 256},
+                        "value": {"d": 4, "K": 256}})
+    assert spec.numerics == get_spec("aqpim-1.5b").numerics
+
+
+AQPIM_WINDOW = 4 + 64  # sinks + recent window kept in FP16 on the GPU (systems.AQPIM_DEFAULTS)
+
+
+def test_gqa_as_built() -> None:
+    """G = the group (<= 8) LUTs per pass: SCORE 1 cycle per key column whatever G, the codes
+    read once per pass, AGGREGATE + (G - 1)(K_v + 3), ceil(group / G) passes; the host uploads
+    every query head's LUT; G = 1 re-reads the codes per query head."""
+    u = HW.units["aqpim"]
+    mac = 256 * u["value_mac_cycles_per_centroid"] + u["value_mac_latency"]
+    for name, g in (("llama3-8b", 4), ("llama2-70b", 8)):
+        m = MODELS[name]
+        assert pq_queries(get_spec("aqpim-2b"), m, HW) == g
+        w = spec_workload(get_spec("aqpim-2b"), m, HW, 1, 8192)
+        w1 = spec_workload(get_spec("aqpim-2b-g1"), m, HW, 1, 8192)
+        assert (w.passes, w.queries_per_pass, w1.passes) == (1, g, m.group)
+        assert w.key_spacing == w1.key_spacing == u["lut_accumulate_cycles_per_column"]
+        assert w.pass_cycles == w1.pass_cycles + (g - 1) * mac
+        assert w.lut_load_cycles == g * w1.lut_load_cycles
+        lut = 32 * 256 * 16 // 8  # M_k K_k L bits: 16 KB per query head
+        assert w.link_down_bytes_per_job == m.group * lut + 2 * m.head_dim * 2
+        r, r1 = (evaluate(s, m, GPU, HW, 8192, 1) for s in ("aqpim-2b", "aqpim-2b-g1"))
+        assert r1.streamed_bytes == m.group * r.streamed_bytes
+    # a bank built with fewer LUTs: Llama-2-70B's 8 query heads in two passes of 4
+    cap4 = HW.replace(units={**HW.units, "aqpim": {**u, "query_heads_per_pass": 4}})
+    w = spec_workload(get_spec("aqpim-2b"), MODELS["llama2-70b"], cap4, 1, 8192)
+    assert (w.passes, w.queries_per_pass) == (2, 4)
+    # the value MAC's read-outs stop every pass's stream: counted per pass and round
+    plan = plan_channel(HW, w)
+    assert plan.tail_cycles == w.tail_cycles + plan.rounds * w.passes * w.pass_cycles
+
+
+def test_unit_latencies_equal_the_rtl_classes() -> None:
+    """The config's unit numbers are the RTL classes' documented properties (hw/ imported
+    here only, not in sw/perf): a change in the RTL fails this test."""
+    from aqpim.hw.encoder import PQEncoder
+    from aqpim.hw.lut_accumulate import LUTAccumulate
+    from aqpim.hw.merge import Merge
+    from aqpim.hw.softmax import Softmax
+    from aqpim.hw.value_mac import ValueMAC
+
+    from aqpim.geometry import COLUMN_BITS, MAX_QUERIES
+    from aqpim.isa import PARTIAL_WORD_BITS
+
+    u = HW.units["aqpim"]
+    num = Numerics()  # D = 128, M = 64: the configuration the config's latencies are quoted at
+    assert u["lut_accumulate_latency"] == LUTAccumulate(numerics=num).latency == 7
+    # softmax, then the histogram's first read-out beat 3 cycles after the last token
+    # (hw/histogram.py: "first beat valid 3 cycles after last")
+    assert u["softmax_histogram_latency"] == Softmax(numerics=num).latency + 3
+    assert u["value_mac_latency"] == ValueMAC(numerics=num).latency
+    merge = Merge(numerics=num)
+    assert u["merge_unit"]["latency"] == merge.latency
+    assert u["merge_unit"]["partial_word_bytes"] * 8 == PARTIAL_WORD_BITS
+    assert merge.lanes * PARTIAL_WORD_BITS == COLUMN_BITS  # one 32 B beat per cycle in
+    enc = PQEncoder()
+    assert (u["encoder_lanes"], u["encoder_argmin_stage_levels"]) == (
+        enc.lanes, enc.argmin_stage_levels)
+    assert u["query_heads_per_pass"] == MAX_QUERIES
+    assert LUTAccumulate(numerics=num, queries=MAX_QUERIES).queries == MAX_QUERIES

@@ -302,10 +302,11 @@ def _plots(results: list[Result], out: Path, plot_batch: int, systems: list[str]
     colors = {"gpu": "tab:gray", "fp16-pim": "tab:blue", "fp16-pim-naive": "tab:blue",
               "fp16-pim-cpu": "tab:cyan", "fp16-pim-attacc": "navy", "int8-pim": "tab:olive",
               "int4-pim": "tab:green", "kivi2-pim": "lime", "aqpim-2b": "tab:red",
-              "aqpim-2b-nomerge": "tab:red", "aqpim-2b-gqa": "tab:pink",
+              "aqpim-2b-nomerge": "tab:red", "aqpim-2b-g1": "tab:red",
+              "aqpim-2b-d2k16": "tab:pink", "aqpim-1.5b": "tab:purple",
               "aqpim-4b": "tab:orange"}
     # variants of a design share its colour and differ in line style
-    styles = {"fp16-pim-naive": ":", "aqpim-2b-nomerge": ":", "aqpim-2b-gqa": "--"}
+    styles = {"fp16-pim-naive": ":", "aqpim-2b-nomerge": ":", "aqpim-2b-g1": "--"}
 
     def series(metric: str, batch: int) -> None:
         fig, axes = plt.subplots(2, len(models), figsize=(3.6 * len(models), 5.2), squeeze=False)
@@ -355,7 +356,7 @@ def _plots(results: list[Result], out: Path, plot_batch: int, systems: list[str]
     for j, model in enumerate(models):
         ax = axes[0][j]
         x, labels = 0, []
-        # the main systems only: all twelve would not be readable side by side
+        # the main systems only: all fourteen would not be readable side by side
         shown = [s for s in systems if s in ("fp16-pim", "fp16-pim-cpu", "int4-pim",
                                              "aqpim-2b")] or systems
         for s in shown:

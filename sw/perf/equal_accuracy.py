@@ -69,11 +69,13 @@ def spec_for(setting: dict[str, Any]) -> SystemSpec:
         group = max(1, round(32 / extra)) if extra > 0 else 1 << 20
         return SystemSpec(f"uq{bits}-pim[{name}]", "uniform", data_bits=bits, group=group,
                           window=True)
-    # The AQPIM systems take one (d, K) for keys and values; a setting with separate ones is
-    # modelled with the one of more bits per element (its bytes are not underestimated).
-    geo = max((setting["key"], setting["value"]),
-              key=lambda g: int(g["K"]).bit_length() / int(g["d"]))
-    return _pq(f"aqpim[{name}]", int(geo["d"]), int(geo["K"]))
+    # keys and values each with their own (d, K), as the bank stores them
+    k, v = setting["key"], setting["value"]
+    try:
+        return _pq(f"aqpim[{name}]", int(k["d"]), int(k["K"]), int(v["d"]), int(v["K"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"perplexity setting {name!r}: key {k!r} / value {v!r} is not a PQ "
+                         f"geometry the bank takes ({e})") from None
 
 
 def ratio(setting: dict[str, Any]) -> float:

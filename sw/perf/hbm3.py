@@ -630,7 +630,11 @@ class PimWorkload:
     query_beats_per_pass: int  # per pass and job: LUT (AQPIM) or FP16 query (AttAcc)
     partial_beats_per_bank: int  # per pass and bank: read-out of a partial
     roundtrip_bytes_per_token: int = 0  # per pass and token: scores out + weights in (FP16)
-    tail_cycles: int = 0  # unit latency after the last column (value MAC, pipeline)
+    tail_cycles: int = 0  # unit latency after the last column (pipelines, merge unit)
+    # per pass and round, on every streaming bank: unit work the next pass's stream waits for
+    # (AQPIM: the value MAC reading its G histograms out, G (K_v + 3) cycles; the bank runs one
+    # command at a time, so the next SCORE starts after AGGREGATE has answered)
+    pass_cycles: int = 0
     lut_load_cycles: int = 0  # per pass: the units take the LUT in (AQPIM: its beats)
     label: str = ""
     # GPU-PIM link (0: not counted). Down: per job and layer, the new token's K/V and the
@@ -651,7 +655,7 @@ class PimWorkload:
             "value_spacing", "write_beats_per_job", "query_beats_per_pass",
             "partial_beats_per_bank", "roundtrip_bytes_per_token", "tail_cycles",
             "lut_load_cycles", "link_down_bytes_per_job", "link_up_bytes_per_partial",
-            "write_columns_per_job",
+            "write_columns_per_job", "pass_cycles",
         ):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int):
@@ -762,7 +766,7 @@ def _plan(cfg: HBM3Config, w: PimWorkload, spread: int) -> ChannelPlan:
         bus_beats=bus,
         head_beats=w.query_beats_per_pass,
         tail_beats=per_round * w.partial_beats_per_bank,
-        tail_cycles=w.tail_cycles,
+        tail_cycles=w.tail_cycles + rounds * w.passes * w.pass_cycles,
         exposed_roundtrip_beats=exposed_rt,
         lut_load_cycles=w.lut_load_cycles,
         link_cycles=link,

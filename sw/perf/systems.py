@@ -5,9 +5,12 @@
 * ``fp16-pim``: AttAcc-style FP16 bank-level PIM (16 FP16 MACs per bank per column command),
   KV cache in the PIM stacks; what does not fit spills to CPU memory and crosses PCIe to the
   GPU, which attends over it while the PIM attends over the rest.
-* ``aqpim-2b`` / ``aqpim-4b``: PQ codes in the banks (M = 64 subspaces, K = 16 or 256
-  centroids), attention on the codes by our units; attention-sink tokens and the recent window
-  stay FP16 on the GPU; value codebooks sit in every bank that holds a piece of the head.
+* ``aqpim-*``: PQ codes in the banks, attention on the codes by the built bank units. A
+  system's PQ configuration is a full :class:`~aqpim.numerics.Numerics` (key side M_k, K_k and
+  value side M_v, K_v) plus G, the query heads one SCORE pass serves (GQA, docs/bank.md); every
+  size (bits and columns per token, LUT beats, codebook bytes) comes from
+  :class:`~aqpim.geometry.Geometry`. Attention-sink tokens and the recent window stay FP16 on
+  the GPU; key and value codebooks sit in every bank that holds a piece of the head.
 
 FC layers (QKV/O projections, MLP, LM head) run on the GPU in every system:
 ``max(weight bytes / (util x HBM bandwidth), 2 x params x batch / (util x FP16 FLOPS))``.
@@ -16,6 +19,7 @@ The GPU baseline is analytical: no GPU was lent to this task (docs/perf.md).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,6 +34,7 @@ from aqpim.sw.perf.hbm3 import (
 )
 
 from aqpim.checks import check_int
+from aqpim.geometry import COLUMN_BITS, MAX_QUERIES, Geometry
 from aqpim.numerics import Numerics
 
 __all__ = [
@@ -45,7 +50,9 @@ __all__ = [
     "uniform_workload",
     "BUILTIN_MODELS",
     "BUILTIN_GPUS",
-    "aqpim_numerics",
+    "pq_numerics",
+    "pq_queries",
+    "system_for",
     "aqpim_workload",
     "fp16_workload",
     "evaluate",
@@ -59,7 +66,6 @@ HW_ENERGY_DEFAULTS = {"activate_pj_per_bit": 0.11, "cell_read_pj_per_bit": 0.44,
                       "bank_to_buffer_pj_per_bit": 2.74, "link_pj_per_bit": 1.3,
                       "fp16_mac_pj": 0.32, "pq_op_pj": 0.1}
 BUILTIN_GPUS = ("h100", "a100")
-SYSTEMS = ("gpu", "fp16-pim", "aqpim-2b", "aqpim-4b")
 FP16_BYTES = 2
 
 
@@ -264,7 +270,10 @@ class SystemSpec:
 
     ``kind``: ``gpu`` (attention on the GPU), ``fp16`` (AttAcc-style FP16 bank PIM),
     ``uniform`` (integers of ``data_bits`` plus an FP16 scale and zero per ``group`` elements, in
-    the same PIM), ``pq`` (AQPIM: ``subspaces`` codes of ``code_bits`` per head vector).
+    the same PIM), ``pq`` (AQPIM: ``numerics``, the keys' and values' PQ geometry at head_dim
+    128, scaled to a model's head_dim with each side's sub-vector length d kept; ``queries``
+    G, the LUTs one SCORE pass scores against, 0 for the model's group capped at the config's
+    ``units.aqpim.query_heads_per_pass``).
     ``spill``: where what does not fit in PIM goes: ``pcie`` (CPU memory, streamed to the GPU
     every step), ``gpu-first`` (the GPU's free HBM, then CPU memory streamed over PCIe),
     ``cpu-attention`` (GPU HBM first, then the CPU attends over its part: AttAcc's dgx-cpu).
@@ -278,15 +287,14 @@ class SystemSpec:
     kind: str
     data_bits: int = 16
     group: int = 0
-    subspaces: int = 0
-    code_bits: int = 0
+    numerics: Numerics | None = None
     spill: str = "gpu-first"
     gqa: bool = True
     device_per_gpu: bool = True
     merge: bool = True
     mapping: str = "aqpim"
     window: bool = False  # attention sinks + recent window in FP16 on the GPU
-    pq_queries_per_pass: int = 0  # PQ: LUTs the units hold (0: the hardware config's value)
+    queries: int = 0  # PQ: G (0: min(model group, units.aqpim.query_heads_per_pass))
 
     def __post_init__(self) -> None:
         if self.kind not in ("gpu", "fp16", "uniform", "pq"):
@@ -296,6 +304,13 @@ class SystemSpec:
         if self.kind == "uniform" and not (1 <= self.data_bits <= 8 and self.group >= 1):
             raise ValueError(f"system {self.name!r}: uniform needs data_bits in 1..8 and "
                              f"group >= 1, got {self.data_bits}, {self.group}")
+        if self.kind == "pq" and not isinstance(self.numerics, Numerics):
+            raise TypeError(f"system {self.name!r}: pq needs numerics (a Numerics), got "
+                            f"{self.numerics!r}")
+        q = self.queries
+        if isinstance(q, bool) or not isinstance(q, int) or not 0 <= q <= MAX_QUERIES:
+            raise ValueError(f"system {self.name!r}: queries must be an int in 0..{MAX_QUERIES} "
+                             f"(0: the model's group, capped by the config), got {q!r}")
 
     def bits_per_element(self, hw: HBM3Config, head_dim: int) -> float:
         """Stored bits per KV element in the PIM (scales included)."""
@@ -303,13 +318,18 @@ class SystemSpec:
             return 16.0
         if self.kind == "uniform":
             return self.data_bits + hw.unit("uniform", "scale_bits") / self.group
-        return self.subspaces * self.code_bits / head_dim
+        return pq_numerics(self, head_dim).bits_per_element
 
 
-def _pq(name: str, d: int, k: int, **kw: Any) -> SystemSpec:
-    """A PQ system for Llama-class head_dim 128: M = 128 / d subspaces, log2 K-bit codes."""
-    return SystemSpec(name, "pq", subspaces=128 // d, code_bits=k.bit_length() - 1, window=True,
-                      **kw)
+def _pq(name: str, d: int, k: int, value_d: int | None = None, value_k: int | None = None,
+        **kw: Any) -> SystemSpec:
+    """A PQ system at head_dim 128: keys d, K (M_k = 128 / d); values value_d, value_k (default:
+    the keys')."""
+    vd = d if value_d is None else value_d
+    vk = k if value_k is None else value_k
+    num = Numerics(head_dim=128, subspaces=128 // d, centroids=k, value_subspaces=128 // vd,
+                   value_centroids=vk)
+    return SystemSpec(name, "pq", numerics=num, window=True, **kw)
 
 
 SYSTEM_SPECS: dict[str, SystemSpec] = {
@@ -325,18 +345,23 @@ SYSTEM_SPECS: dict[str, SystemSpec] = {
         SystemSpec("int8-pim", "uniform", data_bits=8, group=128, window=True),
         SystemSpec("int4-pim", "uniform", data_bits=4, group=32, window=True),
         SystemSpec("kivi2-pim", "uniform", data_bits=2, group=32, window=True),
-        # AQPIM (d = 2: K = 16 is 2 bits/element, K = 256 is 4 bits/element)
-        _pq("aqpim-2b", 2, 16),
-        _pq("aqpim-2b-nomerge", 2, 16, merge=False),
+        # AQPIM as built (docs/bank.md): G = the model's group (capped at 8) LUTs per SCORE
+        # pass. 2 bits: keys and values d = 4, K = 256, the 2-bit configuration the perplexity
+        # sweep found accurate (docs/llm.md); without the merge unit; ungrouped (G = 1)
+        _pq("aqpim-2b", 4, 256),
+        _pq("aqpim-2b-nomerge", 4, 256, merge=False),
+        _pq("aqpim-2b-g1", 4, 256, queries=1),
+        # the previous 2-bit system, d = 2, K = 16 (the demo's default shape)
+        _pq("aqpim-2b-d2k16", 2, 16),
+        # keys d = 8 + values d = 4, K = 256 (the <= 1.03x setting); 4 bits: d = 2, K = 256
+        # (two columns per token at D = 128)
+        _pq("aqpim-1.5b", 8, 256, 4, 256),
         _pq("aqpim-4b", 2, 256),
-        # what-if, not in the RTL: units holding 6 LUTs serve 6 query heads per column read
-        # (1 cycle per LUT per column fits nCCD_AB = 6), as the GQA-aware FP16 baseline does
-        _pq("aqpim-2b-gqa", 2, 16, pq_queries_per_pass=6),
     )
 }
 SYSTEMS = tuple(SYSTEM_SPECS)
 DEFAULT_SYSTEMS = SYSTEMS  # every named system
-AQPIM_DEFAULTS = {"subspaces": 64, "sinks": 4, "window": 64}
+AQPIM_DEFAULTS = {"sinks": 4, "window": 64}
 
 
 def get_spec(system: str | SystemSpec) -> SystemSpec:
@@ -347,18 +372,49 @@ def get_spec(system: str | SystemSpec) -> SystemSpec:
     return SYSTEM_SPECS[system]
 
 
-def aqpim_numerics(model: ModelConfig, bits: int, subspaces: int | None = None) -> Numerics:
-    """The PQ configuration: ``bits`` per element with ``subspaces`` (default 64, d = 2)."""
-    m = AQPIM_DEFAULTS["subspaces"] if subspaces is None else subspaces
-    if bits not in (1, 2, 3, 4, 6, 8):
-        raise ValueError(f"AQPIM bits per element must be one of 1, 2, 3, 4, 6, 8, got {bits!r}")
-    if m < 1 or model.head_dim % m:
-        raise ValueError(f"head_dim {model.head_dim} is not divisible by {m} subspaces")
-    code_bits = bits * model.head_dim // m
-    if not 1 <= code_bits <= 8 or code_bits * m != bits * model.head_dim:
-        raise ValueError(f"{bits} bits/element with head_dim {model.head_dim} and {m} subspaces "
-                         f"gives {bits * model.head_dim / m:g}-bit codes; 1..8 supported")
-    return Numerics(head_dim=model.head_dim, subspaces=m, centroids=1 << code_bits)
+def pq_numerics(spec: SystemSpec, head_dim: int) -> Numerics:
+    """The PQ configuration of ``spec`` at ``head_dim``: each side's sub-vector length d and
+    K kept (the named systems are defined at head_dim 128)."""
+    if spec.kind != "pq" or spec.numerics is None:
+        raise ValueError(f"system {spec.name!r} is not a PQ system")
+    num = spec.numerics
+    if num.head_dim == head_dim:
+        return num
+    dk, dv = num.keys.sub_dim, num.values.sub_dim
+    for side, d in (("keys", dk), ("values", dv)):
+        if head_dim % d:
+            raise ValueError(f"system {spec.name!r}: head_dim {head_dim} is not divisible by "
+                             f"the {side}' sub-vector length d = {d}")
+    return dataclasses.replace(num, head_dim=head_dim, subspaces=head_dim // dk,
+                               value_subspaces=head_dim // dv,
+                               value_centroids=num.values.centroids)
+
+
+def pq_queries(spec: SystemSpec, model: ModelConfig, hw: HBM3Config) -> int:
+    """G of ``spec`` on ``model``: the spec's, else ``units.aqpim.query_heads_per_pass`` (the
+    most LUTs a bank is built with, 1..8), never more than the model's group."""
+    cap = spec.queries or hw.unit("aqpim", "query_heads_per_pass")
+    if isinstance(cap, bool) or not isinstance(cap, int) or not 1 <= cap <= MAX_QUERIES:
+        raise ValueError(f"hardware config: units.aqpim.query_heads_per_pass must be an int in "
+                         f"1..{MAX_QUERIES}, got {cap!r}")
+    return min(model.group, cap)
+
+
+def system_for(num: Numerics) -> str | None:
+    """The named AQPIM system (merge unit, default G) with ``num``'s key and value geometry at
+    its head_dim, or None."""
+    def shape(n: Numerics) -> tuple[int, ...]:
+        return (n.head_dim, n.subspaces, n.centroids, n.values.subspaces, n.values.centroids)
+
+    for name, spec in SYSTEM_SPECS.items():
+        if spec.kind != "pq" or not spec.merge or spec.queries:
+            continue
+        try:
+            if shape(pq_numerics(spec, num.head_dim)) == shape(num):
+                return name
+        except ValueError:
+            continue
+    return None
 
 
 def _beats(bits: int) -> int:
@@ -372,46 +428,63 @@ def _link_partial(model: ModelConfig, word_bytes: int) -> int:
 
 def aqpim_workload(model: ModelConfig, hw: HBM3Config, num: Numerics, batch: int,
                    tokens: int, *, merge: bool = True, mapping: str = "aqpim",
-                   queries_per_pass: int = 0) -> PimWorkload:
-    """One decode step of AQPIM in the banks (``tokens`` PQ tokens per KV head)."""
+                   queries: int = 1) -> PimWorkload:
+    """One decode step of AQPIM in the banks (``tokens`` PQ tokens per KV head).
+
+    The bank as built (docs/bank.md): G = ``queries`` LUTs per SCORE pass, ``ceil(group / G)``
+    passes per KV head. SCORE reads each key column once and scores it against the G LUTs in
+    the same cycle (1 cycle per column whatever G); AGGREGATE reads each value column once (one
+    token per cycle, or one column per cycle when a token spans several) into G histograms,
+    then the one value MAC reads them out in turn: G (K_v + 3) cycles per pass, on every
+    streaming bank, before the next command. Sizes come from :class:`Geometry`.
+    """
     u = lambda k: hw.unit("aqpim", k)  # noqa: E731
     div = u("clock_divider")
-    m, b, k = num.subspaces, num.code_bits, num.centroids
-    tokens_per_column = 256 / (m * b)
-    # LOAD_LUT beats as the ISA packs them (power-of-two slots): the unit takes one per cycle
-    lut_width = 1 << (num.lut_bits - 1).bit_length()
-    lut_beats = -(-m * k * lut_width // 256)
-    qpp = min(model.group, queries_per_pass or u("query_heads_per_pass"))
-    passes = -(-model.group // qpp)
-    tail = (u("lut_accumulate_latency") + u("softmax_histogram_latency")
-            + k * u("value_mac_cycles_per_centroid") + u("value_mac_latency"))
-    lut_bytes = lut_beats * 32 if hw.units["aqpim"].get("lut_from_host", True) else \
-        model.head_dim * FP16_BYTES
-    word = hw.units["aqpim"].get("merge_unit", {}).get("partial_word_bytes",
-                                                        u("partial_word_bytes"))
+    g = Geometry(num, queries=queries)
+    passes = -(-model.group // queries)
+    # AGGREGATE's value stream: tokens_per_column tokens per column at one token per cycle, or
+    # one column per cycle (the column reader's rate) when a token spans several columns
+    value_cycles = max(g.value.tokens_per_column * u("softmax_histogram_cycles_per_token")
+                       / g.value.columns_per_token, 1)
+    value_mac = (num.values.centroids * u("value_mac_cycles_per_centroid")
+                 + u("value_mac_latency"))
+    merge_cfg = hw.units["aqpim"].get("merge_unit", {})
+    # the merge unit drains each (channel, query head) group after its last beat
+    merge_tail = queries * merge_cfg.get("latency", 0) if merge else 0
+    tail = u("lut_accumulate_latency") + u("softmax_histogram_latency")
+    column_bytes = COLUMN_BITS // 8
+    # the host builds a LUT per query head and uploads it in LOAD_LUT beats (L bits per entry
+    # in power-of-two slots, as the ISA packs them); a LUT builder in the buffer die
+    # (lut_from_host false) would take the FP16 query instead
+    lut_bytes = g.lut_beats * column_bytes if hw.units["aqpim"].get("lut_from_host", True) \
+        else model.head_dim * FP16_BYTES
+    word = merge_cfg.get("partial_word_bytes", u("partial_word_bytes"))
     return PimWorkload(
         layers=model.layers,
         jobs_per_layer=batch * model.kv_heads,
         passes=passes,
         tokens=tokens,
-        key_bits_per_token=m * b,
-        value_bits_per_token=m * b,
-        # a pass's query heads take each column in turn (one LUT / histogram each)
-        key_spacing=math.ceil(qpp * u("lut_accumulate_cycles_per_column") * div),
-        value_spacing=math.ceil(qpp * tokens_per_column
-                                * u("softmax_histogram_cycles_per_token") * div),
-        write_beats_per_job=2 * (1 + _beats(num.head_dim * num.elem_bits)),
-        query_beats_per_pass=qpp * (1 + _beats(m * k * num.lut_bits)),
-        partial_beats_per_bank=qpp * (1 + _beats((num.head_dim + 2) * 8 * u("partial_word_bytes"))),
-        tail_cycles=math.ceil(tail * div),
-        lut_load_cycles=math.ceil(qpp * lut_beats * u("lut_load_cycles_per_beat") * div),
+        key_bits_per_token=g.key.token_bits,
+        value_bits_per_token=g.value.token_bits,
+        key_spacing=math.ceil(u("lut_accumulate_cycles_per_column") * div),
+        value_spacing=math.ceil(value_cycles * div),
+        # one WRITE_KV: header, the new token's K then V (W-bit elements), encoded in the bank
+        write_beats_per_job=1 + g.token_beats,
+        # G LOAD_LUTs per pass, header and beats each
+        query_beats_per_pass=queries * (1 + g.lut_beats),
+        partial_beats_per_bank=queries * (1 + _beats((num.head_dim + 2) * 8
+                                                     * u("partial_word_bytes"))),
+        tail_cycles=math.ceil(tail * div) + merge_tail,
+        pass_cycles=math.ceil(queries * value_mac * div),
+        lut_load_cycles=math.ceil(queries * g.lut_beats * u("lut_load_cycles_per_beat") * div),
         label=f"aqpim-{num.bits_per_element:g}b",
-        # down: every query head's LUT (built by the host) and the new token's FP16 K and V
+        # down: every query head's LUT and the new token's FP16 K and V
         link_down_bytes_per_job=model.group * lut_bytes + 2 * model.head_dim * FP16_BYTES,
         link_up_bytes_per_partial=_link_partial(model, word),
-        queries_per_pass=qpp,
+        queries_per_pass=queries,
         merge=merge,
-        write_columns_per_job=_beats(2 * m * b),
+        # the new token's code columns: one per side, or its columns per token
+        write_columns_per_job=g.key.columns_per_token + g.value.columns_per_token,
         mapping=mapping,
     )
 
@@ -483,10 +556,9 @@ def spec_workload(spec: SystemSpec, model: ModelConfig, hw: HBM3Config, batch: i
                   tokens: int) -> PimWorkload:
     """The PIM workload of ``spec`` (a PIM kind) at ``tokens`` PIM-resident tokens per job."""
     if spec.kind == "pq":
-        num = Numerics(head_dim=model.head_dim, subspaces=_subspaces(spec, model),
-                       centroids=1 << spec.code_bits)
-        return aqpim_workload(model, hw, num, batch, tokens, merge=spec.merge,
-                              mapping=spec.mapping, queries_per_pass=spec.pq_queries_per_pass)
+        return aqpim_workload(model, hw, pq_numerics(spec, model.head_dim), batch, tokens,
+                              merge=spec.merge, mapping=spec.mapping,
+                              queries=pq_queries(spec, model, hw))
     if spec.kind == "fp16":
         return uniform_workload(model, hw, batch, tokens, gqa=spec.gqa, mapping=spec.mapping,
                                 label=spec.name)
@@ -495,14 +567,6 @@ def spec_workload(spec: SystemSpec, model: ModelConfig, hw: HBM3Config, batch: i
                                 stored_bits=spec.bits_per_element(hw, model.head_dim),
                                 gqa=spec.gqa, mapping=spec.mapping, label=spec.name)
     raise ValueError(f"system {spec.name!r} has no PIM workload")
-
-
-def _subspaces(spec: SystemSpec, model: ModelConfig) -> int:
-    """PQ subspaces for this model: the spec's sub-vector length d = 128 / subspaces kept."""
-    d = 128 // spec.subspaces
-    if model.head_dim % d:
-        raise ValueError(f"head_dim {model.head_dim} is not divisible by d = {d}")
-    return model.head_dim // d
 
 
 # ----------------------------------------------------------------------------------------------
@@ -608,10 +672,13 @@ def evaluate(system: str | SystemSpec, model: ModelConfig, gpu: GPUConfig, hw: H
         tok_bytes = math.ceil(2 * model.head_dim * bpe / 8)
         fixed = 0
         if spec.kind == "pq":
-            # key and value codebooks of every job piece (every bank's units hold both)
-            cb_bytes = (1 << spec.code_bits) * model.head_dim * 8 // 8
+            # key and value codebooks of every job piece (every bank's units hold both): M
+            # subspaces of cb_beats beats per side (K x d W-bit centroids each)
+            geo = Geometry(pq_numerics(spec, model.head_dim))
+            cb_bytes = sum(side.subspaces * side.cb_beats for side in (geo.key, geo.value)) \
+                * COLUMN_BITS // 8
             pieces = model.layers * max(batch * model.kv_heads, hw_sys.banks)
-            fixed = 2 * pieces * cb_bytes
+            fixed = pieces * cb_bytes
         room = hw_sys.capacity_bytes - fixed
         if room <= 0:
             notes.append("codebooks alone exceed PIM capacity")
@@ -651,7 +718,8 @@ def evaluate(system: str | SystemSpec, model: ModelConfig, gpu: GPUConfig, hw: H
             # one op per element and query head (FP16 / dequant MAC), or per code (PQ)
             heads_tokens = batch * model.layers * model.heads * fit
             if spec.kind == "pq":
-                ops = heads_tokens * 2 * _subspaces(spec, model)
+                num = pq_numerics(spec, model.head_dim)
+                ops = heads_tokens * (num.subspaces + num.values.subspaces)
                 energy["pim_units"] = ops * _hw_e(hw, "pq_op_pj") * 1e-12
             else:
                 ops = heads_tokens * 2 * model.head_dim
