@@ -45,8 +45,8 @@ __all__ = ["main", "sweep", "validation", "summarise", "crossings", "trace_repor
 
 BASELINE = "fp16-pim"  # the fair FP16 PIM baseline (GQA-aware, GPU HBM first, PIM per GPU)
 NAIVE = "fp16-pim-naive"
-OVERHEADS = ("pim_row_switch", "pim_refresh", "pim_bus", "pim_unit_tail", "pim_link",
-             "pim_write")
+OVERHEADS = ("pim_row_switch", "pim_refresh", "pim_query_load", "pim_bus", "pim_unit_tail",
+             "pim_link", "pim_write")
 
 DEFAULT_CONTEXTS = (4096, 8192, 16384, 32768, 65536, 131072)
 DEFAULT_BATCHES = (1, 4, 16, 64)
@@ -348,10 +348,11 @@ def _plots(results: list[Result], out: Path, plot_batch: int, systems: list[str]
 
     # breakdown: share of each bucket per system and context
     buckets = ["fc", "allreduce", "norm_act", "gpu_attention", "cpu_attention", "pim_stream",
-               "pim_row_switch", "pim_refresh", "pim_bus", "pim_unit_tail", "pim_link",
-               "pim_write", "pcie"]
+               "pim_row_switch", "pim_refresh", "pim_query_load", "pim_bus", "pim_unit_tail",
+               "pim_link", "pim_write", "pcie"]
     bcolors = ["tab:green", "darkgreen", "yellowgreen", "tab:gray", "tab:brown", "tab:blue",
-               "tab:cyan", "tab:purple", "tab:olive", "tab:pink", "gold", "black", "tab:red"]
+               "tab:cyan", "tab:purple", "darkorange", "tab:olive", "tab:pink", "gold", "black",
+               "tab:red"]
     fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.4), squeeze=False)
     for j, model in enumerate(models):
         ax = axes[0][j]

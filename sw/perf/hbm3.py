@@ -776,8 +776,10 @@ def _plan(cfg: HBM3Config, w: PimWorkload, spread: int) -> ChannelPlan:
     )
 
 
-def _layer_cycles(cfg: HBM3Config, plan: ChannelPlan, stream_cycles: float) -> tuple[int, int]:
-    """(layer cycles, exposed bus cycles): the bus overlaps the stream but for head and tail."""
+def _layer_cycles(cfg: HBM3Config, plan: ChannelPlan,
+                  stream_cycles: float) -> tuple[int, int, int]:
+    """(layer cycles, exposed bus cycles, of which the head): the bus overlaps the stream but
+    for the head (queries or LUTs written and taken in before a pass streams) and the tail."""
     nbl = cfg.timing["nBL"]
     per_beat = nbl / cfg.org["pseudo_channels"]  # two pseudo-channel buses in parallel
     bus = math.ceil(plan.bus_beats * per_beat)
@@ -796,7 +798,7 @@ def _layer_cycles(cfg: HBM3Config, plan: ChannelPlan, stream_cycles: float) -> t
     # The link and the writes do not overlap the stream: the queries and the new token must be
     # in before it starts, the partials leave after it (the next layer needs this layer's out).
     return (math.ceil(stream_cycles) + exposed + plan.tail_cycles + plan.link_cycles
-            + plan.write_cycles, exposed)
+            + plan.write_cycles, exposed, head)
 
 
 def plan_channel(cfg: HBM3Config, w: PimWorkload, spread: int | None = None) -> ChannelPlan:
@@ -829,7 +831,7 @@ def plan_channel(cfg: HBM3Config, w: PimWorkload, spread: int | None = None) -> 
             closed_form_cycles(cfg, g.columns, g.spacing, refresh=cfg.refresh)
             for g in plan.segments
         )
-        cycles, _ = _layer_cycles(cfg, plan, est)
+        cycles, _, _ = _layer_cycles(cfg, plan, est)
         if best is None or cycles < best[0]:
             best = (cycles, plan)
     assert best is not None
@@ -845,13 +847,14 @@ class DecodeReport:
     layer_cycles: int
     stream: StreamStats
     bus_cycles: int
-    exposed_bus_cycles: int
+    exposed_bus_cycles: int  # all exposed bus cycles, query_load_cycles included
     tail_cycles: int
     bytes_streamed: int  # inside the banks, all banks, whole step
     bandwidth_utilisation: float  # bytes streamed / (time x peak internal bandwidth)
     plan: ChannelPlan
     link_bytes: int = 0  # GPU-PIM link, whole step, both directions
     bus_bytes: int = 0  # channel data buses, all channels, whole step (energy)
+    query_load_cycles: int = 0  # per layer: the queries / LUTs in before the passes stream
 
     def breakdown(self) -> dict[str, float]:
         """Seconds per bucket; the buckets sum to ``seconds``."""
@@ -861,7 +864,10 @@ class DecodeReport:
             "pim_stream": s.column_cycles * per_cycle,
             "pim_row_switch": s.row_switch_cycles * per_cycle,
             "pim_refresh": s.refresh_cycles * per_cycle,
-            "pim_bus": self.exposed_bus_cycles * per_cycle,
+            # queries (FP16) or LUTs (AQPIM) written over the bus and taken in by the units
+            # before a pass streams; the rest of the exposed bus time: partial read-out, etc.
+            "pim_query_load": self.query_load_cycles * per_cycle,
+            "pim_bus": (self.exposed_bus_cycles - self.query_load_cycles) * per_cycle,
             "pim_unit_tail": self.tail_cycles * per_cycle,
             "pim_link": self.plan.link_cycles * per_cycle,
             "pim_write": self.plan.write_cycles * per_cycle,
@@ -894,7 +900,7 @@ def simulate_decode(cfg: HBM3Config, w: PimWorkload, spread: int | None = None) 
     """
     plan = plan_channel(cfg, w, spread)
     stream = _simulate_segments(cfg, plan.segments)
-    layer, exposed = _layer_cycles(cfg, plan, stream.cycles)
+    layer, exposed, head = _layer_cycles(cfg, plan, stream.cycles)
     bus = math.ceil(plan.bus_beats * cfg.timing["nBL"] / cfg.org["pseudo_channels"])
     seconds = w.layers * layer * cfg.tck_ns * 1e-9
     # Useful bytes only: padding of a job's last column and idle banks do not count.
@@ -915,6 +921,7 @@ def simulate_decode(cfg: HBM3Config, w: PimWorkload, spread: int | None = None) 
         stream=stream,
         bus_cycles=bus,
         exposed_bus_cycles=exposed,
+        query_load_cycles=head,
         tail_cycles=plan.tail_cycles,
         bytes_streamed=bytes_streamed,
         bandwidth_utilisation=util,
