@@ -8,14 +8,15 @@ Block diagram (one sub-vector takes T = K / P passes through P parallel lanes)::
 
     i_x --> [issue: T reads] --> CodebookStore (P lane memories, 1 cycle)
                                       |  P centroids
-            x (held) ---------------> P x SquaredDistance --reg--> ArgminTree(P) --reg-->
+            x (held) ---------------> P x SquaredDistance (S stages) --reg--> ArgminTree(P) --reg-->
             running min over the T passes (strict <, so earlier = lower index wins) --> o_code
     i_cb --> CodebookStore write port (accepted only when no sub-vector is in flight)
 
-Latency: ``T + 3`` cycles from the input handshake to the earliest output handshake
-(``o_code.valid`` rises T + 2 clock edges after the input handshake edge: the last of the T
-reads issues T - 1 cycles after it, then memory read, distance register, argmin register and
-output register). Throughput: one sub-vector every ``T = ceil(K / P)`` cycles (one per cycle at
+Latency: ``T + 3 + S + A`` cycles from the input handshake to the earliest output handshake
+(``o_code.valid`` rises T + 2 + S + A clock edges after the input handshake edge: the last of
+the T reads issues T - 1 cycles after it, then memory read, the distance lanes' S internal
+stages, distance register, the argmin tree's A internal stages, argmin register and output
+register). Throughput: one sub-vector every ``T = ceil(K / P)`` cycles (one per cycle at
 P = K) while the output is not back-pressured. Back-pressure on ``o_code`` stalls the whole
 pipeline (one global enable); nothing is dropped.
 
@@ -60,6 +61,10 @@ class PQEncoder(PQGeometry, wiring.Component):
         levels of tCK x 2 (12 levels measured at P = 256, 18-bit distances; 2 per stage gave
         26, docs/silicon.md); it adds ``ceil(log2 P) - 1`` cycles of latency (1 at P = 4,
         7 at P = 256) and keeps the throughput.
+    distance_pipelined:
+        Distance lanes registered inside (absolute differences, then the squares' carry-save
+        tree; :class:`aqpim.hw.distance.SquaredDistance`), so no stage holds a multiplier's
+        carry chain: adds :attr:`distance_latency` cycles (2 at d <= 4, W = 8; 3 at d = 8).
 
     Ports
     -----
@@ -82,6 +87,7 @@ class PQEncoder(PQGeometry, wiring.Component):
         elem_bits: int = 8,
         lanes: int = 4,
         argmin_stage_levels: int = 1,
+        distance_pipelined: bool = True,
     ) -> None:
         self._set_geometry(
             sub_dim=sub_dim, centroids=centroids, subspaces=subspaces, elem_bits=elem_bits,
@@ -89,6 +95,9 @@ class PQEncoder(PQGeometry, wiring.Component):
             elem_range=(4, 16),
         )
         self._argmin_levels = check_int("argmin_stage_levels", argmin_stage_levels, 0, 12)
+        if not isinstance(distance_pipelined, bool):
+            raise TypeError(f"distance_pipelined must be a bool, got {distance_pipelined!r}")
+        self._dist_pipelined = distance_pipelined
         super().__init__(
             {
                 "i_cb": In(stream.Signature(self.cb_layout)),
@@ -111,12 +120,19 @@ class PQEncoder(PQGeometry, wiring.Component):
         return (depth - 1) // self._argmin_levels
 
     @property
-    def latency(self) -> int:
-        """Cycles from the input handshake to the earliest output handshake: T + 3 + A.
+    def distance_latency(self) -> int:
+        """Registered stages inside each distance lane (0 when combinational)."""
+        return SquaredDistance(sub_dim=self._d, elem_bits=self._w,
+                               pipelined=self._dist_pipelined).latency
 
-        A is :attr:`argmin_latency`, the argmin tree's internal registers.
+    @property
+    def latency(self) -> int:
+        """Cycles from the input handshake to the earliest output handshake: T + 3 + S + A.
+
+        S is :attr:`distance_latency`, A :attr:`argmin_latency`: the distance lanes' and the
+        argmin tree's internal registers.
         """
-        return self.iterations + 3 + self.argmin_latency
+        return self.iterations + 3 + self.distance_latency + self.argmin_latency
 
     @property
     def dist_bits(self) -> int:
@@ -152,7 +168,8 @@ class PQEncoder(PQGeometry, wiring.Component):
             count=p, value_bits=self.dist_bits, stage_levels=self._argmin_levels
         )
         assert argmin.latency == self.argmin_latency
-        lanes = [SquaredDistance(sub_dim=d, elem_bits=self._w) for _ in range(p)]
+        lanes = [SquaredDistance(sub_dim=d, elem_bits=self._w, pipelined=self._dist_pipelined)
+                 for _ in range(p)]
         for i, lane in enumerate(lanes):
             m.submodules[f"dist{i}"] = lane
 
@@ -170,8 +187,10 @@ class PQEncoder(PQGeometry, wiring.Component):
         s1_valid, s2_valid, s3_valid = Signal(), Signal(), Signal()
         # valid bits of the argmin tree's internal stages (A of them)
         a_valid = [Signal(name=f"a{k}_valid") for k in range(self.argmin_latency)]
+        # valid bits of the distance lanes' internal stages (S of them)
+        d_valid = [Signal(name=f"d{k}_valid") for k in range(self.distance_latency)]
         in_flight = busy | s1_valid | s2_valid | s3_valid
-        for v in a_valid:
+        for v in a_valid + d_valid:
             in_flight = in_flight | v
         m.d.comb += self.i_x.ready.eq(adv & ~busy & ~self.i_cb.valid)
         accept = self.i_x.valid & self.i_x.ready
@@ -218,9 +237,17 @@ class PQEncoder(PQGeometry, wiring.Component):
         s2_sub = Signal(self.sub_bits)
         s2_cnt = Signal(max(1, iter_bits))
         for i, lane in enumerate(lanes):
-            m.d.comb += [lane.a.eq(s1_x), lane.b.eq(store.r_vecs[i])]
+            m.d.comb += [lane.a.eq(s1_x), lane.b.eq(store.r_vecs[i]), lane.en.eq(adv)]
+        # the pass's subspace and counter ride along the lanes' S internal stages
+        t_valid, t_sub, t_cnt = s1_valid, s1_sub, s1_cnt
+        for k in range(self.distance_latency):
+            n_sub = Signal(self.sub_bits, name=f"d{k}_sub")
+            n_cnt = Signal(max(1, iter_bits), name=f"d{k}_cnt")
+            with m.If(adv):
+                m.d.sync += [d_valid[k].eq(t_valid), n_sub.eq(t_sub), n_cnt.eq(t_cnt)]
+            t_valid, t_sub, t_cnt = d_valid[k], n_sub, n_cnt
         with m.If(adv):
-            m.d.sync += [s2_valid.eq(s1_valid), s2_sub.eq(s1_sub), s2_cnt.eq(s1_cnt)]
+            m.d.sync += [s2_valid.eq(t_valid), s2_sub.eq(t_sub), s2_cnt.eq(t_cnt)]
             m.d.sync += [s2_dist[i].eq(lane.dist) for i, lane in enumerate(lanes)]
 
         # Stage 3: argmin over the lanes (A more registered stages inside the tree, so each

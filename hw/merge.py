@@ -26,13 +26,17 @@ then the output registers slice by slice; a bank's partial is held in its regist
 Latency and throughput
 ----------------------
 Pipeline ``s0`` (beat taken, table read) -> ``s1`` (delta, ROM read) -> ``s2`` (shift: a_b)
--> ``s3`` (E + 1 products) -> ``s4`` (accumulate, round, output register): the ``o`` beat of a
-slice is valid :attr:`Merge.latency` = 5 cycles after its last ``i_out`` beat was taken. One
-``i_head`` beat per cycle and one ``i_out`` beat per cycle, so a group takes ``banks`` +
-``banks * D / E`` cycles of input (2,112 at 64 banks, D = 128, E = 4: the 34 beats of 32 B of
-each bank's partial arrive at one beat per cycle), plus a drain of up to 5 cycles before the
-next group's headers are taken (the table and G are not double-buffered). Back-pressure on
-``o`` stalls the whole pipeline (one enable); nothing is dropped.
+-> ``s3`` (E + 1 products, each as two carry-save pairs: :mod:`aqpim.hw.carry_save`) -> ``s4``
+(carry-save accumulation over the banks of a slice) -> ``s5`` (one carry-propagate addition per
+lane, rounding shift, output register): the ``o`` beat of a slice is valid
+:attr:`Merge.latency` = 6 cycles after its last ``i_out`` beat was taken. No stage has a
+multiplier's carry chain or more than one adder's: the deepest is 19 generic gate levels at
+the defaults (docs/silicon.md), inside the tCK x 2 budget of 20. One ``i_head`` beat per cycle
+and one ``i_out`` beat per cycle, so a group takes ``banks`` + ``banks * D / E`` cycles of input
+(2,112 at 64 banks, D = 128, E = 4: the 34 beats of 32 B of each bank's partial arrive at one
+beat per cycle), plus a drain of up to 6 cycles before the next group's headers are taken (the
+table and G are not double-buffered). Back-pressure on ``o`` stalls the whole pipeline (one
+enable); nothing is dropped.
 
 Parameters (keyword-only)
 -------------------------
@@ -56,6 +60,7 @@ from amaranth.lib.wiring import In, Out
 from aqpim.checks import check_int
 from aqpim.numerics import MERGE_GUARD_BITS, Numerics, merge_widths
 
+from . import carry_save
 from .attn_params import numerics_from
 
 __all__ = ["Merge", "head_layout", "out_in_layout", "merged_layout"]
@@ -152,7 +157,7 @@ class Merge(wiring.Component):
     @property
     def latency(self) -> int:
         """Cycles from a slice's last ``i_out`` transfer to its ``o`` beat (no backpressure)."""
-        return 5
+        return 6
 
     def elaborate(self, platform: object) -> Module:
         m = Module()
@@ -168,7 +173,7 @@ class Merge(wiring.Component):
         m.d.comb += adv.eq(~self.o.valid | self.o.ready)
 
         # Phase 1: headers into the table, running max over the non-empty banks.
-        drained = ~(s1_valid | s2_valid | s3_valid | s4_valid)
+        drained = Signal()
         phase_out, g_max, g_any, rd = self._headers(m, drained)
 
         # Phase 2, s0: take a beat, read its bank's header (synchronous read).
@@ -203,8 +208,9 @@ class Merge(wiring.Component):
         s1_delta = Signal(unsigned(num.delta_bits))
         m.d.comb += [s1_delta.eq(g_max - s1_head.max), rp.addr.eq(s1_delta[:frac]),
                      rp.en.eq(adv)]
-        n_sat = shift + 1  # any larger shift of a P+1+R-bit value gives 0 as well
-        s2_n = Signal(range(n_sat + 1))
+        # the whole integer part: a shift by P+1+R or more gives 0, so no saturating compare
+        # is needed after the subtraction (it made this stage the merge's deepest)
+        s2_n = Signal(unsigned(num.delta_bits - frac))
         s2_empty = Signal()
         s2_sum = Signal(unsigned(num.sum_bits))
         s2_out = Signal(self.i_out.payload.shape())
@@ -213,7 +219,7 @@ class Merge(wiring.Component):
         s1_int = s1_delta[frac:]
         with m.If(adv):
             m.d.sync += [
-                s2_valid.eq(s1_valid), s2_n.eq(Mux(s1_int > n_sat, n_sat, s1_int)),
+                s2_valid.eq(s1_valid), s2_n.eq(s1_int),
                 s2_empty.eq(s1_head.sum == 0), s2_sum.eq(s1_head.sum), s2_out.eq(s1_out),
                 s2_first.eq(s1_first), s2_end.eq(s1_end), s2_sum_slice.eq(s1_sum_slice),
                 s2_slice.eq(s1_slice), s2_last.eq(s1_last),
@@ -233,25 +239,34 @@ class Merge(wiring.Component):
                 s3_last.eq(s2_last),
             ]
 
-        # s3: E + 1 exact products, registered (the multipliers are the deepest logic).
-        s4_pout = Signal(data.ArrayLayout(signed(w["acc_out"]), e))
-        s4_psum = Signal(unsigned(w["acc_sum"]))
+        # s3: E + 1 exact products in carry-save form (no carry chain: the final additions wait
+        # for s5), registered.
+        # two halves of each partial-product tree: 12 rows each at the default 24-bit scale
+        s4_pout = [[Signal(unsigned(w["acc_out"]), name=f"s4_pout{i}_{j}") for j in range(4)]
+                   for i in range(e)]
+        s4_psum = [Signal(unsigned(w["acc_sum"]), name=f"s4_psum_{j}") for j in range(4)]
         s4_first, s4_sum_slice, s4_end, s4_last = Signal(), Signal(), Signal(), Signal()
         s4_slice = Signal(slice_bits)
+        psum = carry_save.multiply(m, s3_sum, s3_a, w["acc_sum"], "psum", parts=2)
+        pout = [carry_save.multiply(m, s3_out.out[i], s3_a, w["acc_out"], f"pout{i}", parts=2)
+                for i in range(e)]
         with m.If(adv):
             m.d.sync += [
-                s4_valid.eq(s3_valid), s4_psum.eq(s3_sum * s3_a), s4_first.eq(s3_first),
-                s4_end.eq(s3_end), s4_sum_slice.eq(s3_sum_slice), s4_slice.eq(s3_slice),
-                s4_last.eq(s3_last),
+                s4_valid.eq(s3_valid), s4_first.eq(s3_first), s4_end.eq(s3_end),
+                s4_sum_slice.eq(s3_sum_slice), s4_slice.eq(s3_slice), s4_last.eq(s3_last),
             ]
-            m.d.sync += [s4_pout[i].eq(s3_out.out[i] * s3_a) for i in range(e)]
+            for i in range(e):
+                m.d.sync += [reg.eq(val) for reg, val in zip(s4_pout[i], pout[i], strict=True)]
+            m.d.sync += [reg.eq(val) for reg, val in zip(s4_psum, psum, strict=True)]
 
-        # s4: accumulate over the banks of a slice (rounded by the final shift).
-        self._accumulate(m, adv, w, shift, s4_pout, s4_psum, s4_valid, s4_first, s4_sum_slice,
-                         s4_end, s4_last, s4_slice, g_max, g_any)
+        # s4: accumulate over the banks of a slice (carry-save); s5: final sums, rounded.
+        s5_valid, s5_last = self._accumulate(
+            m, adv, w, shift, s4_pout, s4_psum, s4_valid, s4_first, s4_sum_slice, s4_end,
+            s4_last, s4_slice, g_max, g_any)
+        m.d.comb += drained.eq(~(s1_valid | s2_valid | s3_valid | s4_valid | s5_valid))
 
         # End of group: G and the "any" flag go back to reset for the next group's headers.
-        with m.If(adv & s4_valid & s4_end & s4_last):
+        with m.If(adv & s5_valid & s5_last):
             m.d.sync += [g_max.eq(num.score_min), g_any.eq(0)]
         return m
 
@@ -284,37 +299,57 @@ class Merge(wiring.Component):
 
         return phase_out, g_max, g_any, rd
 
-    def _accumulate(self, m: Module, adv: Value, w: dict, shift: int, s4_pout: Signal,
-                    s4_psum: Signal, s4_valid: Signal, s4_first: Signal, s4_sum_slice: Signal,
+    def _accumulate(self, m: Module, adv: Value, w: dict, shift: int, s4_pout: list,
+                    s4_psum: list, s4_valid: Signal, s4_first: Signal, s4_sum_slice: Signal,
                     s4_end: Signal, s4_last: Signal, s4_slice: Signal, g_max: Signal,
-                    g_any: Signal) -> None:
-        """s4: accumulate over the banks of a slice; the first bank's product starts the sum at
-        2^(P+R-1), so the last bank's sum is already rounded by the shift (half up)."""
+                    g_any: Signal) -> tuple[Signal, Signal]:
+        """s4: carry-save accumulation over the banks of a slice; the first bank's product
+        starts the sum at 2^(P+R-1), so the final sum is already rounded by the shift (half up).
+        s5: after a slice's last bank, one carry-propagate addition per lane and the ``o``
+        register. Returns (s5_valid, s5_last)."""
         num, e = self._num, self._lanes
         half = 1 << (shift - 1)
-        acc_out = Signal(data.ArrayLayout(signed(w["acc_out"]), e))
-        acc_sum = Signal(unsigned(w["acc_sum"]))
-        nxt_out = [Signal(signed(w["acc_out"]), name=f"s4_next{i}") for i in range(e)]
-        nxt_sum = Signal(unsigned(w["acc_sum"]))
-        for i in range(e):
-            m.d.comb += nxt_out[i].eq(Mux(s4_first, half, acc_out[i]) + s4_pout[i])
-        m.d.comb += nxt_sum.eq(Mux(s4_first, half, acc_sum) + s4_psum)
-        sum_done = Signal(unsigned(w["sum"]))  # the rounded channel sum, after slice 0
-        with m.If(adv):
-            m.d.sync += self.o.valid.eq(s4_valid & s4_end)
-            with m.If(s4_valid):
-                m.d.sync += [acc_out[i].eq(nxt_out[i]) for i in range(e)]
-                with m.If(s4_sum_slice):
-                    m.d.sync += acc_sum.eq(nxt_sum)
-                with m.If(s4_end):
-                    m.d.sync += [self.o.payload.out[i].eq(nxt_out[i] >> shift)
-                                 for i in range(e)]
-                    m.d.sync += [
-                        self.o.payload.max.eq(Mux(g_any, g_max, num.score_min)),
-                        self.o.payload.index.eq(s4_slice),
-                        self.o.payload.last.eq(s4_last),
-                        self.o.payload.sum.eq(Mux(s4_sum_slice, nxt_sum >> shift, sum_done)),
-                    ]
-                    with m.If(s4_sum_slice):
-                        m.d.sync += sum_done.eq(nxt_sum >> shift)
+        acc_out = [(Signal(unsigned(w["acc_out"]), name=f"acc_out{i}_s"),
+                    Signal(unsigned(w["acc_out"]), name=f"acc_out{i}_c")) for i in range(e)]
+        acc_sum = (Signal(unsigned(w["acc_sum"]), name="acc_sum_s"),
+                   Signal(unsigned(w["acc_sum"]), name="acc_sum_c"))
 
+        def step(acc: tuple, prod: list, width: int, name: str) -> tuple[Signal, Signal]:
+            start = [Mux(s4_first, half, acc[0]), Mux(s4_first, 0, acc[1])]
+            return carry_save.compress(m, [*start, *prod], width, name)
+
+        nxt_out = [step(acc_out[i], s4_pout[i], w["acc_out"], f"acc_next{i}") for i in range(e)]
+        nxt_sum = step(acc_sum, s4_psum, w["acc_sum"], "acc_sum_next")
+        s5_valid, s5_sum_slice, s5_last = Signal(), Signal(), Signal()
+        s5_slice = Signal.like(s4_slice)
+        with m.If(adv):
+            m.d.sync += s5_valid.eq(s4_valid & s4_end)
+            with m.If(s4_valid):
+                m.d.sync += [reg.eq(val) for i in range(e)
+                             for reg, val in zip(acc_out[i], nxt_out[i], strict=True)]
+                with m.If(s4_sum_slice):
+                    m.d.sync += [reg.eq(val) for reg, val in zip(acc_sum, nxt_sum, strict=True)]
+                m.d.sync += [s5_sum_slice.eq(s4_sum_slice), s5_last.eq(s4_last),
+                             s5_slice.eq(s4_slice)]
+
+        # s5: the accumulators hold the slice's final carry-save sums (s4 cannot overwrite them
+        # before this stage has moved them on: the stall is one enable).
+        sum_done = Signal(unsigned(w["sum"]))  # the rounded channel sum, after slice 0
+        out_full = [Signal(signed(w["acc_out"]), name=f"out_full{i}") for i in range(e)]
+        sum_full = Signal(unsigned(w["acc_sum"]))
+        m.d.comb += [out_full[i].eq((acc_out[i][0] + acc_out[i][1])[:w["acc_out"]])
+                     for i in range(e)]
+        m.d.comb += sum_full.eq((acc_sum[0] + acc_sum[1])[:w["acc_sum"]])
+        with m.If(adv):
+            m.d.sync += self.o.valid.eq(s5_valid)
+            with m.If(s5_valid):
+                m.d.sync += [self.o.payload.out[i].eq(out_full[i] >> shift) for i in range(e)]
+                m.d.sync += [
+                    self.o.payload.max.eq(Mux(g_any, g_max, num.score_min)),
+                    self.o.payload.index.eq(s5_slice),
+                    self.o.payload.last.eq(s5_last),
+                    self.o.payload.sum.eq(Mux(s5_sum_slice, sum_full >> shift, sum_done)),
+                ]
+                with m.If(s5_sum_slice):
+                    m.d.sync += sum_done.eq(sum_full >> shift)
+        return s5_valid, s5_last

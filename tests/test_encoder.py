@@ -62,10 +62,16 @@ def test_properties_and_widths() -> None:
     )
     # P = 64: a 6-level argmin tree, registered after every level but the last (5 cycles)
     assert enc.iterations == 4 and enc.argmin_latency == 5 and enc.code_bits == 8
-    assert enc.latency == 4 + 3 + 5
-    assert PQEncoder(lanes=64, centroids=64, argmin_stage_levels=0).latency == 1 + 3
+    # d = 4, W = 16: 64 partial-product rows -> 6 groups of <= 12 -> 12 vectors -> 1 group:
+    # the absolute-difference register and two carry-save stages
+    assert enc.distance_latency == 3
+    assert enc.latency == 4 + 3 + 3 + 5
+    assert PQEncoder(lanes=64, centroids=64, argmin_stage_levels=0,
+                     distance_pipelined=False).latency == 1 + 3
     assert PQEncoder(lanes=256, centroids=256, argmin_stage_levels=2).argmin_latency == 3
-    assert PQEncoder(lanes=4).latency == 4 + 3 + 1  # the default: 2-level tree, 1 register
+    # the default: d = 2, W = 8 (16 rows, two groups: one carry-save stage), 2-level tree
+    assert PQEncoder(lanes=4).latency == 4 + 3 + 2 + 1
+    assert PQEncoder(sub_dim=8, centroids=256, lanes=4).distance_latency == 3
     with pytest.raises(AttributeError):
         enc.lanes = 2  # type: ignore[misc]
     for d, w in ((1, 4), (2, 8), (4, 8), (4, 16), (16, 16)):
@@ -164,9 +170,13 @@ def _amaranth_run(p: dict[str, int], seed: int, n_vectors: int, kinds: tuple[str
         dict(sub_dim=2, centroids=64, subspaces=2, elem_bits=8, lanes=16),  # T = 4, A = 3
         dict(sub_dim=2, centroids=16, subspaces=2, elem_bits=8, lanes=16, argmin_stage_levels=2),
         dict(sub_dim=2, centroids=16, subspaces=2, elem_bits=8, lanes=16, argmin_stage_levels=0),
+        # distance lanes: d = 8 (three registered stages) and the combinational lane
+        dict(sub_dim=8, centroids=16, subspaces=2, elem_bits=8, lanes=4),
+        dict(sub_dim=2, centroids=16, subspaces=2, elem_bits=8, lanes=4, distance_pipelined=False),
     ],
     ids=lambda p: "d{sub_dim}-K{centroids}-M{subspaces}-W{elem_bits}-P{lanes}".format(**p)
-    + (f"-S{p['argmin_stage_levels']}" if "argmin_stage_levels" in p else ""),
+    + (f"-S{p['argmin_stage_levels']}" if "argmin_stage_levels" in p else "")
+    + ("-comb" if p.get("distance_pipelined") is False else ""),
 )
 def test_amaranth_sim_matches_golden(p: dict[str, int]) -> None:
     seed = int(os.environ.get("SEED", "1234"))

@@ -799,5 +799,6 @@ def test_unit_latencies_equal_the_rtl_classes() -> None:
     enc = PQEncoder()
     assert (u["encoder_lanes"], u["encoder_argmin_stage_levels"]) == (
         enc.lanes, enc.argmin_stage_levels)
+    assert u["encoder_distance_pipelined"] == (enc.distance_latency > 0)
     assert u["query_heads_per_pass"] == MAX_QUERIES
     assert LUTAccumulate(numerics=num, queries=MAX_QUERIES).queries == MAX_QUERIES

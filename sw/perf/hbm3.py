@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aqpim.numerics import distance_latency
+
 __all__ = [
     "Cmd",
     "HBM3Config",
@@ -1023,6 +1025,10 @@ def command_unit_cycles(cfg: HBM3Config, num: Any, opcode: str, tokens: int, len
         depth = (u("encoder_lanes") - 1).bit_length()
         levels = u("encoder_argmin_stage_levels")
         argmin = (depth - 1) // levels if levels and depth else 0
+        # and the distance lanes' registered stages (hw/distance.py), at the encoder's d: the
+        # larger of the two sides' (one encoder for both)
+        if u("encoder_distance_pipelined"):
+            argmin += distance_latency(max(nk.sub_dim, nv.sub_dim), num.elem_bits)
         # the last code leaves min(c, 2) cycles after its sub-vector's slot: measured on the
         # RTL at c = 1, 2, 4, 16 (the model had c here, which holds only for c <= 2)
         return (base + cc["write_kv"] + min(per_sub, 2) + argmin
