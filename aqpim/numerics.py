@@ -68,13 +68,13 @@ def dist_bits(sub_dim: int, elem_bits: int) -> int:
 # A pipelined distance lane (hw/distance.py) reduces the squares' d x W partial-product rows in
 # carry-save groups of at most DIST_ROWS_PER_STAGE rows per registered stage, until at most
 # DIST_OUTPUT_VECTORS vectors are left for its output's compress-and-add.
-DIST_ROWS_PER_STAGE = 12
+DIST_ROWS_PER_STAGE = 9
 DIST_OUTPUT_VECTORS = 6
 
 
 def distance_latency(sub_dim: int, elem_bits: int) -> int:
     """Registered stages of a pipelined distance lane: the absolute differences, then the
-    carry-save tree's stages (2 at d <= 4, W = 8; 3 at d = 8). The encoder's latency and the
+    carry-save tree's stages (2 at d <= 2, W = 8; 3 at d = 4, 8). The encoder's latency and the
     performance model's WRITE_KV both use it."""
     rows, stages = sub_dim * elem_bits, 1
     while True:

@@ -36,6 +36,7 @@ from aqpim.hw.codebook import CodebookStore, PQGeometry
 from aqpim.hw.distance import SquaredDistance, dist_bits
 
 from aqpim.checks import check_int
+from aqpim.numerics import distance_latency
 
 __all__ = ["PQEncoder"]
 
@@ -64,7 +65,7 @@ class PQEncoder(PQGeometry, wiring.Component):
     distance_pipelined:
         Distance lanes registered inside (absolute differences, then the squares' carry-save
         tree; :class:`aqpim.hw.distance.SquaredDistance`), so no stage holds a multiplier's
-        carry chain: adds :attr:`distance_latency` cycles (2 at d <= 4, W = 8; 3 at d = 8).
+        carry chain: adds :attr:`distance_latency` cycles (2 at d <= 2, W = 8; 3 at d = 4, 8).
 
     Ports
     -----
@@ -122,8 +123,7 @@ class PQEncoder(PQGeometry, wiring.Component):
     @property
     def distance_latency(self) -> int:
         """Registered stages inside each distance lane (0 when combinational)."""
-        return SquaredDistance(sub_dim=self._d, elem_bits=self._w,
-                               pipelined=self._dist_pipelined).latency
+        return distance_latency(self._d, self._w) if self._dist_pipelined else 0
 
     @property
     def latency(self) -> int:

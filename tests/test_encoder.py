@@ -62,7 +62,7 @@ def test_properties_and_widths() -> None:
     )
     # P = 64: a 6-level argmin tree, registered after every level but the last (5 cycles)
     assert enc.iterations == 4 and enc.argmin_latency == 5 and enc.code_bits == 8
-    # d = 4, W = 16: 64 partial-product rows -> 6 groups of <= 12 -> 12 vectors -> 1 group:
+    # d = 4, W = 16: 64 partial-product rows -> 8 groups of <= 9 -> 16 vectors -> 2 groups:
     # the absolute-difference register and two carry-save stages
     assert enc.distance_latency == 3
     assert enc.latency == 4 + 3 + 3 + 5
