@@ -29,13 +29,13 @@ WATCHDOG = 20_000  # cycles any single command may take before the test calls it
 
 def run_amaranth(num: Numerics, commands: list[Command], *, seed: int = 0,
                  lanes: int | None = None, idle: float = 0.2,
-                 queries: int = 1) -> list[tuple[Response, int]]:
+                 queries: int = 1, heads: int = 1) -> list[tuple[Response, int]]:
     """Run commands through the bank on Amaranth's simulator: (response, cycles) each.
 
     Random idle cycles on the command stream and random back-pressure on the responses, each
     with probability ``idle`` (0: the bank's own cycles, as the cycle check wants them).
     """
-    dut = BankController(numerics=num, lanes=lanes, queries=queries)
+    dut = BankController(numerics=num, lanes=lanes, queries=queries, heads=heads)
     rng = random.Random(seed)
     out: list[tuple[Response, int]] = []
 
