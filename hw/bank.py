@@ -70,9 +70,36 @@ from aqpim.checks import check_int
 from aqpim.geometry import Geometry
 from aqpim.numerics import Numerics
 
-__all__ = ["BankArray", "BankController"]
+__all__ = ["BankArray", "BankController", "slot_bits"]
 
 W = isa.WORD_BITS
+
+
+def slot_bits(geometry: Geometry) -> dict[str, int]:
+    """Storage one head slot adds to a bank, in bits (docs/bank.md "Head slots").
+
+    Memories: the key and value code columns (``columns_per_head`` x 256 each), the codebook
+    copy for READ_CB (256-bit beats), the encoder's codebooks (M_k + M_v subspaces of K
+    centroids of max(d_k, d_v) W-bit elements) and the value MAC's (M_v x K_v x d_v x W);
+    flip-flops: the slot's token count and its two loaded masks. The LUTs, the score scratch
+    and the partial registers are shared and cost nothing per slot (three 3-bit owner tags
+    for the bank).
+    """
+    g, n = geometry, geometry.num
+    ew = n.elem_bits
+    cb_beats = g.key.subspaces * g.key.cb_beats + g.value.subspaces * g.value.cb_beats
+    out = {
+        "key_codes": g.key.columns_per_head * W,
+        "value_codes": g.value.columns_per_head * W,
+        "codebook_copy": cb_beats * W,
+        "encoder_codebooks": (n.subspaces + n.values.subspaces) * n.centroids
+        * max(n.sub_dim, n.values.sub_dim) * ew,
+        "value_mac_codebook": n.values.subspaces * n.values.centroids * n.values.sub_dim * ew,
+        "state_flip_flops": (n.token_capacity + 1).bit_length() + n.subspaces
+        + n.values.subspaces,
+    }
+    out["memory_total"] = sum(v for k, v in out.items() if k != "state_flip_flops")
+    return out
 
 
 class BankController(wiring.Component):
