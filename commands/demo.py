@@ -573,7 +573,7 @@ def _rtl_report(res: dict[str, object]) -> str:
 # ----------------------------------------------------------------------------------------------
 GOLDEN_ONLY = ("layout",)
 RTL_ONLY = ("steps", "capacity", "trace", "config", "accurate", "value_subspaces",
-            "value_centroids", "lanes")
+            "value_centroids", "lanes", "slots")
 
 
 LOG = Path("build/logs/demo.log")
@@ -631,6 +631,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--value-subspaces", type=int, help="M_v (default: the keys' M)")
     p.add_argument("--value-centroids", type=int, help="K_v (default: the keys' K)")
     p.add_argument("--lanes", type=int, help="encoder lanes (default min(K, 16))")
+    p.add_argument("--slots", type=int,
+                   help="head slots per RTL bank (1..8; heads must divide banks x slots)")
     p.add_argument("--sinks", type=int, help="full-precision sink tokens per head (host, FP16)")
     p.add_argument("--recent", type=int,
                    help="full-precision recent window per head (host, FP16)")

@@ -451,7 +451,8 @@ def test_head_slots_match_golden_and_cycles_do_not_depend_on_slot() -> None:
     the LUT / scores / partials of one slot invisible to the other (NO_LUT, NO_SCORES,
     NO_PARTIAL, a LUT set of another slot), head >= H refused; every response equal to the
     golden bank's. Then the same pass on slot 0 and on slot H - 1 with no idle cycles takes
-    the same cycles command by command (the performance model has no slot term)."""
+    the same cycles command by command as on a one-slot bank (the performance model has no
+    slot term)."""
     num, H, G = TINY, 3, 2
     g = Geometry(num, heads=H, queries=G)
     a, b = _slot_pass(g, 0, 3, seed=20), _slot_pass(g, 2, 5, seed=21)
@@ -484,13 +485,16 @@ def test_head_slots_match_golden_and_cycles_do_not_depend_on_slot() -> None:
     for i, (cmd, exp, (resp, _)) in enumerate(zip(cmds, expected, got, strict=True)):
         assert resp == exp, f"command {i} {cmd!r}: RTL {resp} != golden {exp}"
 
-    # the same pass on the first and the last slot: equal cycles, command by command
+    # the same pass on the first and the last slot, and on a one-slot bank (whose cycles the
+    # performance model's check covers): equal cycles, command by command
     first, last = _slot_pass(g, 0, 5, seed=23), _slot_pass(g, H - 1, 5, seed=23)
     c0 = run_amaranth(num, first, idle=0.0, heads=H, queries=G)
     c1 = run_amaranth(num, last, idle=0.0, heads=H, queries=G)
-    assert all(r.ok for r, _ in c0 + c1)
-    cyc0, cyc1 = [c for _, c in c0], [c for _, c in c1]
-    assert cyc0 == cyc1, list(zip([c.opcode.name for c in first], cyc0, cyc1, strict=True))
+    one = run_amaranth(num, first, idle=0.0, heads=1, queries=G)
+    assert all(r.ok for r, _ in c0 + c1 + one)
+    cyc0, cyc1, cyc = ([c for _, c in run] for run in (c0, c1, one))
+    assert cyc0 == cyc1 == cyc, list(zip([c.opcode.name for c in first], cyc0, cyc1, cyc,
+                                         strict=True))
     score, agg = (first.index(next(c for c in first if c.opcode == op))
                   for op in (isa.Opcode.SCORE, isa.Opcode.AGGREGATE))
     print(f"slot 0 and slot {H - 1}: SCORE {cyc0[score]} cycles, AGGREGATE {cyc0[agg]} cycles")

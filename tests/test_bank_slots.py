@@ -116,3 +116,26 @@ def test_rtl_slots8_gqa3() -> None:
         print(f"build and start: {time.perf_counter() - t0:.1f} s")
         decode_slots(dev, kv_heads=8, group=3, tokens=100, seed=16)
         stream_on(dev, seed=17, commands=1000)
+
+
+def test_slot_bits_and_demo_slots() -> None:
+    """``slot_bits`` counts what one more slot adds to the bank's memories; the demo's
+    ``slots`` places heads over banks x slots and refuses a bad count by name."""
+    from aqpim.commands import demo
+    from aqpim.hw.bank import slot_bits
+    from aqpim.hw.bank_reader import Source, memory_depths
+
+    g1, g3 = Geometry(SLOTS2), Geometry(SLOTS2, heads=3)
+    d1, d3 = memory_depths(g1), memory_depths(g3)
+    bits = slot_bits(g3)
+    for src, name in ((Source.KEYS, "key_codes"), (Source.VALUES, "value_codes"),
+                      (Source.CODEBOOK, "codebook_copy")):
+        assert (d3[src] - d1[src]) * isa.WORD_BITS == 2 * bits[name], name
+    assert d3[Source.LUT] == d1[Source.LUT]  # the LUTs are shared
+    assert bits == slot_bits(g1)  # per slot: the same whatever H
+    cfg = demo.RtlDemoConfig(heads=4, banks=2, slots=2, tokens=100, steps=2)
+    assert cfg.per_bank_tokens == 102  # each head owns one (bank, slot) place
+    with pytest.raises(ValueError, match="slots must be in"):
+        demo.RtlDemoConfig(slots=9)
+    with pytest.raises(ValueError, match="must divide banks x slots"):
+        demo.RtlDemoConfig(heads=3, banks=2, slots=2)
