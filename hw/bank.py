@@ -16,11 +16,12 @@ The controller only wires its parts (docs/bank.md has the figure)::
              Attention o_partial -> BankSequencer -> ResponseMux
 
 It owns the bank's memories - key and value code storage (one 256-bit column per ``tpc``
-tokens, ``ceil(token_capacity / tpc)`` columns each), a normalised copy of the codebooks and
-of the LUT for READ_CB / READ_LUT - and instantiates the units:
-:class:`aqpim.hw.encoder.PQEncoder` (one encoder with 2M subspaces: keys in 0..M-1, values in
-M..2M-1) and :class:`aqpim.hw.attention.Attention` (LUT-accumulate, softmax, histogram, value
-MAC), which hold their own working copies of codebook and LUT.
+tokens, ``ceil(token_capacity / tpc)`` columns each per head slot, slot-major), a normalised
+copy of the codebooks (per slot) and of the LUT for READ_CB / READ_LUT - and instantiates the
+units: :class:`aqpim.hw.encoder.PQEncoder` (one encoder with H x (M_k + M_v) subspaces: slot
+s's keys at s (M_k + M_v) + m, its values after them) and :class:`aqpim.hw.attention.Attention`
+(LUT-accumulate, softmax, histogram, value MAC with H value codebooks), which hold their own
+working copies of codebook and LUT.
 
 Latency and throughput (cycles at the bank clock, no back-pressure; measured figures in
 docs/bank.md): header to decision 2 cycles; LOAD_CB one centroid per cycle (K cycles); LOAD_LUT

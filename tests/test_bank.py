@@ -446,7 +446,7 @@ def _slot_pass(g: Geometry, slot: int, tokens: int, seed: int) -> list[Command]:
     return cmds
 
 
-def test_head_slots_match_golden_and_cycles_do_not_depend_on_slot() -> None:
+def test_head_slots_amaranth() -> None:
     """H = 3, G = 2 on Amaranth's simulator: two slots with different codebooks and tokens,
     the LUT / scores / partials of one slot invisible to the other (NO_LUT, NO_SCORES,
     NO_PARTIAL, a LUT set of another slot), head >= H refused; every response equal to the
