@@ -497,4 +497,13 @@ def test_head_slots_amaranth() -> None:
                                          strict=True))
     score, agg = (first.index(next(c for c in first if c.opcode == op))
                   for op in (isa.Opcode.SCORE, isa.Opcode.AGGREGATE))
-    print(f"slot 0 and slot {H - 1}: SCORE {cyc0[score]} cycles, AGGREGATE {cyc0[agg]} cycles")
+    # and the performance model's (no slot term): SCORE and AGGREGATE right after it
+    from aqpim.sw.perf.hbm3 import HBM3Config, command_unit_cycles, score_drain_cycles
+
+    hw = HBM3Config.load()
+    model = [command_unit_cycles(hw, num, name, 5, 0, accepted=True, queries=G)
+             for name in ("SCORE", "AGGREGATE")]
+    model[1] += score_drain_cycles(hw, Geometry(num))
+    assert [cyc1[score], cyc1[agg]] == model
+    print(f"slot 0 and slot {H - 1}: SCORE {cyc0[score]} cycles, AGGREGATE {cyc0[agg]} cycles "
+          f"(model {model[0]}, {model[1]})")
