@@ -44,12 +44,20 @@ class RandomStream:
         Probability that a command is corrupted (bad opcode, field, length or count).
     max_tokens:
         Most tokens one WRITE_KV carries.
+    focus:
+        Probability that a command addresses the previous command's head slot (0: every head
+        drawn afresh). With many slots a stream spread evenly rarely loads one slot's every
+        codebook and finishes a pass; focus keeps it on a slot for a while.
     """
 
     def __init__(self, geometry: Geometry, seed: int, *, p_bad: float = 0.15,
-                 max_tokens: int = 3) -> None:
+                 max_tokens: int = 3, focus: float = 0.0) -> None:
         if not 0.0 <= p_bad <= 1.0:
             raise ValueError(f"p_bad must be in [0, 1], got {p_bad}")
+        if not 0.0 <= focus < 1.0:
+            raise ValueError(f"focus must be in [0, 1), got {focus}")
+        self.focus = focus
+        self.head = 0
         self.g = geometry
         self.rng = random.Random(seed)
         self.p_bad = p_bad
@@ -78,7 +86,10 @@ class RandomStream:
     def next(self) -> Command:
         """One command (valid unless corrupted with probability ``p_bad``)."""
         r, g, n = self.rng, self.g, self.g.num
-        head = r.randrange(g.heads)
+        # (no draw for focus = 0, so the streams of earlier seeds stay as they were)
+        stay = self.focus > 0 and r.random() < self.focus
+        head = self.head if stay else r.randrange(g.heads)
+        self.head = head
         weights = dict(_WEIGHTS)
         if any(len(s) < n.side(kv).subspaces for kv, s in enumerate(self.loaded[head])):
             weights[Opcode.LOAD_CB] = 30  # reach WRITE_KV / AGGREGATE early in a stream
@@ -251,19 +262,20 @@ class ArrayStream:
 def build_array_stream(
     geometry: Geometry, banks: int, seed: int, commands: int, *, p_bad: float = 0.15,
     max_tokens: int = 3, p_broadcast: float = 0.02, observe_rejected: bool = True,
+    focus: float = 0.0,
 ) -> ArrayStream:
     """``commands`` random commands spread over ``banks`` banks (one :class:`RandomStream`
     per bank, seeded from ``seed``), a few broadcast (NOP, READ_STATUS, rarely RESET); after
     each rejected command, the reads of :func:`observe_commands` on that bank, so a device
     whose state a rejected command changed answers one of them differently. Seeded and
-    reproducible; the golden device answers every item."""
+    reproducible; the golden device answers every item. ``focus``: :class:`RandomStream`'s."""
     from aqpim.sw.host.golden_device import GoldenDevice
 
     if isinstance(banks, bool) or not isinstance(banks, int) or banks < 1:
         raise ValueError(f"banks must be an int >= 1, got {banks!r}")
     rng = random.Random(seed)
-    streams = [RandomStream(geometry, seed * 1009 + b, p_bad=p_bad, max_tokens=max_tokens)
-               for b in range(banks)]
+    streams = [RandomStream(geometry, seed * 1009 + b, p_bad=p_bad, max_tokens=max_tokens,
+                            focus=focus) for b in range(banks)]
     dev = GoldenDevice(geometry, banks)
     items: list[tuple[int | None, Command]] = []
     expected: list[list[Response]] = []
