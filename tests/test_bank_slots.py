@@ -162,3 +162,48 @@ def test_array_stream_is_seeded_and_checks_its_input() -> None:
         build_array_stream(g, 0, 5, 10)
     with pytest.raises(ValueError, match="focus"):
         RandomStream(g, 1, focus=1.0)
+
+
+@pytest.mark.cosim
+def test_rtl_slot_cycles_match_model(tmp_path) -> None:
+    """The performance model's cycles (``hbm3.trace_timing``, no slot term) equal the cycles the
+    H = 2, G = 2 RTL recorded for every command (no idle input, no back-pressure) of a driver
+    decode over both slots of 2 banks and a random stream on bank 0; SCORE and AGGREGATE cost
+    the same on slot 0 and slot 1 holding the same tokens. The build is test_rtl_slots2_*'s."""
+    from aqpim.sim.randcmd import build_stream
+    from aqpim.sim.rtl_device import RtlDevice
+    from aqpim.sw.golden.synthetic import generate
+    from aqpim.sw.host.driver import Driver
+    from aqpim.sw.host.trace import TraceRecorder
+    from aqpim.sw.perf.hbm3 import HBM3Config, trace_timing
+
+    g = Geometry(SLOTS2, heads=2, queries=2)
+    data = generate(heads=2, tokens=41, head_dim=SLOTS2.head_dim, seed=18)
+    q = np.stack([data["q"], np.roll(data["q"], 1, axis=1)], axis=1)
+    path = tmp_path / "slots.jsonl"
+    with RtlDevice(g, 2, seed=18, idle=0.0, backpressure=0.0) as dev, \
+            TraceRecorder(dev, path) as rec:
+        drv = Driver(rec, kv_heads=2, iters=4, seed=18)
+        drv.prefill(data["k"][:, :40], data["v"][:, :40])
+        drv.step(q, data["k"][:, 40], data["v"][:, 40])
+        cmds, _expected, rejected = build_stream(g, 19, 200, observe_rejected=False)
+        rec.execute(0, isa.reset())
+        for cmd in cmds:
+            rec.execute(0, cmd)
+    hw = HBM3Config.load()
+    hw = hw.replace(units={**hw.units, "aqpim": {**hw.units["aqpim"], "encoder_lanes": 16}})
+    tt = trace_timing(path, hw)
+    assert rejected > 0 and all(t.recorded is not None for t in tt)
+    bad = [(t.index, t.opcode, t.tokens, t.unit_cycles, t.recorded) for t in tt
+           if any(r != t.unit_cycles for r in t.recorded)]
+    assert not bad, f"model != RTL cycles (index, opcode, tokens, model, RTL): {bad[:10]}"
+    from aqpim.sw.host.trace import read_trace
+
+    _g, _banks, entries = read_trace(path)
+    per_slot: dict[tuple[str, int], set[tuple[int, int]]] = {}
+    for t, e in zip(tt, entries, strict=True):
+        if t.opcode in ("SCORE", "AGGREGATE") and t.tokens > 0 and t.index < len(tt) - len(cmds):
+            per_slot.setdefault((t.opcode, e.cmd.head), set()).add((t.tokens, t.recorded[0]))
+    print({k: sorted(v) for k, v in per_slot.items()})
+    for op in ("SCORE", "AGGREGATE"):
+        assert per_slot[(op, 0)] == per_slot[(op, 1)], op  # same tokens, same cycles
