@@ -7,8 +7,11 @@ Verilator against the golden device, bit for bit, with random idle cycles and ba
   each rejected command (:func:`aqpim.sim.randcmd.observe_commands`): every response and
   status equal to the golden device's, no hang (the testbench's per-command watchdog).
 
-Default suite: one build, H = 2, G = 2, 2 banks (decode + a 600-command stream). ``slow``:
-the same build with a 10,000-command stream, and H = 8, G = 3 (decode + a stream).
+- Every command's cycles against the performance model, on slot 0 and slot 1.
+
+Default suite: one build, H = 2, G = 2, 2 banks (decode + a 600-command stream; the cycle
+check). ``slow``: the same build with a 10,000-command stream, and H = 8, G = 3 (decode + a
+stream).
 """
 
 from __future__ import annotations
