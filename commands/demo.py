@@ -161,7 +161,9 @@ class RtlDemoConfig:
     M = 64, K = 16, 1024 tokens over 4 banks (docs/driver.md has the measured build and run
     times). A configuration is built once, into ``build/sim``. ``subspaces`` / ``centroids``
     are the keys' (M_k, K_k); ``value_subspaces`` / ``value_centroids`` the values' (0: the
-    keys'); ``lanes`` the encoder's distance lanes (0: min(K, 16)).
+    keys'); ``lanes`` the encoder's distance lanes (0: min(K, 16)); ``slots`` the head slots
+    of each bank (1..8): the driver places the ``heads`` KV heads over banks x slots, so
+    ``heads`` must divide ``banks * slots``.
     """
 
     heads: int = 2
@@ -179,11 +181,12 @@ class RtlDemoConfig:
     value_subspaces: int = 0
     value_centroids: int = 0
     lanes: int = 0
+    slots: int = 1
 
     def __post_init__(self) -> None:
         for name in ("heads", "tokens", "steps", "head_dim", "subspaces", "centroids", "banks",
                      "capacity", "iters", "seed", "sinks", "recent", "value_subspaces",
-                     "value_centroids", "lanes"):
+                     "value_centroids", "lanes", "slots"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int):
                 raise TypeError(f"{name} must be an int, got {v!r}")
@@ -193,21 +196,25 @@ class RtlDemoConfig:
                 raise ValueError(f"{name} must be >= {low}, got {v}")
         if not 1 <= self.banks <= 16:
             raise ValueError(f"banks must be in [1, 16] for the RTL array, got {self.banks}")
-        if self.heads > self.banks or self.banks % self.heads:
-            # one head slot per RTL bank: each head owns banks / heads banks
-            raise ValueError(f"heads {self.heads} must divide banks {self.banks} (one head "
-                             "slot per RTL bank)")
+        if not 1 <= self.slots <= 8:
+            raise ValueError(f"slots must be in [1, 8] (the ISA's head field), got {self.slots}")
+        places = self.banks * self.slots
+        if self.heads > places or places % self.heads:
+            # each head owns banks x slots / heads (bank, slot) places (driver.head_places)
+            raise ValueError(f"heads {self.heads} must divide banks x slots = {self.banks} x "
+                             f"{self.slots}")
         need = self.per_bank_tokens
         if self.capacity and self.capacity < need:
-            raise ValueError(f"capacity {self.capacity} < {need} tokens per bank "
+            raise ValueError(f"capacity {self.capacity} < {need} tokens per head slot "
                              f"({self.tokens} + {self.steps} per head over "
-                             f"{self.banks // self.heads} banks)")
+                             f"{places // self.heads} places)")
 
     @property
     def per_bank_tokens(self) -> int:
-        """Most tokens one bank holds after the last step (round-robin placement), counting
-        the host-kept ones too (an upper bound that keeps the RTL build independent of them)."""
-        return -(-(self.tokens + self.steps) * self.heads // self.banks)
+        """Most tokens one head slot of a bank holds after the last step (round-robin
+        placement), counting the host-kept ones too (an upper bound that keeps the RTL build
+        independent of them)."""
+        return -(-(self.tokens + self.steps) * self.heads // (self.banks * self.slots))
 
     def numerics(self) -> Numerics:
         """The contract's parameters, with the banks' token capacity."""
@@ -309,7 +316,7 @@ def _demo_link(cfg: RtlDemoConfig, geom: Geometry) -> dict[str, int]:
     """Partial bytes leaving the demo's banks per step: one READ_PARTIAL per bank holding a
     head, or, with the buffer-die merge unit, one per head (the demo's banks share a channel)."""
     per_partial = geom.partial_beats * COLUMN_BITS // 8
-    banks_per_head = cfg.banks // cfg.heads
+    banks_per_head = cfg.banks * cfg.slots // cfg.heads  # (bank, slot) places
     return {"partial_bytes": per_partial,
             "no_merge": cfg.heads * banks_per_head * per_partial,
             "merge": cfg.heads * per_partial}
@@ -356,7 +363,7 @@ def run_rtl(config: RtlDemoConfig, *, trace: str | Path | None = None,
     if not isinstance(config, RtlDemoConfig):
         raise TypeError(f"config must be an RtlDemoConfig, got {type(config).__name__}")
     num = config.numerics()
-    geom = Geometry(num)
+    geom = Geometry(num, heads=config.slots)
     kmax = max(num.centroids, num.values.centroids)
     if config.tokens < kmax:
         raise ValueError(f"tokens {config.tokens} < K = {kmax} (k-means needs K points)")
@@ -562,7 +569,7 @@ def _rtl_report(res: dict[str, object]) -> str:
 # ----------------------------------------------------------------------------------------------
 GOLDEN_ONLY = ("layout",)
 RTL_ONLY = ("steps", "capacity", "trace", "config", "accurate", "value_subspaces",
-            "value_centroids", "lanes")
+            "value_centroids", "lanes", "slots")
 
 
 LOG = Path("build/logs/demo.log")
@@ -620,6 +627,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--value-subspaces", type=int, help="M_v (default: the keys' M)")
     p.add_argument("--value-centroids", type=int, help="K_v (default: the keys' K)")
     p.add_argument("--lanes", type=int, help="encoder lanes (default min(K, 16))")
+    p.add_argument("--slots", type=int,
+                   help="head slots per RTL bank (1..8; heads must divide banks x slots)")
     p.add_argument("--sinks", type=int, help="full-precision sink tokens per head (host, FP16)")
     p.add_argument("--recent", type=int,
                    help="full-precision recent window per head (host, FP16)")

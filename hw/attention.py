@@ -103,6 +103,7 @@ class Attention(wiring.Component):
         numerics: Numerics,
         forwarding: bool = True,
         queries: int = 1,
+        slots: int = 1,
     ) -> None:
         num = check_numerics(numerics)
         self._num = num
@@ -111,13 +112,17 @@ class Attention(wiring.Component):
         self._vtpc = geom.value.tokens_per_column
         self._forwarding = forwarding
         self._queries = check_int("queries", queries, 1, MAX_QUERIES)
-        super().__init__({
+        self._slots = check_int("slots", slots, 1, 8)
+        ports = {
             "i_lut": In(stream.Signature(lut_write_layout(num.keys, self._queries))),
             "i_vcb": In(stream.Signature(codebook_write_layout(num.values))),
             "i_key": In(stream.Signature(column_layout(num.keys))),
             "i_val": In(stream.Signature(column_layout(num.values))),
             "o_partial": Out(stream.Signature(partial_layout(num, self._queries))),
-        })
+        }
+        if slots > 1:  # the value MAC's codebook of each head slot (hw/value_mac.py)
+            ports["slot"] = In(range(slots))
+        super().__init__(ports)
 
     @property
     def queries(self) -> int:
@@ -160,7 +165,9 @@ class Attention(wiring.Component):
             sms.append(sm_q)
             hists.append(hist_q)
         sm = sms[0]
-        m.submodules.value_mac = mac = ValueMAC(numerics=nv)
+        m.submodules.value_mac = mac = ValueMAC(numerics=nv, slots=self._slots)
+        if self._slots > 1:
+            m.d.comb += mac.slot.eq(self.slot)
         wiring.connect(m, wiring.flipped(self.i_lut), la.i_lut)
         wiring.connect(m, wiring.flipped(self.i_vcb), mac.i_cb)
 

@@ -16,11 +16,12 @@ The controller only wires its parts (docs/bank.md has the figure)::
              Attention o_partial -> BankSequencer -> ResponseMux
 
 It owns the bank's memories - key and value code storage (one 256-bit column per ``tpc``
-tokens, ``ceil(token_capacity / tpc)`` columns each), a normalised copy of the codebooks and
-of the LUT for READ_CB / READ_LUT - and instantiates the units:
-:class:`aqpim.hw.encoder.PQEncoder` (one encoder with 2M subspaces: keys in 0..M-1, values in
-M..2M-1) and :class:`aqpim.hw.attention.Attention` (LUT-accumulate, softmax, histogram, value
-MAC), which hold their own working copies of codebook and LUT.
+tokens, ``ceil(token_capacity / tpc)`` columns each per head slot, slot-major), a normalised
+copy of the codebooks (per slot) and of the LUT for READ_CB / READ_LUT - and instantiates the
+units: :class:`aqpim.hw.encoder.PQEncoder` (one encoder with H x (M_k + M_v) subspaces: slot
+s's keys at s (M_k + M_v) + m, its values after them) and :class:`aqpim.hw.attention.Attention`
+(LUT-accumulate, softmax, histogram, value MAC with H value codebooks), which hold their own
+working copies of codebook and LUT.
 
 Latency and throughput (cycles at the bank clock, no back-pressure; measured figures in
 docs/bank.md): header to decision 2 cycles; LOAD_CB one centroid per cycle (K cycles); LOAD_LUT
@@ -37,8 +38,11 @@ numerics:
     the code storage and the attention scratch. The flat ``Numerics`` fields (``head_dim``, ...)
     override it, so ``aqpim verilog bank --param`` can build one from ints.
 heads:
-    Head slots (only 1 in this version: the value MAC's single codebook copy would have to be
-    reloaded per head; the ISA and the golden device support up to 8).
+    H, head slots (1..8, the ISA's 3-bit head field): per slot a token count, key and value
+    code storage (slot-major regions of the code memories), key and value codebooks (in the
+    encoder, the value MAC and the codebook copy, each H x one slot's depth) and loaded masks;
+    the G LUTs, the score scratch and the partial registers are shared and tagged with the
+    slot that owns them (docs/bank.md "Head slots").
 queries:
     G, query heads scored per SCORE / AGGREGATE pass (GQA, 1..8; docs/bank.md "GQA").
     ``value_subspaces`` / ``value_centroids`` (flat fields) give the values their own (M, K)
@@ -55,7 +59,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out, connect, flipped
 from aqpim.hw.attention import Attention
 from aqpim.hw.bank_collect import CodeCollector
-from aqpim.hw.bank_decode import CommandDecoder
+from aqpim.hw.bank_decode import CommandDecoder, header_head, slot_index
 from aqpim.hw.bank_reader import ColumnReader, Source, memory_depths
 from aqpim.hw.bank_response import ResponseMux
 from aqpim.hw.bank_sequencer import BankSequencer
@@ -67,9 +71,36 @@ from aqpim.checks import check_int
 from aqpim.geometry import Geometry
 from aqpim.numerics import Numerics
 
-__all__ = ["BankArray", "BankController"]
+__all__ = ["BankArray", "BankController", "slot_bits"]
 
 W = isa.WORD_BITS
+
+
+def slot_bits(geometry: Geometry) -> dict[str, int]:
+    """Storage one head slot adds to a bank, in bits (docs/bank.md "Head slots").
+
+    Memories: the key and value code columns (``columns_per_head`` x 256 each), the codebook
+    copy for READ_CB (256-bit beats), the encoder's codebooks (M_k + M_v subspaces of K
+    centroids of max(d_k, d_v) W-bit elements) and the value MAC's (M_v x K_v x d_v x W);
+    flip-flops: the slot's token count and its two loaded masks. The LUTs, the score scratch
+    and the partial registers are shared and cost nothing per slot (three 3-bit owner tags
+    for the bank).
+    """
+    g, n = geometry, geometry.num
+    ew = n.elem_bits
+    cb_beats = g.key.subspaces * g.key.cb_beats + g.value.subspaces * g.value.cb_beats
+    out = {
+        "key_codes": g.key.columns_per_head * W,
+        "value_codes": g.value.columns_per_head * W,
+        "codebook_copy": cb_beats * W,
+        "encoder_codebooks": (n.subspaces + n.values.subspaces) * n.centroids
+        * max(n.sub_dim, n.values.sub_dim) * ew,
+        "value_mac_codebook": n.values.subspaces * n.values.centroids * n.values.sub_dim * ew,
+        "state_flip_flops": (n.token_capacity + 1).bit_length() + n.subspaces
+        + n.values.subspaces,
+    }
+    out["memory_total"] = sum(v for k, v in out.items() if k != "state_flip_flops")
+    return out
 
 
 class BankController(wiring.Component):
@@ -103,8 +134,6 @@ class BankController(wiring.Component):
         )
         if isinstance(heads, bool) or not isinstance(heads, int):
             raise TypeError(f"heads must be an int, got {heads!r}")
-        if heads != 1:
-            raise ValueError(f"the RTL bank supports heads=1 only, got {heads}")
         self._g = Geometry(num, heads=heads, queries=queries)
         if lanes is None:
             lanes = min(4, num.centroids)
@@ -155,10 +184,12 @@ class BankController(wiring.Component):
         # ISA lets a head be rescored without aggregating) and RESET clears it.
         # One encoder for both sides: M_k + M_v codebooks of max(d_k, d_v) elements (the side
         # with the shorter d zero-padded, which leaves its distances exact).
+        # H slots: H x (M_k + M_v) encoder codebooks, slot-major (hw/bank_unpack.py).
         m.submodules.encoder = enc = PQEncoder(
             sub_dim=max(n.sub_dim, n.values.sub_dim), centroids=n.centroids,
-            subspaces=n.subspaces + n.values.subspaces, elem_bits=n.elem_bits, lanes=self._lanes)
-        attn = Attention(numerics=n, queries=g.queries)
+            subspaces=g.heads * (n.subspaces + n.values.subspaces), elem_bits=n.elem_bits,
+            lanes=self._lanes)
+        attn = Attention(numerics=n, queries=g.queries, slots=g.heads)
 
         # The bank's parts (one file each) and its memories.
         m.submodules.sequencer = seq = BankSequencer(geometry=g)
@@ -205,6 +236,8 @@ class BankController(wiring.Component):
         connect(m, rd.o_reload, col.i_reload)
         connect(m, rd.o_data, mux.i_mem)
         connect(m, attn.o_partial, seq.i_partial)
+        if g.heads > 1:  # the value codebook LOAD_CB writes and AGGREGATE reads: the command's
+            m.d.comb += attn.slot.eq(slot_index(header_head(seq.unpack.header), g.heads))
         return m
 
 
@@ -215,16 +248,17 @@ class BankArray(wiring.Component):
     banks share nothing but the clock, as banks of one channel do (the all-bank broadcast is
     the host driving every ``i_cmd`` with the same words). Latency and throughput are the
     controller's. Parameters: ``banks`` (1..16) and the controller's keyword parameters
-    (Numerics fields, ``lanes``) as plain ints, so the runner can build it from a dict.
+    (Numerics fields, ``lanes``, ``queries``, ``heads``) as plain ints, so the runner can
+    build it from a dict.
     """
 
     def __init__(self, *, banks: int = 1, lanes: int | None = None, queries: int = 1,
-                 **fields: int | None) -> None:
+                 heads: int = 1, **fields: int | None) -> None:
         from aqpim.hw.attn_params import numerics_from  # noqa: I001
 
         num = numerics_from(None, **fields)  # names and values checked there
         banks = check_int("banks", banks, 1, 16)
-        self._banks = [BankController(numerics=num, lanes=lanes, queries=queries)
+        self._banks = [BankController(numerics=num, lanes=lanes, queries=queries, heads=heads)
                        for _ in range(banks)]
         members = {}
         for b in range(banks):
@@ -238,7 +272,7 @@ class BankArray(wiring.Component):
 
     @staticmethod
     def verilog(name: str, *, banks: int = 1, lanes: int | None = None, queries: int = 1,
-                **fields: int | None) -> str:
+                heads: int = 1, **fields: int | None) -> str:
         """Verilog of the array built from the same parameters: one shared ``<name>_bank``
         module instantiated per bank under a structural top ``name`` with the ports of
         :meth:`elaborate`'s design. Verilator then compiles the bank once instead of once per
@@ -248,7 +282,7 @@ class BankArray(wiring.Component):
 
         banks = check_int("banks", banks, 1, 16)
         bank = BankController(numerics=numerics_from(None, **fields), lanes=lanes,
-                              queries=queries)
+                              queries=queries, heads=heads)
         return instances_verilog(bank, f"{name}_bank", name, banks)
 
     @property

@@ -11,7 +11,9 @@ stored column: the sequencer has the reader fetch both sides' columns (``i_reloa
 token that opens a column starts from zeros (append only, so the rest of a column is always
 zero).
 
-``ctrl.start`` (the header check of a WRITE_KV) sets the first token to ``ctrl.first`` and
+Head slot ``s`` owns columns ``s * columns_per_head ..`` of each memory (``ctrl.slot``, held by
+the sequencer for the whole command). ``ctrl.start`` (the header check of a WRITE_KV) sets the
+first token to ``ctrl.first`` and
 clears ``ctrl.written``, the tokens written since (counted at each token's last value code).
 Throughput: one code per cycle; latency: a column is written in the cycle of its last code.
 """
@@ -36,9 +38,11 @@ W = isa.WORD_BITS
 
 
 def collect_control(geometry: Geometry) -> wiring.Signature:
-    """The sequencer's side: start strobe and first token out, tokens written in."""
+    """The sequencer's side: start strobe, head slot and its first token out, tokens written
+    in."""
     return wiring.Signature({
         "start": Out(1),
+        "slot": Out(range(geometry.heads)),
         "first": Out(bank_state_layout(geometry)["tokens"].shape),
         "written": In(range(1 << isa.HEADER_FIELDS["count"][1])),
     })
@@ -57,7 +61,7 @@ class CodeCollector(wiring.Component):
 
     def __init__(self, *, geometry: Geometry, code_layout: data.Layout) -> None:
         self._g = check_instance("geometry", geometry, Geometry)
-        ports = [WritePort.Signature(addr_width=ceil_log2(side.columns_per_head),
+        ports = [WritePort.Signature(addr_width=ceil_log2(geometry.heads * side.columns_per_head),
                                      shape=unsigned(W)) for side in (geometry.key, geometry.value)]
         super().__init__({
             "ctrl": In(collect_control(geometry)),
@@ -106,8 +110,9 @@ class CodeCollector(wiring.Component):
             m.d.sync += reg.eq(Mux(slot == 0, 0, reload))
 
         # The column goes to memory with the code already in place, when the code fills it or
-        # ends the token's codes of this side.
-        m.d.comb += [nxt.eq(reg), port.addr.eq(col), port.data.eq(nxt)]
+        # ends the token's codes of this side; the slot's columns are its region of the memory.
+        m.d.comb += [nxt.eq(reg), port.addr.eq(self.ctrl.slot * side.columns_per_head + col),
+                     port.data.eq(nxt)]
         full = slot == cpc - 1
         with m.If(fire):
             m.d.comb += [nxt[slot].eq(self.i_code.payload.code[:b]),

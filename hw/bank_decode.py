@@ -19,14 +19,14 @@ from __future__ import annotations
 from amaranth.hdl import Module, Mux, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
-from aqpim.hw.bank_reader import Sink, Source, read_request_layout
+from aqpim.hw.bank_reader import Sink, Source, memory_depths, read_request_layout
 from aqpim.hw.command import Command, Opcode, Status, bank_state_layout
 
 from aqpim import isa
 from aqpim.checks import check_instance
 from aqpim.geometry import CodeSide, Geometry
 
-__all__ = ["CommandDecoder", "decode_bus", "sub_index"]
+__all__ = ["CommandDecoder", "decode_bus", "header_head", "slot_index", "sub_index"]
 
 
 def decode_bus(geometry: Geometry) -> wiring.Signature:
@@ -43,6 +43,17 @@ def decode_bus(geometry: Geometry) -> wiring.Signature:
 def sub_index(subspace, subspaces: int):
     """A checked subspace field as an index of ``subspaces`` entries (a power of two)."""
     return subspace[:subspaces.bit_length() - 1] if subspaces > 1 else 0
+
+
+def header_head(hdr):
+    """The 3-bit head field of a :class:`~aqpim.hw.command.Command` header (at the same bits
+    in every opcode's fields; meaningless for opcodes without one)."""
+    return hdr.params.score.head
+
+
+def slot_index(head, heads: int):
+    """A checked head field as an index of ``heads`` slots (exact once ``head < heads``)."""
+    return head[:(heads - 1).bit_length()] if heads > 1 else 0
 
 
 class CommandDecoder(wiring.Component):
@@ -129,18 +140,24 @@ class CommandDecoder(wiring.Component):
                 with m.Case(code):
                     m.d.comb += bus.rsp_length.eq(beats)
 
-        # The read each command needs: (source, sink, first beat, beats); the codebook copy
-        # holds the M_k key subspaces, then the M_v value subspaces.
-        cb_base = Mux(rcb.kv, Mk * cbk + sub_index(rcb.subspace, Mv) * cbv,
-                      sub_index(rcb.subspace, Mk) * cbk)
+        # The read each command needs: (source, sink, first beat, beats). Code and codebook
+        # memories are slot-major (slot s's region starts at s x its per-slot depth); a slot's
+        # codebook region holds the M_k key subspaces, then the M_v value subspaces.
+        depth = memory_depths(g)
+        slot = slot_index(header_head(hdr), g.heads)
+        k0 = slot * (depth[Source.KEYS] // g.heads)  # the slot's first column of each memory
+        v0 = slot * (depth[Source.VALUES] // g.heads)
+        cb0 = slot * (depth[Source.CODEBOOK] // g.heads)
+        cb_base = cb0 + Mux(rcb.kv, Mk * cbk + sub_index(rcb.subspace, Mv) * cbv,
+                            sub_index(rcb.subspace, Mk) * cbk)
         reads = {
             # zero tokens still send one (empty) column
-            Opcode.SCORE: (Source.KEYS, Sink.KEY, 0, Mux(used_k == 0, 1, used_k)),
-            Opcode.AGGREGATE: (Source.VALUES, Sink.VALUE, 0, Mux(used_v == 0, 1, used_v)),
+            Opcode.SCORE: (Source.KEYS, Sink.KEY, k0, Mux(used_k == 0, 1, used_k)),
+            Opcode.AGGREGATE: (Source.VALUES, Sink.VALUE, v0, Mux(used_v == 0, 1, used_v)),
             # the key and value columns the next token continues (RELOAD reads both)
-            Opcode.WRITE_KV: (Source.KEYS, Sink.RELOAD, _open_column(st.tokens, g.key), 1),
-            Opcode.READ_CODES: (Mux(rc.kv, Source.VALUES, Source.KEYS), Sink.RESPONSE, rc.addr,
-                                rc.count),
+            Opcode.WRITE_KV: (Source.KEYS, Sink.RELOAD, k0 + _open_column(st.tokens, g.key), 1),
+            Opcode.READ_CODES: (Mux(rc.kv, Source.VALUES, Source.KEYS), Sink.RESPONSE,
+                                Mux(rc.kv, v0, k0) + rc.addr, rc.count),
             Opcode.READ_CB: (Source.CODEBOOK, Sink.RESPONSE, cb_base, Mux(rcb.kv, cbv, cbk)),
             Opcode.READ_LUT: (Source.LUT, Sink.RESPONSE,
                               p.read_lut.subspace[:max(1, (g.queries - 1).bit_length())]
@@ -152,7 +169,7 @@ class CommandDecoder(wiring.Component):
                     m.d.comb += [bus.read.src.eq(src), bus.read.sink.eq(sink),
                                  bus.read.base.eq(base), bus.read.count.eq(count)]
                     if code == Opcode.WRITE_KV:
-                        m.d.comb += bus.read.vbase.eq(_open_column(st.tokens, g.value))
+                        m.d.comb += bus.read.vbase.eq(v0 + _open_column(st.tokens, g.value))
         return m
 
 

@@ -56,11 +56,12 @@ class Sink(enum.Enum, shape=3):
 
 
 def memory_depths(geometry: Geometry) -> dict[Source, int]:
-    """Beats in each memory: key and value code columns, the M_k + M_v codebooks, the LUT."""
-    g = geometry
+    """Beats in each memory: per head slot (slot-major) the key and value code columns and the
+    M_k + M_v codebooks; the G LUTs once (shared by the slots)."""
+    g, h = geometry, geometry.heads
     cb = g.key.subspaces * g.key.cb_beats + g.value.subspaces * g.value.cb_beats
-    return {Source.KEYS: g.key.columns_per_head, Source.VALUES: g.value.columns_per_head,
-            Source.CODEBOOK: cb, Source.LUT: g.queries * g.lut_beats}
+    return {Source.KEYS: h * g.key.columns_per_head, Source.VALUES: h * g.value.columns_per_head,
+            Source.CODEBOOK: h * cb, Source.LUT: g.queries * g.lut_beats}
 
 
 def read_request_layout(geometry: Geometry) -> data.StructLayout:
@@ -68,7 +69,7 @@ def read_request_layout(geometry: Geometry) -> data.StructLayout:
     depth = max(memory_depths(geometry).values())
     return data.StructLayout({"src": Source, "sink": Sink, "base": range(depth + 1),
                               "count": range(depth + 2),
-                              "vbase": range(geometry.value.columns_per_head + 1)})
+                              "vbase": range(memory_depths(geometry)[Source.VALUES] + 1)})
 
 
 def reload_layout() -> data.StructLayout:

@@ -21,7 +21,7 @@ from amaranth.lib.wiring import In, Out
 from aqpim.hw.attention import partial_layout
 from aqpim.hw.command import (
     ResponseHeader,
-    bank_state_layout,
+    bank_slots_layout,
     head_status_layout,
     partial_beats_layout,
 )
@@ -50,7 +50,7 @@ def response_control(geometry: Geometry) -> wiring.Signature:
     return wiring.Signature({
         "select": Out(Select),
         "header": Out(ResponseHeader),
-        "state": Out(bank_state_layout(geometry)),
+        "state": Out(bank_slots_layout(geometry)),
         "partial": Out(partial_layout(geometry.num)),
         "taken": In(1),
         "last": In(1),
@@ -81,20 +81,23 @@ class ResponseMux(wiring.Component):
         M, Mv = n.subspaces, n.values.subspaces
         st, pt = ctrl.state, ctrl.partial
 
-        # READ_STATUS: tokens and flags, then the K and V masks (one head slot).
-        status = Signal(head_status_layout(M, Mv))
-        flags = status.info.flags
-        m.d.comb += [
-            status.info.tokens.eq(st.tokens),
-            status.info.queries.eq(Mux(st.lut, st.luts, 0)),
-            flags.k_codebook.eq(st.k_mask == (1 << M) - 1),
-            flags.v_codebook.eq(st.v_mask == (1 << Mv) - 1),
-            flags.lut.eq(st.lut),
-            flags.scores.eq(st.scores),
-            flags.partial.eq(st.partial),
-            status.k_mask.bits.eq(st.k_mask),
-            status.v_mask.bits.eq(st.v_mask),
-        ]
+        # READ_STATUS: per head slot its tokens and flags, then its K and V masks; the shared
+        # LUT, scores and partial flag the slot that owns them.
+        status = Signal(data.ArrayLayout(head_status_layout(M, Mv), g.heads))
+        for h in range(g.heads):
+            info, flags = status[h].info, status[h].info.flags
+            lut = st.lut & (st.lut_head == h)
+            m.d.comb += [
+                info.tokens.eq(st.tokens[h]),
+                info.queries.eq(Mux(lut, st.luts, 0)),
+                flags.k_codebook.eq(st.k_mask[h] == (1 << M) - 1),
+                flags.v_codebook.eq(st.v_mask[h] == (1 << Mv) - 1),
+                flags.lut.eq(lut),
+                flags.scores.eq(st.scores & (st.scores_head == h)),
+                flags.partial.eq(st.partial & (st.partial_head == h)),
+                status[h].k_mask.bits.eq(st.k_mask[h]),
+                status[h].v_mask.bits.eq(st.v_mask[h]),
+            ]
         status_beats = data.View(data.ArrayLayout(unsigned(W), g.status_beats), status)
 
         # READ_PARTIAL: max, sum, out[0..D) as 64-bit words, zero-padded to whole beats.

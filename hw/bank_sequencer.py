@@ -8,7 +8,8 @@ SCORE / AGGREGATE, ``RSP_MEM`` for reads, ``WKV_LOAD`` for the column WRITE_KV c
 :class:`~aqpim.hw.bank_collect.CodeCollector` (``WKV_WAIT`` until every token is written), the
 attention unit's partial (``AGG_WAIT``) and the :class:`~aqpim.hw.bank_response.ResponseMux`
 (``RSP_HDR``, ``RSP_REG``, ``RSP_MEM``). It owns the bank state of docs/isa.md (token count,
-loaded masks, LUT / scores / partial flags) and the partial registers.
+loaded masks per head slot; the shared LUT / scores / partial flags with the slot owning each)
+and the partial registers; the decoder sees the addressed slot's view of it.
 
 A rejected command's ``length`` data beats are drained (``DRAIN``) and only a response header
 goes out, so no command can hang the bank or change its state. Cycles per command are
@@ -17,16 +18,23 @@ docs/bank.md's table (header to decision 2 cycles).
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.hdl import C, Module, Mux, Signal, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 from aqpim.hw.attention import partial_layout
 from aqpim.hw.bank_collect import collect_control
-from aqpim.hw.bank_decode import decode_bus, sub_index
+from aqpim.hw.bank_decode import decode_bus, header_head, slot_index, sub_index
 from aqpim.hw.bank_reader import read_control
 from aqpim.hw.bank_response import Select, response_control
 from aqpim.hw.bank_unpack import unpack_control
-from aqpim.hw.command import Command, CommandWord, Opcode, Status, bank_state_layout
+from aqpim.hw.command import (
+    Command,
+    CommandWord,
+    Opcode,
+    Status,
+    bank_slots_layout,
+    bank_state_layout,
+)
 
 from aqpim import isa
 from aqpim.checks import check_instance
@@ -72,7 +80,22 @@ class BankSequencer(wiring.Component):
         status = Signal(Status)
         left = Signal(range(1 << 16))
         rsp_len = Signal(unsigned(isa.RESPONSE_FIELDS["length"][1]))
-        state = Signal(bank_state_layout(g))
+        state = Signal(bank_slots_layout(g))  # every slot's; the shared parts tagged
+        head = header_head(hdr)
+        slot = slot_index(head, g.heads)
+        # the command's slot as the checks see it: the shared LUT, scores and partials count
+        # only where this slot owns them (golden device: lut_head == head, ...)
+        view = Signal(bank_state_layout(g))
+        m.d.comb += [
+            view.tokens.eq(state.tokens[slot]),
+            view.k_mask.eq(state.k_mask[slot]),
+            view.v_mask.eq(state.v_mask[slot]),
+            view.luts.eq(state.luts),
+            view.partials.eq(state.partials),
+            view.lut.eq(state.lut & (state.lut_head == head)),
+            view.scores.eq(state.scores & (state.scores_head == head)),
+            view.partial.eq(state.partial & (state.partial_head == head)),
+        ]
         nq = g.queries
         # the partial registers: one (max, sum, out[D]) per query head (GQA)
         partials = [Signal(partial_layout(g.num), name=f"partial{q}" if q else "partial")
@@ -80,9 +103,10 @@ class BankSequencer(wiring.Component):
         partial = partials[0]
         cb = hdr.params.load_cb
         m.d.comb += [
-            self.decode.header.eq(hdr), self.decode.state.eq(state),
-            self.read.request.eq(self.decode.read), self.read.tokens.eq(state.tokens),
-            self.unpack.header.eq(hdr), self.collect.first.eq(state.tokens),
+            self.decode.header.eq(hdr), self.decode.state.eq(view),
+            self.read.request.eq(self.decode.read), self.read.tokens.eq(view.tokens),
+            self.unpack.header.eq(hdr), self.collect.first.eq(view.tokens),
+            self.collect.slot.eq(slot),
             rsp.header.status.eq(status), rsp.header.opcode.eq(op), rsp.header.length.eq(rsp_len),
             rsp.state.eq(state),
             self.o_data.payload.eq(cmd.payload),
@@ -122,9 +146,10 @@ class BankSequencer(wiring.Component):
                         with m.Case(Opcode.LOAD_CB, Opcode.LOAD_LUT):
                             m.next = "DATA"
                         with m.Case(Opcode.WRITE_KV):
-                            # new tokens: the scores no longer cover every token
+                            # new tokens: this slot's scores no longer cover every token
                             m.d.comb += [self.collect.start.eq(1), self.read.start.eq(1)]
-                            m.d.sync += state.scores.eq(0)
+                            with m.If(state.scores_head == head):
+                                m.d.sync += state.scores.eq(0)
                             m.next = "WKV_LOAD"
                         with m.Case(Opcode.SCORE, Opcode.AGGREGATE):
                             # SCORE restarts the attention path: a head may be rescored
@@ -151,16 +176,17 @@ class BankSequencer(wiring.Component):
                     with m.Switch(op):
                         with m.Case(Opcode.LOAD_CB):  # the K-th centroid
                             with m.If(cb.kv):
-                                m.d.sync += state.v_mask.bit_select(
-                                    sub_index(cb.subspace, Mv), 1).eq(1)
+                                m.d.sync += state.v_mask[slot].eq(
+                                    view.v_mask | (C(1, Mv) << sub_index(cb.subspace, Mv)))
                             with m.Else():
-                                m.d.sync += state.k_mask.bit_select(
-                                    sub_index(cb.subspace, Mk), 1).eq(1)
+                                m.d.sync += state.k_mask[slot].eq(
+                                    view.k_mask | (C(1, Mk) << sub_index(cb.subspace, Mk)))
                             m.next = "DRAIN"
                         with m.Case(Opcode.LOAD_LUT):
                             with m.If(left == 1):
                                 # q = 0 starts a set, q appends: q + 1 LUTs loaded
-                                m.d.sync += [state.lut.eq(1), state.scores.eq(0),
+                                m.d.sync += [state.lut.eq(1), state.lut_head.eq(head),
+                                             state.scores.eq(0),
                                              state.luts.eq(hdr.params.load_lut.subspace + 1)]
                                 m.next = "DRAIN"
                         with m.Case(Opcode.WRITE_KV):  # a vector done; the last one?
@@ -174,14 +200,14 @@ class BankSequencer(wiring.Component):
                 m.next = "DATA"
             with m.State("WKV_WAIT"):
                 with m.If(self.collect.written == hdr.params.write_kv.count):
-                    m.d.sync += state.tokens.eq(state.tokens + hdr.params.write_kv.count)
+                    m.d.sync += state.tokens[slot].eq(view.tokens + hdr.params.write_kv.count)
                     m.next = "RSP_HDR"
 
             # SCORE / AGGREGATE: code columns stream from the reader into the attention path.
             with m.State("PASS"):
                 with m.If(~self.read.busy):
                     with m.If(op == Opcode.SCORE):
-                        m.d.sync += state.scores.eq(1)
+                        m.d.sync += [state.scores.eq(1), state.scores_head.eq(head)]
                         m.next = "RSP_HDR"
                     with m.Else():
                         m.next = "AGG_WAIT"
@@ -200,8 +226,8 @@ class BankSequencer(wiring.Component):
                                                  ("max", "sum", "tokens", "overflow", "out")]
                         done = got.query == nq - 1
                     with m.If(done):
-                        m.d.sync += [state.partial.eq(1), state.scores.eq(0),
-                                     state.partials.eq(state.luts)]
+                        m.d.sync += [state.partial.eq(1), state.partial_head.eq(head),
+                                     state.scores.eq(0), state.partials.eq(state.luts)]
                         m.next = "RSP_HDR"
 
             # Responses: the header word, then the data beats of read commands.

@@ -29,7 +29,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import WritePort
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
-from aqpim.hw.bank_decode import sub_index
+from aqpim.hw.bank_decode import header_head, slot_index, sub_index
 from aqpim.hw.bank_reader import Source, memory_depths
 from aqpim.hw.command import Command, Opcode
 from aqpim.hw.lut_accumulate import lut_write_layout
@@ -74,7 +74,8 @@ class BeatUnpacker(wiring.Component):
         The bank's :class:`aqpim.geometry.Geometry`.
     cb_layout, x_layout:
         The encoder's ``i_cb`` and ``i_x`` payload layouts (:class:`aqpim.hw.encoder.PQEncoder`
-        with M_k + M_v subspaces of max(d_k, d_v) elements).
+        with H x (M_k + M_v) subspaces of max(d_k, d_v) elements: slot s's keys at
+        s (M_k + M_v) + m, its values after them).
     """
 
     def __init__(self, *, geometry: Geometry, cb_layout: data.Layout,
@@ -107,7 +108,12 @@ class BeatUnpacker(wiring.Component):
         hdr, i_data = self.ctrl.header, self.i_data
         cb = hdr.params.load_cb
         sub_k, sub_v = sub_index(cb.subspace, Mk), sub_index(cb.subspace, Mv)
-        cb_sub = Mux(cb.kv, Mk + sub_v, sub_k)  # encoder subspace: keys first, then values
+        # Head slots: the encoder holds H x (M_k + M_v) codebooks and the codebook copy H
+        # regions, slot-major, so a slot's codebooks persist while other slots load theirs.
+        slot = slot_index(header_head(hdr), g.heads)
+        enc0 = slot * (Mk + Mv)  # the slot's first encoder subspace
+        cb0 = slot * (memory_depths(g)[Source.CODEBOOK] // g.heads)  # and codebook-copy beat
+        cb_sub = enc0 + Mux(cb.kv, Mk + sub_v, sub_k)  # encoder subspace: keys, then values
 
         # The held beat, the group in it now offered, and the counters of this command.
         full = Signal()
@@ -154,7 +160,8 @@ class BeatUnpacker(wiring.Component):
                 m.d.sync += [beat.eq(i_data.payload), slot.eq(0), full.eq(1)]
             with m.If(hdr.opcode == Opcode.LOAD_CB):
                 m.d.comb += [
-                    self.cb_write.addr.eq(Mux(cb.kv, Mk * cbk + sub_v * cbv, sub_k * cbk) + row),
+                    self.cb_write.addr.eq(cb0 + Mux(cb.kv, Mk * cbk + sub_v * cbv, sub_k * cbk)
+                                          + row),
                     self.cb_write.data.eq(_normalised(m, i_data.payload, ew, n.elem_bits)),
                     self.cb_write.en.eq(took),
                 ]
@@ -176,7 +183,7 @@ class BeatUnpacker(wiring.Component):
 
         # Sub-vector `grp` of vector `vec` (even: key, odd: value) of a token.
         x = self.o_x.payload
-        m.d.comb += [x.sub.eq(Mux(vec[0], Mk + grp, grp)), x.x.eq(group)]
+        m.d.comb += [x.sub.eq(enc0 + Mux(vec[0], Mk + grp, grp)), x.x.eq(group)]
         with m.If(full & (hdr.opcode == Opcode.WRITE_KV)):
             m.d.comb += self.o_x.valid.eq(1)
             with m.If(self.o_x.ready):

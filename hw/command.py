@@ -35,6 +35,7 @@ __all__ = [
     "ResponseHeader",
     "Status",
     "bank_state_layout",
+    "bank_slots_layout",
     "head_status_layout",
     "partial_beats_layout",
 ]
@@ -126,7 +127,8 @@ def partial_beats_layout(geometry: Geometry) -> data.ArrayLayout:
 
 
 def bank_state_layout(geometry: Geometry) -> data.StructLayout:
-    """The state every check reads (docs/isa.md "Bank state"; one head slot)."""
+    """The state every check reads (docs/isa.md "Bank state"): one head slot's view of
+    :func:`bank_slots_layout` (the flags true only where the shared part is that slot's)."""
     n = geometry.num
     return data.StructLayout({
         "tokens": unsigned(range(n.token_capacity + 1).stop.bit_length()),
@@ -138,6 +140,28 @@ def bank_state_layout(geometry: Geometry) -> data.StructLayout:
         "lut": unsigned(1),
         "scores": unsigned(1),
         "partial": unsigned(1),
+    })
+
+
+def bank_slots_layout(geometry: Geometry) -> data.StructLayout:
+    """The whole bank state: per head slot the token count and the loaded masks; the shared
+    LUT, score scratch and partial registers with a valid bit and the slot that owns them
+    (``*_head``, the command's 3-bit head field), as the golden device keeps them."""
+    n, h = geometry.num, geometry.heads
+    one = bank_state_layout(geometry)
+    head = unsigned(isa.HEADER_FIELDS["head"][1])
+    return data.StructLayout({
+        "tokens": data.ArrayLayout(one["tokens"].shape, h),
+        "k_mask": data.ArrayLayout(unsigned(n.subspaces), h),
+        "v_mask": data.ArrayLayout(unsigned(n.values.subspaces), h),
+        "luts": one["luts"].shape,
+        "partials": one["partials"].shape,
+        "lut": unsigned(1),
+        "scores": unsigned(1),
+        "partial": unsigned(1),
+        "lut_head": head,
+        "scores_head": head,
+        "partial_head": head,
     })
 
 

@@ -51,7 +51,7 @@ class PQEncoder(PQGeometry, wiring.Component):
     centroids:
         K, centroids per codebook: a power of two in [2, 256] (codes of log2 K bits).
     subspaces:
-        M, number of subspaces (codebooks), 1..1024.
+        M, number of subspaces (codebooks), 1..2048 (a bank's 8 head slots x (M_k + M_v)).
     elem_bits:
         W, width of the signed activations and centroids (4..16, as in ``Numerics``).
     lanes:
@@ -92,7 +92,7 @@ class PQEncoder(PQGeometry, wiring.Component):
     ) -> None:
         self._set_geometry(
             sub_dim=sub_dim, centroids=centroids, subspaces=subspaces, elem_bits=elem_bits,
-            lanes=lanes, max_sub_dim=16, max_centroids=256, max_subspaces=1024,
+            lanes=lanes, max_sub_dim=16, max_centroids=256, max_subspaces=2048,
             elem_range=(4, 16),
         )
         self._argmin_levels = check_int("argmin_stage_levels", argmin_stage_levels, 0, 12)

@@ -6,11 +6,12 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.hdl import C, Cat, Module, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from aqpim.checks import check_int
 from aqpim.numerics import Numerics
 
 from .attn_params import check_numerics
@@ -66,24 +67,38 @@ class ValueMAC(wiring.Component):
     -------------------------
     numerics : Numerics
         The configuration (:mod:`aqpim.numerics`); every width follows from it.
+    slots : int
+        Codebooks held (1..8, a bank's head slots): each memory is ``slots x K`` deep and the
+        ``slot`` input (present when ``slots > 1``) picks the codebook that ``i_cb`` writes
+        and a product reads; it must stay fixed from a codebook write or a product's first
+        bin to its end.
     """
 
     def __init__(
         self,
         *,
         numerics: Numerics,
+        slots: int = 1,
     ) -> None:
         num = check_numerics(numerics)
         self._num = num
-        super().__init__({
+        self._slots = check_int("slots", slots, 1, 8)
+        ports = {
             "i_cb": In(stream.Signature(codebook_write_layout(num))),
             "i_bins": In(stream.Signature(bins_layout(num))),
             "o_out": Out(stream.Signature(partial_out_layout(num))),
-        })
+        }
+        if slots > 1:
+            ports["slot"] = In(range(slots))
+        super().__init__(ports)
 
     @property
     def numerics(self) -> Numerics:
         return self._num
+
+    @property
+    def slots(self) -> int:
+        return self._slots
 
     @property
     def latency(self) -> int:
@@ -122,18 +137,20 @@ class ValueMAC(wiring.Component):
             s1_last.eq(self.i_bins.payload.last),
             s1_bins.eq(self.i_bins.payload.bins),
         ]
+        # (slot s's codebook: entries s*K .. s*K + K - 1 of each memory)
         rows = []
         vec_layout = data.ArrayLayout(signed(num.elem_bits), d)
+        slot = self.slot if self._slots > 1 else C(0, 0)
         for s in range(nsub):
-            mem = Memory(shape=vec_layout, depth=num.centroids, init=[])
+            mem = Memory(shape=vec_layout, depth=self._slots * num.centroids, init=[])
             m.submodules[f"cv{s}"] = mem
             wp = mem.write_port()
             rp = mem.read_port(domain="sync")
             m.d.comb += [
-                wp.addr.eq(self.i_cb.payload.index),
+                wp.addr.eq(Cat(self.i_cb.payload.index, slot)),
                 wp.data.eq(self.i_cb.payload.vector),
                 wp.en.eq(cb_fire & (self.i_cb.payload.subspace == s)),
-                rp.addr.eq(self.i_bins.payload.index),
+                rp.addr.eq(Cat(self.i_bins.payload.index, slot)),
                 rp.en.eq(1),
             ]
             rows.append(rp.data)

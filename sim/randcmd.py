@@ -9,12 +9,19 @@ probability ``p_bad`` a field, the length or the opcode is corrupted on purpose.
 from __future__ import annotations
 
 import random
+from collections import Counter
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aqpim import isa
 from aqpim.geometry import Geometry
 from aqpim.isa import Command, Opcode, Response
 
-__all__ = ["RandomStream", "build_stream"]
+if TYPE_CHECKING:
+    from aqpim.sw.host.golden_device import GoldenBank
+
+__all__ = ["ArrayStream", "RandomStream", "build_array_stream", "build_stream",
+           "observe_commands"]
 
 # relative weights of the opcodes (codebook loads dominate so that WRITE_KV can succeed)
 _WEIGHTS = {
@@ -37,12 +44,20 @@ class RandomStream:
         Probability that a command is corrupted (bad opcode, field, length or count).
     max_tokens:
         Most tokens one WRITE_KV carries.
+    focus:
+        Probability that a command addresses the previous command's head slot (0: every head
+        drawn afresh). With many slots a stream spread evenly rarely loads one slot's every
+        codebook and finishes a pass; focus keeps it on a slot for a while.
     """
 
     def __init__(self, geometry: Geometry, seed: int, *, p_bad: float = 0.15,
-                 max_tokens: int = 3) -> None:
+                 max_tokens: int = 3, focus: float = 0.0) -> None:
         if not 0.0 <= p_bad <= 1.0:
             raise ValueError(f"p_bad must be in [0, 1], got {p_bad}")
+        if not 0.0 <= focus < 1.0:
+            raise ValueError(f"focus must be in [0, 1), got {focus}")
+        self.focus = focus
+        self.head = 0
         self.g = geometry
         self.rng = random.Random(seed)
         self.p_bad = p_bad
@@ -71,7 +86,10 @@ class RandomStream:
     def next(self) -> Command:
         """One command (valid unless corrupted with probability ``p_bad``)."""
         r, g, n = self.rng, self.g, self.g.num
-        head = r.randrange(g.heads)
+        # (no draw for focus = 0, so the streams of earlier seeds stay as they were)
+        stay = self.focus > 0 and r.random() < self.focus
+        head = self.head if stay else r.randrange(g.heads)
+        self.head = head
         weights = dict(_WEIGHTS)
         if any(len(s) < n.side(kv).subspaces for kv, s in enumerate(self.loaded[head])):
             weights[Opcode.LOAD_CB] = 30  # reach WRITE_KV / AGGREGATE early in a stream
@@ -151,7 +169,7 @@ def build_stream(
     of random commands that were rejected).
     """
     from aqpim.sw.host.device import observe
-    from aqpim.sw.host.golden_device import GoldenBank, GoldenDevice
+    from aqpim.sw.host.golden_device import GoldenDevice
 
     stream = RandomStream(geometry, seed, p_bad=p_bad, max_tokens=max_tokens)
     dev = GoldenDevice(geometry, 1)
@@ -181,3 +199,110 @@ def build_stream(
             if observe_rejected:
                 observe(_Recorder(), 0)  # type: ignore[arg-type]
     return cmds, resps, rejected
+
+
+def observe_commands(bank: GoldenBank) -> list[Command]:
+    """The read commands that show a bank's whole observable state, chosen from the golden
+    bank's state: READ_STATUS; per head slot READ_CODES of every used column of both sides and
+    READ_CB of every loaded subspace; READ_LUT and READ_PARTIAL of every query head (G of
+    them, whether loaded or not: the status of an unloaded one is part of the state) for the
+    slot holding the LUT and the partials. Like :func:`aqpim.sw.host.device.observe`, but
+    every query head's LUT and partial, and as commands to batch."""
+    g = bank.geometry
+    limit = (1 << isa.HEADER_FIELDS["count"][1]) - 1
+    out = [isa.read_status()]
+    for h, hd in enumerate(bank.heads):
+        for kv in (0, 1):
+            used = g.used_columns(hd.tokens, kv)
+            out += [isa.read_codes(head=h, kv=kv, column=c, count=min(limit, used - c))
+                    for c in range(0, used, limit)]
+            out += [isa.read_cb(head=h, kv=kv, subspace=int(m))
+                    for m in range(g.side(kv).subspaces) if hd.mask[kv][m]]
+    for head, read in ((bank.lut_head, isa.read_lut), (bank.partial_head, isa.read_partial)):
+        if head is not None:
+            out += [read(head=head, query=q) for q in range(g.queries)]
+    return out
+
+
+@dataclass
+class ArrayStream:
+    """A random command stream for a bank array and the golden device's answers.
+
+    Attributes
+    ----------
+    items:
+        ``(bank, command)`` in order; ``bank`` None is an all-bank broadcast.
+    expected:
+        The golden device's responses to each item, one per bank addressed.
+    random_commands:
+        Random commands among ``items`` (the rest are the reads observing the state after a
+        rejected command).
+    statuses:
+        Random commands by (opcode name, status name) (a broadcast counted once per bank).
+    """
+
+    items: list[tuple[int | None, Command]]
+    expected: list[list[Response]]
+    random_commands: int
+    statuses: Counter
+
+    @property
+    def rejected(self) -> int:
+        return sum(c for (_op, st), c in self.statuses.items() if st != "OK")
+
+    def summary(self) -> str:
+        """Counts of accepted and rejected random commands by status, one line."""
+        by_status = Counter()
+        for (_op, st), c in self.statuses.items():
+            by_status[st] += c
+        return (f"{self.random_commands} random commands ({len(self.items)} with the observing "
+                f"reads): " + ", ".join(f"{k} {v}" for k, v in by_status.most_common()))
+
+
+def build_array_stream(
+    geometry: Geometry, banks: int, seed: int, commands: int, *, p_bad: float = 0.15,
+    max_tokens: int = 3, p_broadcast: float = 0.02, observe_rejected: bool = True,
+    focus: float = 0.0,
+) -> ArrayStream:
+    """``commands`` random commands spread over ``banks`` banks (one :class:`RandomStream`
+    per bank, seeded from ``seed``), a few broadcast (NOP, READ_STATUS, rarely RESET); after
+    each rejected command, the reads of :func:`observe_commands` on that bank, so a device
+    whose state a rejected command changed answers one of them differently. Seeded and
+    reproducible; the golden device answers every item. ``focus``: :class:`RandomStream`'s."""
+    from aqpim.sw.host.golden_device import GoldenDevice
+
+    if isinstance(banks, bool) or not isinstance(banks, int) or banks < 1:
+        raise ValueError(f"banks must be an int >= 1, got {banks!r}")
+    rng = random.Random(seed)
+    streams = [RandomStream(geometry, seed * 1009 + b, p_bad=p_bad, max_tokens=max_tokens,
+                            focus=focus) for b in range(banks)]
+    dev = GoldenDevice(geometry, banks)
+    items: list[tuple[int | None, Command]] = []
+    expected: list[list[Response]] = []
+    statuses: Counter = Counter()
+
+    def run(bank: int | None, cmd: Command) -> list[Response]:
+        resps = dev.execute(bank, cmd)
+        items.append((bank, cmd))
+        expected.append(resps)
+        return resps
+
+    for _ in range(commands):
+        if rng.random() < p_broadcast:
+            op = rng.choices((Opcode.NOP, Opcode.READ_STATUS, Opcode.RESET), (5, 5, 1))[0]
+            cmd = Command(op)
+            resps = run(None, cmd)
+            for st, r in zip(streams, resps, strict=True):
+                st.feedback(cmd, r)
+        else:
+            b = rng.randrange(banks)
+            cmd = streams[b].next()
+            resps = run(b, cmd)
+            streams[b].feedback(cmd, resps[0])
+            if not resps[0].ok and observe_rejected:
+                for read in observe_commands(dev.banks[b]):
+                    run(b, read)
+        name = cmd.opcode.name if isinstance(cmd.opcode, Opcode) else "BAD_OPCODE"
+        for r in resps:
+            statuses[(name, r.status.name)] += 1
+    return ArrayStream(items, expected, commands, statuses)

@@ -43,7 +43,7 @@ class RtlDevice:
     Parameters
     ----------
     geometry:
-        Numerics of every bank (``heads`` must be 1: the RTL bank has one head slot).
+        Numerics, head slots and query heads of every bank.
     num_banks:
         Banks in the simulated array (1..16).
     lanes:
@@ -76,8 +76,6 @@ class RtlDevice:
     ) -> None:
         if not isinstance(geometry, Geometry):
             raise TypeError(f"geometry must be a Geometry, got {type(geometry).__name__}")
-        if geometry.heads != 1:
-            raise ValueError(f"the RTL bank has one head slot; geometry.heads = {geometry.heads}")
         num_banks = check_int("num_banks", num_banks, 1, 16)
         self._g = geometry
         self._n = num_banks
@@ -95,6 +93,8 @@ class RtlDevice:
         params = {"banks": num_banks, "lanes": lanes or geometry.num.centroids, **fields}
         if geometry.queries != 1:  # (absent at 1: the build folders of G = 1 stay as they were)
             params["queries"] = geometry.queries
+        if geometry.heads != 1:  # (likewise for one head slot)
+            params["heads"] = geometry.heads
         self._tmp = tempfile.TemporaryDirectory(prefix="aqpim-rtl-")
         path = str(Path(self._tmp.name) / "bank.sock")
         srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -29,13 +29,13 @@ WATCHDOG = 20_000  # cycles any single command may take before the test calls it
 
 def run_amaranth(num: Numerics, commands: list[Command], *, seed: int = 0,
                  lanes: int | None = None, idle: float = 0.2,
-                 queries: int = 1) -> list[tuple[Response, int]]:
+                 queries: int = 1, heads: int = 1) -> list[tuple[Response, int]]:
     """Run commands through the bank on Amaranth's simulator: (response, cycles) each.
 
     Random idle cycles on the command stream and random back-pressure on the responses, each
     with probability ``idle`` (0: the bank's own cycles, as the cycle check wants them).
     """
-    dut = BankController(numerics=num, lanes=lanes, queries=queries)
+    dut = BankController(numerics=num, lanes=lanes, queries=queries, heads=heads)
     rng = random.Random(seed)
     out: list[tuple[Response, int]] = []
 
@@ -418,3 +418,92 @@ def test_rtl_decode_gqa(queries: int, kv_heads: int, group: int) -> None:
         n = random_streams_on(dev, g, range(500, 502), 60)
     print(f"G = {queries}: {kv_heads} KV heads x {group} query heads bit-exact; {n} random "
           "commands, RTL == golden")
+
+
+# ----------------------------------------------------------------------------------------------
+# head slots (H > 1): per-slot codes, codebooks and masks; the shared LUT, scores and partials
+# tagged with their slot
+# ----------------------------------------------------------------------------------------------
+def _slot_pass(g: Geometry, slot: int, tokens: int, seed: int) -> list[Command]:
+    """Codebooks, ``tokens`` tokens, G LUTs, SCORE, AGGREGATE and reads on one slot."""
+    num = g.num
+    rng = np.random.default_rng(seed)
+    cmds = []
+    for kv in (0, 1):
+        side = num.side(kv)
+        for m in range(side.subspaces):
+            cb = rng.integers(num.elem_min, num.elem_max + 1, size=side.centroids * side.sub_dim)
+            cmds.append(isa.load_cb(g, head=slot, kv=kv, subspace=m, centroids=cb.tolist()))
+    x = rng.integers(num.elem_min // 2, num.elem_max // 2 + 1, size=(2, tokens, num.head_dim))
+    cmds.append(isa.write_kv(g, head=slot, token=0, keys=x[0].tolist(), values=x[1].tolist()))
+    for q in range(g.queries):
+        lut = rng.integers(num.lut_min, num.lut_max + 1, size=num.subspaces * num.centroids)
+        cmds.append(isa.load_lut(g, head=slot, lut=lut.tolist(), query=q))
+    cmds += [isa.score(head=slot), isa.aggregate(head=slot),
+             *[isa.read_partial(head=slot, query=q) for q in range(g.queries)],
+             isa.read_codes(head=slot, kv=1, column=0, count=g.used_columns(tokens, 1)),
+             isa.read_cb(head=slot, kv=1, subspace=num.values.subspaces - 1)]
+    return cmds
+
+
+def test_head_slots_amaranth() -> None:
+    """H = 3, G = 2 on Amaranth's simulator: two slots with different codebooks and tokens,
+    the LUT / scores / partials of one slot invisible to the other (NO_LUT, NO_SCORES,
+    NO_PARTIAL, a LUT set of another slot), head >= H refused; every response equal to the
+    golden bank's. Then the same pass on slot 0 and on slot H - 1 with no idle cycles takes
+    the same cycles command by command as on a one-slot bank (the performance model has no
+    slot term)."""
+    num, H, G = TINY, 3, 2
+    g = Geometry(num, heads=H, queries=G)
+    a, b = _slot_pass(g, 0, 3, seed=20), _slot_pass(g, 2, 5, seed=21)
+    n_cb = num.subspaces + num.values.subspaces
+    lut = [0] * (num.subspaces * num.centroids)
+    cmds = [
+        *a[:n_cb + 1], *b[:n_cb + 1],  # codebooks and tokens of slots 0 and 2
+        isa.write_kv(g, head=1, token=0, keys=[[0] * num.head_dim], values=[[0] * num.head_dim]),
+        isa.read_cb(head=1, kv=0, subspace=0),  # slot 1 has no codebook
+        b[n_cb + 1],  # slot 2's first LUT
+        isa.load_lut(g, head=0, lut=lut, query=1),  # not slot 0's set
+        isa.score(head=0),  # the LUT is slot 2's
+        *b[n_cb + 2:n_cb + 4],  # slot 2's second LUT, SCORE
+        isa.write_kv(g, head=0, token=3, keys=[[1] * num.head_dim], values=[[2] * num.head_dim]),
+        isa.aggregate(head=0),  # the scores are slot 2's (a write to slot 0 keeps them)
+        isa.read_status(),
+        *b[n_cb + 4:],  # AGGREGATE on slot 2 and its reads
+        isa.read_partial(head=0), isa.read_lut(head=0),  # slot 2's
+        isa.score(head=3), isa.read_codes(head=7, kv=0, column=0, count=1),  # head >= H
+        *a[n_cb + 1:], isa.read_status(), isa.read_cb(head=2, kv=0, subspace=1),
+        isa.reset(), isa.read_status(),
+    ]
+    gold = GoldenBank(g)
+    expected = [gold.execute(c) for c in cmds]
+    planted = [isa.Status.NO_CODEBOOK, isa.Status.NO_CODEBOOK, isa.Status.ADDR_RANGE,
+               isa.Status.NO_LUT, isa.Status.NO_SCORES, isa.Status.NO_PARTIAL, isa.Status.NO_LUT,
+               isa.Status.ADDR_RANGE, isa.Status.ADDR_RANGE]
+    assert [e.status for e in expected if not e.ok] == planted
+    got = run_amaranth(num, cmds, seed=22, heads=H, queries=G)
+    for i, (cmd, exp, (resp, _)) in enumerate(zip(cmds, expected, got, strict=True)):
+        assert resp == exp, f"command {i} {cmd!r}: RTL {resp} != golden {exp}"
+
+    # the same pass on the first and the last slot, and on a one-slot bank (whose cycles the
+    # performance model's check covers): equal cycles, command by command
+    first, last = _slot_pass(g, 0, 5, seed=23), _slot_pass(g, H - 1, 5, seed=23)
+    c0 = run_amaranth(num, first, idle=0.0, heads=H, queries=G)
+    c1 = run_amaranth(num, last, idle=0.0, heads=H, queries=G)
+    one = run_amaranth(num, first, idle=0.0, heads=1, queries=G)
+    assert all(r.ok for r, _ in c0 + c1 + one)
+    cyc0, cyc1, cyc = ([c for _, c in run] for run in (c0, c1, one))
+    assert cyc0 == cyc1 == cyc, list(zip([c.opcode.name for c in first], cyc0, cyc1, cyc,
+                                         strict=True))
+    score, agg = (first.index(next(c for c in first if c.opcode == op))
+                  for op in (isa.Opcode.SCORE, isa.Opcode.AGGREGATE))
+    # and the performance model's (no slot term): SCORE and AGGREGATE right after it
+    from aqpim.sw.perf.hbm3 import HBM3Config, command_unit_cycles, score_drain_cycles
+
+    hw = HBM3Config.load()
+    model = [command_unit_cycles(hw, num, name, 5, 0, accepted=True, queries=G)
+             for name in ("SCORE", "AGGREGATE")]
+    model[1] += score_drain_cycles(hw, Geometry(num))
+    assert [cyc1[score], cyc1[agg]] == model
+    print(f"slot 0 and slot {H - 1}: SCORE {cyc0[score]} cycles, AGGREGATE {cyc0[agg]} cycles "
+          f"(model {model[0]}, {model[1]})")

@@ -315,7 +315,7 @@ def test_collector_writes_columns() -> None:
 # ----------------------------------------------------------------------------------------------
 def test_response_mux_beats_decode_with_the_isa() -> None:
     num = TINY
-    g = Geometry(num)
+    g = Geometry(num, heads=2)  # READ_STATUS: 3 beats per slot; shared flags of their owner
     dut = ResponseMux(geometry=g)
     ctrl = dut.ctrl
     outs = [5, 7, *range(-8, 8)]
@@ -336,14 +336,17 @@ def test_response_mux_beats_decode_with_the_isa() -> None:
                 return words
 
     async def bench(ctx) -> None:
-        ctx.set(ctrl.state, {"tokens": 9, "k_mask": 255, "v_mask": 0b1010, "lut": 1,
-                             "scores": 0, "partial": 1})
+        ctx.set(ctrl.state, {"tokens": [9, 4], "k_mask": [255, 3], "v_mask": [0b1010, 255],
+                             "lut": 1, "lut_head": 0, "luts": 1, "scores": 1,
+                             "scores_head": 1, "partial": 1, "partial_head": 0})
         ctx.set(ctrl.partial, {"max": outs[0], "sum": outs[1],
                                "out": outs[2:2 + num.head_dim]})
         resp = isa.decode_response(await read(ctx, Select.STATUS, g.status_beats))
-        (hs,) = isa.decode_status(g, resp)
-        assert (hs.tokens, hs.k_mask, hs.v_mask) == (9, 255, 0b1010)
+        hs, hs1 = isa.decode_status(g, resp)
+        assert (hs.tokens, hs.k_mask, hs.v_mask, hs.queries) == (9, 255, 0b1010, 1)
         assert hs.flags == isa.Flag.K_CODEBOOK | isa.Flag.LUT | isa.Flag.PARTIAL
+        assert (hs1.tokens, hs1.k_mask, hs1.v_mask, hs1.queries) == (4, 3, 255, 0)
+        assert hs1.flags == isa.Flag.V_CODEBOOK | isa.Flag.SCORES
         resp = isa.decode_response(await read(ctx, Select.PARTIAL, g.partial_beats))
         mx, sm, out = isa.decode_partial(g, resp)
         assert [mx, sm, *out] == outs[:2 + num.head_dim]

@@ -956,7 +956,7 @@ class CommandTiming:
 
 def command_unit_cycles(cfg: HBM3Config, num: Any, opcode: str, tokens: int, length: int, *,
                         count: int = 0, accepted: bool = True, kv: int = 0,
-                        queries: int = 1) -> int:
+                        queries: int = 1, heads: int = 1) -> int:
     """Model cycles one bank spends on a command (unit clock), from ``units.aqpim``.
 
     The quantity the RTL device records: from the first header beat offered to the last
@@ -988,6 +988,9 @@ def command_unit_cycles(cfg: HBM3Config, num: Any, opcode: str, tokens: int, len
     queries:
         G, query heads per pass (GQA): AGGREGATE reads G histograms out through the one value
         MAC, K_v + 3 cycles each after the first (measured on the RTL); SCORE is unchanged.
+    heads:
+        H, the bank's head slots: READ_STATUS sends 3 beats per slot (measured on the RTL at
+        H = 2). No other command depends on H or on the slot it addresses.
 
     SCORE streams the key columns (``M_k * b_k`` bits per token), AGGREGATE the value columns
     (``M_v * b_v``): one column per cycle, so a token over two columns takes two cycles.
@@ -996,7 +999,7 @@ def command_unit_cycles(cfg: HBM3Config, num: Any, opcode: str, tokens: int, len
 
     u = lambda k: cfg.unit("aqpim", k)  # noqa: E731
     cc = u("command_cycles")
-    g = Geometry(num)
+    g = Geometry(num, heads=heads)
     base = cc["base"]  # header in, the one-cycle check, response header out
     if not accepted or opcode not in _ACCEPTED_COST:
         return base + cc["reject"] + length
@@ -1104,7 +1107,8 @@ def trace_timing(path: str | Path, cfg: HBM3Config) -> list[CommandTiming]:
         # A broadcast that some banks took costs what those banks do (they set the pace).
         accepted = bool(ok)
         unit = command_unit_cycles(cfg, num, name, n, e.cmd.length, count=e.cmd.count,
-                                   accepted=accepted, kv=e.cmd.kv, queries=geometry.queries)
+                                   accepted=accepted, kv=e.cmd.kv, queries=geometry.queries,
+                                   heads=geometry.heads)
         if accepted and name == "AGGREGATE" and any(last.get(b) == "SCORE" for b in ok):
             unit += score_drain_cycles(cfg, geometry)
         for b in ok:
