@@ -8,9 +8,9 @@ every input in range (no truncation of a value that can occur).
 Combinational (``pipelined=False``): latency 0, the caller registers the output. Pipelined: a
 register after the absolute differences ``|a[i] - b[i]|`` (W unsigned bits each), then the
 d x W partial-product rows of the squares reduced in carry-save form
-(:mod:`aqpim.hw.carry_save`) in groups of at most 9 rows (4 compressor levels) per registered stage until at most 6
-vectors remain (:func:`aqpim.numerics.distance_latency`); those are compressed and added on
-the output (the caller registers it). Every
+(:mod:`aqpim.hw.carry_save`) in groups of at most 9 rows (4 compressor levels) per registered
+stage until at most 6 vectors remain (:func:`aqpim.numerics.distance_latency`); those are
+compressed and added on the output (the caller registers it). Every
 stage then holds one adder or one 9-row tree, within the 20 gate levels of tCK x 2
 (docs/silicon.md). :attr:`SquaredDistance.latency` cycles (2 for d <= 2 at W = 8, 3 for
 d = 4 and 8), one pair per cycle, all stages advanced by ``en``.
