@@ -1,7 +1,6 @@
 """Command header decode and checks of the bank (docs/isa.md, "Status codes and check order").
 
-From a latched :class:`aqpim.hw.command.Command` header and the bank state the decoder computes,
-combinationally:
+From a latched :class:`aqpim.hw.command.Command` header and the bank state the decoder computes:
 
 - ``status``: the first check that fails, in the isa's order (BAD_OPCODE, then per opcode: head
   and subspace range where the opcode has those fields, data length, then the command's own
@@ -10,13 +9,17 @@ combinationally:
 - ``read``: the :class:`aqpim.hw.bank_reader.ColumnReader` request the command needs (code
   columns for SCORE / AGGREGATE, the column WRITE_KV continues, the beats of a read command).
 
-Latency 0 (the sequencer registers ``status`` one cycle after the header, which keeps the
-checks off the input path); one header per cycle.
+Two stages: with ``en`` (the sequencer's DECODE cycle, after the header is latched) every
+check's fail bit, the response length and the read request are registered; ``status`` is the
+first failing check of the registered bits, in the isa's order (combinational, the CHECK
+cycle). So the checks' comparators and adders and the priority chain sit in separate stages
+(docs/silicon.md). Latency 1 (``status``, ``rsp_length`` and ``read`` valid the cycle after
+``en``, as long as the header and state do not change); one header per two cycles.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, unsigned
+from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from aqpim.hw.bank_reader import Sink, Source, memory_depths, read_request_layout
@@ -34,6 +37,7 @@ def decode_bus(geometry: Geometry) -> wiring.Signature:
     return wiring.Signature({
         "header": Out(Command),
         "state": Out(bank_state_layout(geometry)),
+        "en": Out(1),
         "status": In(Status),
         "rsp_length": In(unsigned(isa.RESPONSE_FIELDS["length"][1])),
         "read": In(read_request_layout(geometry)),
@@ -107,26 +111,39 @@ class CommandDecoder(wiring.Component):
             Opcode.READ_PARTIAL: [(~st.partial | (p.read_partial.subspace >= st.partials),
                                    Status.NO_PARTIAL)],
         }
-        with m.If(~op.as_value().matches(*Opcode)):
+        # Stage 1: every opcode's check results, registered (the opcode itself is the latched
+        # header's, unchanged until the next command).
+        bad_op = Signal()
+        fails = {}
+        with m.If(bus.en):
+            m.d.sync += bad_op.eq(~op.as_value().matches(*Opcode))
+            for code in Opcode:
+                fields = getattr(p, code.name.lower())
+                names = isa.OPCODE_FIELDS[isa.Opcode[code.name]]
+                chain = []
+                if "head" in names:
+                    chain.append((fields.head >= g.heads, Status.ADDR_RANGE))
+                if isa.Opcode[code.name] in isa.QUERY_OPCODES:  # a query-head index
+                    chain.append((fields.subspace >= g.queries, Status.ADDR_RANGE))
+                elif "subspace" in names:  # the kv side's subspace count
+                    chain.append((fields.subspace >= Mux(fields.kv, Mv, Mk), Status.ADDR_RANGE))
+                chain.append((hdr.length != data_beats.get(code, 0), Status.BAD_LENGTH))
+                chain += own.get(code, [])
+                bits = []
+                for i, (fail, status) in enumerate(chain):
+                    bit = Signal(name=f"fail_{code.name.lower()}_{i}")
+                    m.d.sync += bit.eq(fail)
+                    bits.append((bit, status))
+                fails[code] = bits
+        # Stage 2: the first failing check of the command's opcode.
+        with m.If(bad_op):
             m.d.comb += bus.status.eq(Status.BAD_OPCODE)
         with m.Else():
             with m.Switch(op):
-                for code in Opcode:
-                    fields = getattr(p, code.name.lower())
-                    names = isa.OPCODE_FIELDS[isa.Opcode[code.name]]
-                    chain = []
-                    if "head" in names:
-                        chain.append((fields.head >= g.heads, Status.ADDR_RANGE))
-                    if isa.Opcode[code.name] in isa.QUERY_OPCODES:  # a query-head index
-                        chain.append((fields.subspace >= g.queries, Status.ADDR_RANGE))
-                    elif "subspace" in names:  # the kv side's subspace count
-                        chain.append((fields.subspace >= Mux(fields.kv, Mv, Mk),
-                                      Status.ADDR_RANGE))
-                    chain.append((hdr.length != data_beats.get(code, 0), Status.BAD_LENGTH))
-                    chain += own.get(code, [])
+                for code, bits in fails.items():
                     with m.Case(code):
-                        for i, (fail, status) in enumerate(chain):
-                            with (m.If if i == 0 else m.Elif)(fail):
+                        for i, (bit, status) in enumerate(bits):
+                            with (m.If if i == 0 else m.Elif)(bit):
                                 m.d.comb += bus.status.eq(status)
                         with m.Else():
                             m.d.comb += bus.status.eq(Status.OK)
@@ -135,10 +152,13 @@ class CommandDecoder(wiring.Component):
         rsp = {Opcode.READ_PARTIAL: g.partial_beats, Opcode.READ_STATUS: g.status_beats,
                Opcode.READ_CODES: rc.count, Opcode.READ_CB: Mux(rcb.kv, cbv, cbk),
                Opcode.READ_LUT: g.lut_beats}
-        with m.Switch(op):
-            for code, beats in rsp.items():
-                with m.Case(code):
-                    m.d.comb += bus.rsp_length.eq(beats)
+        with m.If(bus.en):
+            with m.Switch(op):
+                for code, beats in rsp.items():
+                    with m.Case(code):
+                        m.d.sync += bus.rsp_length.eq(beats)
+                with m.Default():
+                    m.d.sync += bus.rsp_length.eq(0)
 
         # The read each command needs: (source, sink, first beat, beats). Code and codebook
         # memories are slot-major (slot s's region starts at s x its per-slot depth); a slot's
@@ -163,13 +183,15 @@ class CommandDecoder(wiring.Component):
                               p.read_lut.subspace[:max(1, (g.queries - 1).bit_length())]
                               * g.lut_beats if g.queries > 1 else 0, g.lut_beats),
         }
-        with m.Switch(op):
+        with m.If(bus.en), m.Switch(op):
             for code, (src, sink, base, count) in reads.items():
                 with m.Case(code):
-                    m.d.comb += [bus.read.src.eq(src), bus.read.sink.eq(sink),
+                    m.d.sync += [bus.read.src.eq(src), bus.read.sink.eq(sink),
                                  bus.read.base.eq(base), bus.read.count.eq(count)]
                     if code == Opcode.WRITE_KV:
-                        m.d.comb += bus.read.vbase.eq(v0 + _open_column(st.tokens, g.value))
+                        m.d.sync += bus.read.vbase.eq(v0 + _open_column(st.tokens, g.value))
+            with m.Default():
+                m.d.sync += bus.read.eq(0)
         return m
 
 

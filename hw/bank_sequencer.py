@@ -1,7 +1,8 @@
 """Command sequencer of the bank: the FSM that runs one command at a time.
 
 It takes the header word from ``i_cmd``, has the :class:`~aqpim.hw.bank_decode.CommandDecoder`
-check it (state ``CHECK``, one cycle after the header), and then drives the other bank parts
+check it (the decoder's two stages: ``DECODE`` registers the checks, ``CHECK`` takes the
+status, two cycles after the header), and then drives the other bank parts
 through their control ports: data beats to the :class:`~aqpim.hw.bank_unpack.BeatUnpacker`
 (``DATA``), column reads of the :class:`~aqpim.hw.bank_reader.ColumnReader` (``PASS`` for
 SCORE / AGGREGATE, ``RSP_MEM`` for reads, ``WKV_LOAD`` for the column WRITE_KV continues), the
@@ -128,7 +129,12 @@ class BankSequencer(wiring.Component):
                 with m.If(cmd.valid):
                     header = CommandWord(cmd.payload).header
                     m.d.sync += [hdr.eq(header), left.eq(header.length)]
-                    m.next = "CHECK"
+                    m.next = "DECODE"
+
+            # The decoder registers its checks and the read request (two stages, docs/bank.md).
+            with m.State("DECODE"):
+                m.d.comb += self.decode.en.eq(1)
+                m.next = "CHECK"
 
             with m.State("CHECK"):
                 ok = self.decode.status == Status.OK

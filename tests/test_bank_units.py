@@ -112,11 +112,16 @@ def test_decoder_status_matches_golden_checks() -> None:
         for cmd, state, expected in cases:
             ctx.set(dut.bus.header, _header(cmd))
             ctx.set(dut.bus.state, bank_state_layout(g).const(state))
+            # stage 1 registers the checks with en; stage 2 picks the status from them
+            ctx.set(dut.bus.en, 1)
+            await ctx.tick()
+            ctx.set(dut.bus.en, 0)
             got = ctx.get(dut.bus.status)
             assert got.name == expected.name, (
                 f"{cmd!r} in state {state}: {got.name} != {expected.name}")
 
     sim = Simulator(dut)
+    sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
 
