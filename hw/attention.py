@@ -19,7 +19,7 @@ from .attn_params import check_numerics
 from .histogram import Histogram
 from .lut_accumulate import LUTAccumulate, column_layout, lut_write_layout
 from .softmax import Softmax
-from .value_mac import ValueMAC, codebook_write_layout
+from .value_mac import ValueMAC, check_lanes, codebook_write_layout
 
 __all__ = ["Attention", "partial_layout"]
 
@@ -80,10 +80,11 @@ class Attention(wiring.Component):
     Pass 1: one column (``tpc`` tokens) per cycle, II = 1, never stalled inside; the last
     score is stored ``1 + ceil(log2 M) + 1`` cycles after the last key column. Pass 2: one
     token per cycle; the last token reaches the histogram 4 cycles after its column
-    (scratch read, serializer, softmax 2); the read-out and product take K + 3 more cycles
-    and ``o_partial`` is valid ``K + 8`` cycles after the last value column's transfer (no
+    (scratch read, serializer, softmax 2); the read-out and product take ``K x n + 3`` more
+    cycles (``n = D / mac_lanes`` cycles per bin, :class:`aqpim.hw.value_mac.ValueMAC`) and
+    ``o_partial`` is valid ``K x n + 8`` cycles after the last value column's transfer (no
     backpressure; docs/attention.md has the measured figures). For T tokens the whole pair
-    takes about ``T/tpc + T + K + 15`` cycles.
+    takes about ``T/tpc + T + K x n + 15`` cycles.
 
     Parameters (keyword-only)
     -------------------------
@@ -94,7 +95,10 @@ class Attention(wiring.Component):
         units and G histograms fed in the same cycle, one value MAC that reads the G
         histograms out in turn; ``o_partial`` offers G partials (``query`` 0 .. G-1) and the
         pass pair ends when the last is taken. A pass always computes all G (the host reads
-        only the ones it loaded LUTs for): the read-out costs G x (K_v + 3) cycles.
+        only the ones it loaded LUTs for): the read-out costs G x (K_v x n + 3) cycles.
+    mac_lanes : int or None
+        The value MAC's multipliers (divides D_v, a multiple of d_v; None: ``min(16, D)``):
+        each bin index takes ``n = D / mac_lanes`` cycles.
     """
 
     def __init__(
@@ -103,9 +107,11 @@ class Attention(wiring.Component):
         numerics: Numerics,
         forwarding: bool = True,
         queries: int = 1,
+        mac_lanes: int | None = None,
     ) -> None:
         num = check_numerics(numerics)
         self._num = num
+        self._mac_lanes = check_lanes(num.values, mac_lanes)
         geom = Geometry(num)
         self._tpc = geom.key.tokens_per_column
         self._vtpc = geom.value.tokens_per_column
@@ -122,6 +128,11 @@ class Attention(wiring.Component):
     @property
     def queries(self) -> int:
         return self._queries
+
+    @property
+    def mac_lanes(self) -> int:
+        """The value MAC's multipliers (:class:`aqpim.hw.value_mac.ValueMAC` ``lanes``)."""
+        return self._mac_lanes
 
     @property
     def numerics(self) -> Numerics:
@@ -160,7 +171,7 @@ class Attention(wiring.Component):
             sms.append(sm_q)
             hists.append(hist_q)
         sm = sms[0]
-        m.submodules.value_mac = mac = ValueMAC(numerics=nv)
+        m.submodules.value_mac = mac = ValueMAC(numerics=nv, lanes=self._mac_lanes)
         wiring.connect(m, wiring.flipped(self.i_lut), la.i_lut)
         wiring.connect(m, wiring.flipped(self.i_vcb), mac.i_cb)
 
