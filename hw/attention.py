@@ -246,7 +246,10 @@ class Attention(wiring.Component):
 
         # One token per cycle into every softmax (all advance together: same tokens, same
         # pipeline); its codes, last flag and "no token" flag ride along as the tag (a column
-        # with ntok = 0 sends one weight-0 token to end the pass).
+        # with ntok = 0 sends one weight-0 token to end the pass). The "no token" score is
+        # whatever the scratch gives: its weight is forced to 0 behind the softmax, so no
+        # select sits in front of the softmax's subtractor (with one that path was 21 gate
+        # levels, over the budget of 20).
         tok_codes = ser_codes[ser_idx]
         dummy = ser_ntok == 0
         for q, (sm_q, hist_q) in enumerate(zip(sms, hists, strict=True)):
@@ -255,7 +258,7 @@ class Attention(wiring.Component):
             m.d.comb += [
                 sm_q.max.eq(max_r[q]),
                 sm_q.i.valid.eq(ser_valid),
-                sm_q.i.payload.score.eq(Mux(dummy, max_r[q], slot_score)),
+                sm_q.i.payload.score.eq(slot_score),
                 sm_q.i.payload.tag.eq(Cat(tok_codes.as_value(), ser_last & ser_end, dummy)),
             ]
             # Softmax weights into the histogram; the local sum is the sum of what goes in.
