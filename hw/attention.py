@@ -80,11 +80,11 @@ class Attention(wiring.Component):
     Pass 1: one column (``tpc`` tokens) per cycle, II = 1, never stalled inside; the last
     score is stored ``1 + ceil(log2 M) + 1`` cycles after the last key column. Pass 2: one
     token per cycle; the last token reaches the histogram 4 cycles after its column
-    (scratch read, serializer, softmax 2); the read-out and product take ``K x n + 3`` more
+    (scratch read, serializer, softmax 2); the read-out and product take ``K x n + 4`` more
     cycles (``n = D / mac_lanes`` cycles per bin, :class:`aqpim.hw.value_mac.ValueMAC`) and
-    ``o_partial`` is valid ``K x n + 8`` cycles after the last value column's transfer (no
+    ``o_partial`` is valid ``K x n + 9`` cycles after the last value column's transfer (no
     backpressure; docs/attention.md has the measured figures). For T tokens the whole pair
-    takes about ``T/tpc + T + K x n + 15`` cycles.
+    takes about ``T/tpc + T + K x n + 16`` cycles.
 
     Parameters (keyword-only)
     -------------------------
@@ -95,7 +95,7 @@ class Attention(wiring.Component):
         units and G histograms fed in the same cycle, one value MAC that reads the G
         histograms out in turn; ``o_partial`` offers G partials (``query`` 0 .. G-1) and the
         pass pair ends when the last is taken. A pass always computes all G (the host reads
-        only the ones it loaded LUTs for): the read-out costs G x (K_v x n + 3) cycles.
+        only the ones it loaded LUTs for): the read-out costs G x (K_v x n + 4) cycles.
     mac_lanes : int or None
         The value MAC's multipliers (divides D_v, a multiple of d_v; None: ``min(16, D)``):
         each bin index takes ``n = D / mac_lanes`` cycles.

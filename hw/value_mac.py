@@ -71,9 +71,9 @@ class ValueMAC(wiring.Component):
     Each ``i_bins`` beat (bin ``index`` j of all M histograms) is held by the source for n
     cycles; in cycle g the unit reads row ``j*n + g`` and selects the ``lanes/d`` bins of group
     g, and takes the beat in cycle ``n - 1``. A lane's ``hist_bits x elem_bits`` product is
-    reduced by carry-save adders to two rows in one stage and added with a carry-save level
-    and one carry-propagate adder to its accumulator in the next, so that no stage is deeper
-    than the tCK x 2 budget of 20 gate levels (docs/silicon.md). The D accumulators
+    reduced by carry-save adders to two rows in one stage, the two rows are added in the next
+    and the product is added to its accumulator in the third, so that no stage is deeper than
+    the tCK x 2 budget of 20 gate levels (docs/silicon.md). The D accumulators
     (``out_bits``, exact: a subspace's bins sum to at most ``token_capacity * 2^P``, so sums
     modulo ``2^out_bits`` are the exact sums) form a ring of n rows of ``lanes``: each product
     is added to the head row, which moves to the tail, so the ``lanes`` adders never need a
@@ -93,10 +93,10 @@ class ValueMAC(wiring.Component):
     Latency and throughput
     ----------------------
     One bin index per ``n = D / lanes`` cycles: a product takes ``K x n`` cycles (K beats from
-    the histogram's read-out) plus :attr:`latency` = 3 cycles of pipeline (codebook read,
-    carry-save product, accumulate) from the ``last`` beat's transfer to ``o_out`` valid. A
-    new product starts after ``o_out`` is taken. At ``lanes = D`` (n = 1) this is one bin
-    per cycle, the timing of the unit before the lanes.
+    the histogram's read-out) plus :attr:`latency` = 4 cycles of pipeline (codebook read,
+    carry-save rows, product, accumulate) from the ``last`` beat's transfer to ``o_out``
+    valid. A new product starts after ``o_out`` is taken. At ``lanes = D`` (n = 1) this is one
+    bin per cycle as before the lanes, with one more cycle of latency.
 
     Parameters (keyword-only)
     -------------------------
@@ -139,7 +139,7 @@ class ValueMAC(wiring.Component):
     @property
     def latency(self) -> int:
         """Cycles from the ``last`` bin beat's transfer to ``o_out`` valid."""
-        return 3
+        return 4
 
     def elaborate(self, platform) -> Module:
         m = Module()
@@ -230,22 +230,28 @@ class ValueMAC(wiring.Component):
                                f"s1_pp{lane}")
             m.d.sync += [s2_sum[lane].eq(sm), s2_carry[lane].eq(cy)]
 
-        # Stage 3: the accumulator ring: head row + the two product rows (one more carry-save
-        # level and one carry-propagate adder) to the tail, the rest move up. The result
-        # waits in the accumulators until taken.
-        acc = [[Signal(signed(wb), name=f"acc{r}_{lane}") for lane in range(lanes)]
+        # Stage 3: the product, the two rows added (one carry-propagate adder). Adding them
+        # to the accumulator in the same stage (a carry-save level and the adder) was 20 gate
+        # levels alone and 21 inside the attention unit.
+        s3_valid = Signal()
+        s3_last = Signal()
+        s3_prod = [Signal(wb, name=f"s3_prod{lane}") for lane in range(lanes)]
+        m.d.sync += [s3_valid.eq(s2_valid), s3_last.eq(s2_valid & s2_last)]
+        for lane in range(lanes):
+            m.d.sync += s3_prod[lane].eq(s2_sum[lane] + s2_carry[lane])
+
+        # Stage 4: the accumulator ring: head row + products to the tail, the rest move up.
+        # The result waits in the accumulators until taken.
+        acc = [[Signal(wb, name=f"acc{r}_{lane}") for lane in range(lanes)]
                for r in range(n)]
         with m.If(out_fire):
             m.d.sync += [a.eq(0) for row in acc for a in row]
             m.d.sync += [out_valid.eq(0), active.eq(0), seen_last.eq(0)]
-        with m.Elif(s2_valid):
-            for lane in range(lanes):
-                sm, cy = _csa(m, acc[0][lane].as_unsigned(), s2_sum[lane], s2_carry[lane], wb,
-                              f"s2_acc{lane}")
-                m.d.sync += acc[-1][lane].eq(sm + cy)
+        with m.Elif(s3_valid):
+            m.d.sync += [a.eq(h + p) for a, h, p in zip(acc[-1], acc[0], s3_prod, strict=True)]
             for r in range(n - 1):
                 m.d.sync += [a.eq(b) for a, b in zip(acc[r], acc[r + 1], strict=True)]
-            with m.If(s2_last):
+            with m.If(s3_last):
                 m.d.sync += out_valid.eq(1)
         for r in range(n):
             for lane in range(lanes):
