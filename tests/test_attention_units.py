@@ -347,6 +347,22 @@ def test_value_mac_cycles(lanes: int) -> None:
     assert snk.got_at[0] - src.sent_at[0] == (num.centroids - 1) * n + dut.latency
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(("unit", "params"), [
+    ("value_mac", {}), ("value_mac", {"lanes": 8}), ("lut_accumulate", {}), ("histogram", {}),
+    ("softmax", {}),
+])
+def test_units_meet_level_budget(unit: str, params: dict) -> None:
+    """Each attention unit's longest path fits the tCK x 2 budget (``aqpim synth``, minutes).
+
+    The value MAC with its whole product in one stage measured 26 levels and failed this.
+    """
+    from aqpim.hw.synth import LEVEL_BUDGET, synth_unit
+
+    res = synth_unit(unit, params)
+    assert res.levels <= LEVEL_BUDGET, f"{unit} {params}: {res.levels} levels via {res.path}"
+
+
 # ----------------------------------------------------------------------------------------------
 # the whole bank attention path
 # ----------------------------------------------------------------------------------------------
