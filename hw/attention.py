@@ -19,7 +19,7 @@ from .attn_params import check_numerics
 from .histogram import Histogram
 from .lut_accumulate import LUTAccumulate, column_layout, lut_write_layout
 from .softmax import Softmax
-from .value_mac import ValueMAC, codebook_write_layout
+from .value_mac import ValueMAC, check_lanes, codebook_write_layout
 
 __all__ = ["Attention", "partial_layout"]
 
@@ -80,10 +80,11 @@ class Attention(wiring.Component):
     Pass 1: one column (``tpc`` tokens) per cycle, II = 1, never stalled inside; the last
     score is stored ``1 + ceil(log2 M) + 1`` cycles after the last key column. Pass 2: one
     token per cycle; the last token reaches the histogram 4 cycles after its column
-    (scratch read, serializer, softmax 2); the read-out and product take K + 3 more cycles
-    and ``o_partial`` is valid ``K + 8`` cycles after the last value column's transfer (no
+    (scratch read, serializer, softmax 2); the read-out and product take ``K x n + 4`` more
+    cycles (``n = D / mac_lanes`` cycles per bin, :class:`aqpim.hw.value_mac.ValueMAC`) and
+    ``o_partial`` is valid ``K x n + 9`` cycles after the last value column's transfer (no
     backpressure; docs/attention.md has the measured figures). For T tokens the whole pair
-    takes about ``T/tpc + T + K + 15`` cycles.
+    takes about ``T/tpc + T + K x n + 16`` cycles.
 
     Parameters (keyword-only)
     -------------------------
@@ -94,7 +95,10 @@ class Attention(wiring.Component):
         units and G histograms fed in the same cycle, one value MAC that reads the G
         histograms out in turn; ``o_partial`` offers G partials (``query`` 0 .. G-1) and the
         pass pair ends when the last is taken. A pass always computes all G (the host reads
-        only the ones it loaded LUTs for): the read-out costs G x (K_v + 3) cycles.
+        only the ones it loaded LUTs for): the read-out costs G x (K_v x n + 4) cycles.
+    mac_lanes : int or None
+        The value MAC's multipliers (divides D_v, a multiple of d_v; None: ``min(16, D)``):
+        each bin index takes ``n = D / mac_lanes`` cycles.
     """
 
     def __init__(
@@ -104,9 +108,11 @@ class Attention(wiring.Component):
         forwarding: bool = True,
         queries: int = 1,
         slots: int = 1,
+        mac_lanes: int | None = None,
     ) -> None:
         num = check_numerics(numerics)
         self._num = num
+        self._mac_lanes = check_lanes(num.values, mac_lanes)
         geom = Geometry(num)
         self._tpc = geom.key.tokens_per_column
         self._vtpc = geom.value.tokens_per_column
@@ -127,6 +133,11 @@ class Attention(wiring.Component):
     @property
     def queries(self) -> int:
         return self._queries
+
+    @property
+    def mac_lanes(self) -> int:
+        """The value MAC's multipliers (:class:`aqpim.hw.value_mac.ValueMAC` ``lanes``)."""
+        return self._mac_lanes
 
     @property
     def numerics(self) -> Numerics:
@@ -165,7 +176,8 @@ class Attention(wiring.Component):
             sms.append(sm_q)
             hists.append(hist_q)
         sm = sms[0]
-        m.submodules.value_mac = mac = ValueMAC(numerics=nv, slots=self._slots)
+        m.submodules.value_mac = mac = ValueMAC(numerics=nv, lanes=self._mac_lanes,
+                                                slots=self._slots)
         if self._slots > 1:
             m.d.comb += mac.slot.eq(self.slot)
         wiring.connect(m, wiring.flipped(self.i_lut), la.i_lut)
@@ -242,7 +254,10 @@ class Attention(wiring.Component):
 
         # One token per cycle into every softmax (all advance together: same tokens, same
         # pipeline); its codes, last flag and "no token" flag ride along as the tag (a column
-        # with ntok = 0 sends one weight-0 token to end the pass).
+        # with ntok = 0 sends one weight-0 token to end the pass). The "no token" score is
+        # whatever the scratch gives: its weight is forced to 0 behind the softmax, so no
+        # select sits in front of the softmax's subtractor (with one that path was 21 gate
+        # levels, over the budget of 20).
         tok_codes = ser_codes[ser_idx]
         dummy = ser_ntok == 0
         for q, (sm_q, hist_q) in enumerate(zip(sms, hists, strict=True)):
@@ -251,7 +266,7 @@ class Attention(wiring.Component):
             m.d.comb += [
                 sm_q.max.eq(max_r[q]),
                 sm_q.i.valid.eq(ser_valid),
-                sm_q.i.payload.score.eq(Mux(dummy, max_r[q], slot_score)),
+                sm_q.i.payload.score.eq(slot_score),
                 sm_q.i.payload.tag.eq(Cat(tok_codes.as_value(), ser_last & ser_end, dummy)),
             ]
             # Softmax weights into the histogram; the local sum is the sum of what goes in.

@@ -147,16 +147,17 @@ class Histogram(wiring.Component):
                 rp.addr.eq(Mux(flushing, rd_index, tok.codes[s])),
                 rp.en.eq(Mux(flushing, out_adv, 1)),
             ]
-            # Forwarding: last cycle's write went to this token's bin after its read.
-            wr_valid = Signal(name=f"wr{s}_valid")
-            wr_addr = Signal(unsigned(num.code_bits), name=f"wr{s}_addr")
+            # Forwarding: last cycle's write went to this token's bin after its read. The
+            # code compare is made a cycle early (the incoming token against the one being
+            # written) and registered, so the bin update is a select and an add (the compare
+            # in series made it 21 gate levels).
             wr_data = Signal(unsigned(num.hist_bits), name=f"wr{s}_data")
             hit = Signal(name=f"s1_hit{s}")
             if self._forwarding:
-                m.d.comb += hit.eq(wr_valid & (wr_addr == s1_codes[s]))
+                m.d.sync += hit.eq(s1_valid & (s1_codes[s] == tok.codes[s]))
             s1_sum = Signal(unsigned(num.hist_bits), name=f"s1_sum{s}")
             m.d.comb += s1_sum.eq(Mux(hit, wr_data, rp.data) + s1_weight)
-            m.d.sync += [wr_valid.eq(s1_valid), wr_addr.eq(s1_codes[s]), wr_data.eq(s1_sum)]
+            m.d.sync += wr_data.eq(s1_sum)
             # Write: the new bin while accumulating; zero behind the read-out (read-and-clear).
             m.d.comb += [
                 wp.addr.eq(Mux(flushing, rd_index, s1_codes[s])),

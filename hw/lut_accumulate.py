@@ -93,9 +93,11 @@ class LUTAccumulate(wiring.Component):
     Structure: M LUT memories (one per subspace), each organised as rows of ``R = min(E, K)``
     entries (``K / R`` rows; E = ``Geometry.lut_entries_per_beat``), so one 256-bit LUT beat is one
     row write - for K < E one beat fills E/K subspace memories in the same cycle. Each memory
-    has ``tpc`` synchronous read ports addressed by a code's high bits; the code's low ``log2
-    R`` bits, registered beside the read, select the entry from the row. So all ``M * tpc = 256
-    / b`` codes of a column are looked up in the same cycle; then a balanced adder tree over the
+    has ``tpc`` asynchronous read ports addressed by a code's high bits; the code's low ``log2
+    R`` bits select the entry from the row in the same cycle, and only that ``lut_bits`` entry
+    is registered (selecting after a registered row was 21 gate levels and, at K <= E where the
+    LUT is flip-flops, as many read-register bits as LUT bits). So all ``M * tpc = 256 / b``
+    codes of a column are looked up in the same cycle; then a balanced adder tree over the
     M subspaces per token, one register stage per tree level. All stages advance together (a
     global stall enable) when the output is empty or being taken.
 
@@ -202,7 +204,6 @@ class LUTAccumulate(wiring.Component):
         row_in = self.i_lut.payload.row
         nq = self._g
         levels: list[list[list]] = [[[None] * nsub for _ in range(tpc)] for _ in range(nq)]
-        sels: dict[tuple[int, int], Signal] = {}
         for q, s in ((q, s) for q in range(nq) for s in range(nsub)):
             level = levels[q]
             first = s * kc  # flat index of LUT[s][0]
@@ -222,21 +223,19 @@ class LUTAccumulate(wiring.Component):
             for i in range(rlen):
                 m.d.comb += wp.data[i].eq(self.i_lut.payload.values[off + i])
             for k in range(tpc):
-                rp = mem.read_port(domain="sync")
+                # Asynchronous row read and the entry select before the register: only the
+                # selected lut_bits entry is registered (a synchronous read registered whole
+                # rows of R entries: at K <= E the LUT is flip-flops and the read registers
+                # were as many again).
+                rp = mem.read_port(domain="comb")
                 code = self.i_cols.payload.codes[k][s]
                 if nrows > 1:
                     m.d.comb += rp.addr.eq(code[rbits:])
-                m.d.comb += rp.en.eq(adv)
-                if rlen > 1:
-                    # the row comes out a cycle later: select it with the code bits of then
-                    # (one register per code, shared by the G LUTs it reads)
-                    if (s, k) not in sels:
-                        sels[s, k] = Signal(rbits, name=f"s1_sel{s}_{k}")
-                        with m.If(adv):
-                            m.d.sync += sels[s, k].eq(code[:rbits])
-                    level[k][s] = rp.data[sels[s, k]]
-                else:
-                    level[k][s] = rp.data[0]
+                ent_r = Signal(signed(num.lut_bits),
+                               name=f"s1_ent{s}_{k}" if q == 0 else f"s1_q{q}_ent{s}_{k}")
+                with m.If(adv):
+                    m.d.sync += ent_r.eq(rp.data[code[:rbits]] if rlen > 1 else rp.data[0])
+                level[k][s] = ent_r
 
         # Token count and end-of-pass flag travel beside the data.
         ntok = [Signal.like(self.i_cols.payload.ntok, name=f"s{i + 1}_ntok")

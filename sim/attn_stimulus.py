@@ -36,6 +36,8 @@ KINDS = (
     "lut_max",      # every LUT entry maximal: all scores score_max, all weights 2^P
     "lut_min",      # every LUT entry minimal: all scores score_min (the max's reset value)
     "extremes",     # LUT entries and centroids at the format ends: full delta range
+    "saturated",    # every weight 2^P on one value code, centroids at the format ends: the
+                    # histogram bin and the value product at their width bounds
 )
 
 
@@ -102,6 +104,10 @@ def make_case(kind: str, tokens: int, num: Numerics, rng: np.random.Generator) -
         if tokens >= 2:
             kc[0] = np.argmax(lut, axis=1)
             kc[1] = np.argmin(lut, axis=1)
+    elif kind == "saturated":
+        lut[:] = num.lut_max
+        vc[:] = rng.integers(0, k, msub)[None, :]
+        cv = np.where(rng.random((msub, k, d)) < 0.5, num.elem_min, num.elem_max)
     lut = lut.astype(np.int64)
     cv = cv.astype(np.int64)
     expected = intmodel.bank_partial(lut, kc, vc, cv, num)

@@ -139,7 +139,8 @@ class AttentionTB(Testbench):
         n_before = len(self.out.received)
         self.key.send_all(keys)
         self.val.send_all(vals)
-        budget = 4 * (len(keys) + case.tokens + num.centroids) + 2000
+        # the value MAC takes up to D cycles per bin (D / lanes, lanes >= 1)
+        budget = 4 * (len(keys) + case.tokens + num.centroids * num.head_dim) + 2000
         await self.out.wait_for(n_before + 1, timeout_cycles=budget)
         got = unpack(self.l_part, self.out.received[n_before].raw)
 

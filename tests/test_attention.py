@@ -25,6 +25,9 @@ SETS = {
     "M32K256": {"head_dim": 128, "subspaces": 32, "centroids": 256, "token_capacity": 512},
     "M16K256": {"head_dim": 128, "subspaces": 16, "centroids": 256, "token_capacity": 512},
     "M16K16": {"head_dim": 128, "subspaces": 16, "centroids": 16, "token_capacity": 512},
+    # the value MAC with lanes = D (one bin per cycle); the others use the default 16 lanes
+    "M64K16L128": {"head_dim": 128, "subspaces": 64, "centroids": 16, "token_capacity": 512,
+                   "mac_lanes": 128},
 }
 
 # Every stimulus kind, two token counts (one not a multiple of 2 or 4 tokens per column),
@@ -32,11 +35,11 @@ SETS = {
 FULL_CASES = [
     ["random", 300], ["random", 257], ["wide", 100], ["one_code", 257], ["alternating", 64],
     ["lut_max", 512], ["lut_min", 33], ["extremes", 101], ["random", 0], ["random", 1],
-    ["one_code", 1], ["alternating", 0],
+    ["one_code", 1], ["alternating", 0], ["saturated", 512],
 ]
 QUICK_CASES = [
     ["random", 130], ["random", 67], ["one_code", 67], ["alternating", 32], ["lut_max", 512],
-    ["extremes", 33], ["random", 0], ["random", 1],
+    ["extremes", 33], ["random", 0], ["random", 1], ["saturated", 512],
 ]
 E2E = {"tokens": 512, "banks": 4, "seed": 3}
 
@@ -58,7 +61,8 @@ def _run(name: str, cases: list, e2e: dict | None, tmp_path, *, forwarding: bool
 
 @pytest.mark.cosim
 @pytest.mark.parametrize(
-    "name", ["M64K16", pytest.param("M16K256", marks=pytest.mark.slow)])
+    "name", ["M64K16", pytest.param("M16K256", marks=pytest.mark.slow),
+             pytest.param("M64K16L128", marks=pytest.mark.slow)])
 def test_attention_quick(name: str, tmp_path) -> None:
     data = _run(name, QUICK_CASES, E2E if name == "M64K16" else None, tmp_path)
     assert data["columns_per_cycle"] == 1.0 and data["tokens_per_cycle"] == 1.0

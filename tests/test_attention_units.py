@@ -54,6 +54,10 @@ NUM_TPC1 = Numerics(head_dim=64, subspaces=64, centroids=16, token_capacity=16)
         ("softmax", {"tag_bits": True}, TypeError, "True"),
         ("histogram", {"forwarding": 1}, TypeError, "forwarding"),
         ("value_mac", {"subspaces": 48}, ValueError, "48"),
+        ("value_mac", {"lanes": 3}, ValueError, "lanes must divide D = 128 .* got 3"),
+        ("value_mac", {"lanes": 2, "subspaces": 32}, ValueError, "multiple of d = 4, got 2"),
+        ("value_mac", {"lanes": 256}, ValueError, r"lanes must be in \[1, 128\], got 256"),
+        ("value_mac", {"lanes": 16.0}, TypeError, "16.0"),
         ("attention", {"token_capacity": 0}, ValueError, "token_capacity"),
     ],
 )
@@ -279,31 +283,84 @@ def test_histogram_without_forwarding_is_wrong() -> None:
 # ----------------------------------------------------------------------------------------------
 # value MAC
 # ----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("num", [NUM_TPC8, NUM_TPC32], ids=["K16", "K4"])
-def test_value_mac(num: Numerics) -> None:
+@pytest.mark.parametrize(
+    ("num", "lanes"),
+    [(NUM_TPC8, 16), (NUM_TPC8, 4), (NUM_TPC8, 2), (NUM_TPC32, 8), (NUM_TPC32, 2)],
+    ids=["K16-lanesD", "K16-lanes4", "K16-lanes2", "K4-lanesD", "K4-lanes2"],
+)
+def test_value_mac(num: Numerics, lanes: int) -> None:
+    """Random and extreme histograms back to back on one DUT (the accumulators clear)."""
     rng = np.random.default_rng(8)
-    dut = ValueMAC(numerics=num)
+    dut = ValueMAC(numerics=num, lanes=lanes)
+    assert dut.cycles_per_bin == num.head_dim // lanes
     cap = num.token_capacity * num.weight_one
+    shape = (num.subspaces, num.centroids, num.sub_dim)
     cases = [
         (rng.integers(0, num.weight_one + 1, (num.subspaces, num.centroids)),
-         rng.integers(num.elem_min, num.elem_max + 1,
-                      (num.subspaces, num.centroids, num.sub_dim))),
+         rng.integers(num.elem_min, num.elem_max + 1, shape)),
     ]
-    # the bound: every subspace's whole weight on one bin, centroid at the format's minimum
+    # the bounds: every subspace's whole weight on one bin, centroid at the format's minimum
+    # (the most negative out) or maximum
+    for j, elem in ((-1, num.elem_min), (0, num.elem_max)):
+        hist = np.zeros((num.subspaces, num.centroids), dtype=np.int64)
+        hist[:, j] = cap
+        cases.append((hist, np.full(shape, elem)))
+    # the whole weight split over two bins of opposite extreme centroids (cancellation), and
+    # split at random over all K bins with random extreme centroids (bins sum to the bound)
     hist = np.zeros((num.subspaces, num.centroids), dtype=np.int64)
-    hist[:, -1] = cap
-    cases.append((hist, np.full((num.subspaces, num.centroids, num.sub_dim), num.elem_min)))
+    hist[:, 0], hist[:, 1] = cap // 2, cap - cap // 2
+    cv = np.full(shape, num.elem_max)
+    cv[:, 1] = num.elem_min
+    cases.append((hist, cv))
+    cases.append((rng.multinomial(cap, np.full(num.centroids, 1 / num.centroids),
+                                  size=num.subspaces),
+                  rng.choice([num.elem_min, num.elem_max], shape)))
     bl = dut.i_bins.payload.shape()
-    for seed, (hist, cv) in enumerate(cases):
-        bins = [pack(bl, {"bins": [int(x) for x in hist[:, j]], "index": j,
-                          "last": int(j == num.centroids - 1)}) for j in range(num.centroids)]
+    phases, sinks = [], []
+    for hist, cv in cases:
+        order = rng.permutation(num.centroids)  # bins in any index order
+        bins = [pack(bl, {"bins": [int(x) for x in hist[:, j]], "index": int(j),
+                          "last": int(i == num.centroids - 1)}) for i, j in enumerate(order)]
         snk = Sink(dut.o_out, 1)
-        run_phases(dut, [
-            ([Source(dut.i_cb, codebook_beats(dut.i_cb.payload.shape(), cv))], []),
-            ([Source(dut.i_bins, bins)], [snk]),
-        ], seed=seed)
+        sinks.append(snk)
+        phases += [([Source(dut.i_cb, codebook_beats(dut.i_cb.payload.shape(), cv))], []),
+                   ([Source(dut.i_bins, bins)], [snk])]
+    run_phases(dut, phases, seed=lanes)
+    for i, ((hist, cv), snk) in enumerate(zip(cases, sinks, strict=True)):
         out = unpack(dut.o_out.payload.shape(), snk.beats[0])["out"]
-        assert out == intmodel.hist_times_centroids(hist, cv, num).tolist()
+        assert out == intmodel.hist_times_centroids(hist, cv, num).tolist(), f"case {i}"
+
+
+@pytest.mark.parametrize("lanes", [16, 4])
+def test_value_mac_cycles(lanes: int) -> None:
+    """A bin index per D / lanes cycles; o_out valid ``latency`` cycles after the last bin."""
+    num = NUM_TPC8
+    dut = ValueMAC(numerics=num, lanes=lanes)
+    n = num.head_dim // lanes
+    bl = dut.i_bins.payload.shape()
+    bins = [pack(bl, {"bins": [1] * num.subspaces, "index": j, "last": int(j == num.centroids - 1)})
+            for j in range(num.centroids)]
+    src, snk = Source(dut.i_bins, bins, idle=0.0), Sink(dut.o_out, 1, backpressure=0.0)
+    run_phases(dut, [([src], [snk])], seed=0)
+    assert np.diff(src.sent_at).tolist() == [n] * (num.centroids - 1)
+    assert snk.got_at[0] - src.sent_at[-1] == dut.latency
+    assert snk.got_at[0] - src.sent_at[0] == (num.centroids - 1) * n + dut.latency
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("unit", "params"), [
+    ("value_mac", {}), ("value_mac", {"lanes": 8}), ("lut_accumulate", {}), ("histogram", {}),
+    ("softmax", {}),
+])
+def test_units_meet_level_budget(unit: str, params: dict) -> None:
+    """Each attention unit's longest path fits the tCK x 2 budget (``aqpim synth``, minutes).
+
+    The value MAC with its whole product in one stage measured 26 levels and failed this.
+    """
+    from aqpim.hw.synth import LEVEL_BUDGET, synth_unit
+
+    res = synth_unit(unit, params)
+    assert res.levels <= LEVEL_BUDGET, f"{unit} {params}: {res.levels} levels via {res.path}"
 
 
 # ----------------------------------------------------------------------------------------------

@@ -619,9 +619,11 @@ def test_trace_timing_from_driver(tmp_path) -> None:
     wait = max(0, 2 + math.ceil(math.log2(num.subspaces)) - cc["score_to_aggregate_slack"])
     # M = 64: 8 cycles of pipeline, all hidden by the two-stage decode of the AGGREGATE
     assert wait == 0
+    # the value MAC: D / lanes = 128 / 16 = 8 cycles per bin, then its pipeline latency
+    assert u["value_mac_cycles_per_centroid"] == num.head_dim // u["value_mac_lanes"] == 8
     for t in aggs:
-        assert t.unit_cycles == (cc["base"] + cc["aggregate"] + held[t.bank] + num.centroids
-                                 + wait)
+        assert t.unit_cycles == (cc["base"] + cc["aggregate"] + held[t.bank]
+                                 + num.centroids * 8 + u["value_mac_latency"] + wait)
     assert cli.main(["--trace", str(path), "--json"]) == 0
     assert cli.main(["--trace", str(tmp_path / "none.jsonl")]) == 2
 

@@ -987,7 +987,8 @@ def command_unit_cycles(cfg: HBM3Config, num: Any, opcode: str, tokens: int, len
         LOAD_CB / READ_CB: the side (0 keys, 1 values) whose K and beats count.
     queries:
         G, query heads per pass (GQA): AGGREGATE reads G histograms out through the one value
-        MAC, K_v + 3 cycles each after the first (measured on the RTL); SCORE is unchanged.
+        MAC, ``K_v x D / lanes + value_mac_latency`` cycles each (measured on the RTL); SCORE is
+        unchanged.
     heads:
         H, the bank's head slots: READ_STATUS sends 3 beats per slot (measured on the RTL at
         H = 2). No other command depends on H or on the slot it addresses.
@@ -1011,10 +1012,12 @@ def command_unit_cycles(cfg: HBM3Config, num: Any, opcode: str, tokens: int, len
     if opcode == "AGGREGATE":  # softmax + histogram per token, then histogram x centroids
         # one token per cycle, or one value column per cycle when a token spans several
         vcols = _cols(tokens, nv.subspaces * nv.code_bits, column_bits)
+        # the value MAC (hw/value_mac.py) takes D / lanes cycles per bin (lanes = min(lanes,
+        # D), as the RTL's default) and its pipeline latency, once per query head
+        per_bin = nv.head_dim // min(u("value_mac_lanes"), nv.head_dim)
         return (base + cc["aggregate"]
                 + max(tokens * u("softmax_histogram_cycles_per_token"), vcols, 1)
-                + nv.centroids * u("value_mac_cycles_per_centroid")
-                + (queries - 1) * (nv.centroids * u("value_mac_cycles_per_centroid") + 3))
+                + queries * (nv.centroids * per_bin + u("value_mac_latency")))
     if opcode == "LOAD_CB":  # each beat, then its centroids one per cycle
         return base + cc["load"] + length + num.side(kv).centroids
     if opcode == "LOAD_LUT":  # each 256-bit beat straight into the LUT-accumulate unit

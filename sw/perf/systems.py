@@ -446,8 +446,10 @@ def aqpim_workload(model: ModelConfig, hw: HBM3Config, num: Numerics, batch: int
     # one column per cycle (the column reader's rate) when a token spans several columns
     value_cycles = max(g.value.tokens_per_column * u("softmax_histogram_cycles_per_token")
                        / g.value.columns_per_token, 1)
-    value_mac = (num.values.centroids * u("value_mac_cycles_per_centroid")
-                 + u("value_mac_latency"))
+    # the value MAC's lanes take D / lanes cycles per bin (hw/value_mac.py, as
+    # hbm3.command_unit_cycles)
+    per_bin = num.head_dim // min(u("value_mac_lanes"), num.head_dim)
+    value_mac = num.values.centroids * per_bin + u("value_mac_latency")
     merge_cfg = hw.units["aqpim"].get("merge_unit", {})
     # the merge unit drains each (channel, query head) group after its last beat
     merge_tail = queries * merge_cfg.get("latency", 0) if merge else 0
