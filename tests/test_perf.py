@@ -805,3 +805,50 @@ def test_unit_latencies_equal_the_rtl_classes() -> None:
     assert u["encoder_distance_pipelined"] == (enc.distance_latency > 0)
     assert u["query_heads_per_pass"] == MAX_QUERIES
     assert LUTAccumulate(numerics=num, queries=MAX_QUERIES).queries == MAX_QUERIES
+
+
+def test_value_mac_pass_is_named_as_the_limit() -> None:
+    """Issue 14's 16-lane value MAC: G (K_v D / 16 + 4) cycles per pass (2,052 per query head at
+    K_v = 256, D = 128) land in ``pim_unit_tail``, and regime (a)'s "limited by" names that bucket
+    for Llama-3-8B at batch 1; with 128 lanes (K_v + 4 per head) the LUT load is the limit again.
+    """
+    import copy
+
+    m = MODELS["llama3-8b"]
+    rows = {}
+    for lanes in (16, 128):
+        units = copy.deepcopy(HW.units)
+        units["aqpim"]["value_mac_lanes"] = lanes
+        hw = HW.replace(units=units)
+        w = spec_workload(get_spec("aqpim-2b"), m, hw, 1, 16384)
+        assert w.pass_cycles == 4 * (256 * 128 // lanes + 4)  # G = 4 heads per pass
+        res = [evaluate(s, m, GPU, hw, 16384, 1) for s in ("fp16-pim", "aqpim-2b")]
+        rows[lanes] = cli.summarise(res)["regime_a"][0]
+    assert rows[16]["limited_by"] == "pim_unit_tail"
+    assert rows[128]["limited_by"] == "pim_query_load"
+    assert rows[16]["share_of_bound"] < rows[128]["share_of_bound"]
+
+
+def test_markdown_tables_come_from_the_report(tmp_path, capsys) -> None:
+    """``--markdown FILE`` writes docs/perf.md's tables from the same report as ``--json``."""
+    from aqpim.sw.perf import markdown as md
+
+    out = tmp_path / "t.md"
+    assert cli.main(["--model", "llama3-8b", "--contexts", "16K,128K", "--batches", "1,16",
+                     "--eq-contexts", "128K", "--eq-batches", "1", "--json", "--no-plots",
+                     "--markdown", str(out)]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    text = out.read_text()
+    assert text == md.report_markdown(rep)
+    a = next(r for r in rep["regime_a"] if (r["batch"], r["context"]) == (1, 16384))
+    row = next(line for line in text.splitlines() if line.startswith("| Llama-3-8B | 16K |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[4] == f"{a['attention_speedup']:.2f}x"
+    assert cells[6] == f"{a['share_of_bound']:.0%}"
+    assert cells[7] == md.LIMIT_NAMES[a["limited_by"]]
+    # every crossing row and equal-accuracy row is there
+    assert text.count("| Llama-3-8B | 1 | ") >= 1
+    assert len([line for line in text.splitlines() if line.startswith("| 1.0")]) == \
+        len({(r["level"], r["context"], r["batch"]) for r in rep["equal_accuracy"]["rows"]})
+    with pytest.raises(ValueError, match="'regime_a'"):
+        md.regime_a_table({"results": []})

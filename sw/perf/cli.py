@@ -28,6 +28,7 @@ from aqpim.sw.perf.hbm3 import (
     stream_all_bank,
     trace_timing,
 )
+from aqpim.sw.perf.markdown import report_markdown
 from aqpim.sw.perf.systems import (
     BUILTIN_MODELS,
     DEFAULT_SYSTEMS,
@@ -450,6 +451,10 @@ def main(argv: list[str]) -> int:
     p.add_argument("--out", default="out/perf",
                    help="folder for the files: plots and perf.json (default out/perf)")
     p.add_argument("--no-plots", action="store_true", help="write no files")
+    p.add_argument("--markdown", metavar="FILE.md",
+                   help="also write docs/perf.md's tables of this run (sw/perf/markdown.py)")
+    p.add_argument("--markdown-all", action="store_true",
+                   help="with --markdown: every (model, batch, context) in regime (b)")
     p.add_argument("--ppl", default=str(PPL_FILE), metavar="FILE.json",
                    help="perplexity sweep for the equal-accuracy table")
     p.add_argument("--eq-contexts", type=lambda s: _int_list(s, "--eq-contexts"),
@@ -543,6 +548,14 @@ def main(argv: list[str]) -> int:
         written.append(_plot_equal(eq, Path(args.out)))
         Path(args.out, "perf.json").write_text(json.dumps(report, indent=1) + "\n")
         written.append(str(Path(args.out, "perf.json")))
+    if args.markdown:
+        # the same report as --json's, so the tables and the JSON come from one run
+        try:
+            Path(args.markdown).write_text(report_markdown(report, args.markdown_all))
+        except OSError as e:
+            print(f"aqpim bench perf: --markdown {args.markdown!r}: {e}", file=err)
+            return 2
+        written.append(str(args.markdown))
     if args.json:
         json.dump(report, sys.stdout, indent=1)
         sys.stdout.write("\n")

@@ -435,7 +435,7 @@ def aqpim_workload(model: ModelConfig, hw: HBM3Config, num: Numerics, batch: int
     passes per KV head. SCORE reads each key column once and scores it against the G LUTs in
     the same cycle (1 cycle per column whatever G); AGGREGATE reads each value column once (one
     token per cycle, or one column per cycle when a token spans several) into G histograms,
-    then the one value MAC reads them out in turn: G (K_v + 3) cycles per pass, on every
+    then the one value MAC reads them out in turn: G (K_v D / lanes + 4) cycles per pass, on every
     streaming bank, before the next command. Sizes come from :class:`Geometry`.
     """
     u = lambda k: hw.unit("aqpim", k)  # noqa: E731
