@@ -42,7 +42,7 @@ def collect_control(geometry: Geometry) -> wiring.Signature:
     in."""
     return wiring.Signature({
         "start": Out(1),
-        "slot": Out(range(geometry.heads)),
+        "slot": Out(range(max(2, geometry.heads))),  # 1 bit at H = 1: no zero-width port
         "first": Out(bank_state_layout(geometry)["tokens"].shape),
         "written": In(range(1 << isa.HEADER_FIELDS["count"][1])),
     })
