@@ -35,8 +35,9 @@ def tests(session: nox.Session) -> None:
     _install(session)
     # The LLM tests need the eval extra: the llm session runs them (collecting them here would
     # only turn a missing torch into a skip).
+    # --durations: the slowest tests named in the log, to keep the suite's time in view
     session.run("pytest", "-m", "not slow and not llm", "--ignore", "tests/test_llm.py",
-                *session.posargs)
+                "--durations=12", *session.posargs)
 
 
 @nox.session
