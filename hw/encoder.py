@@ -239,13 +239,7 @@ class PQEncoder(PQGeometry, wiring.Component):
         for i, lane in enumerate(lanes):
             m.d.comb += [lane.a.eq(s1_x), lane.b.eq(store.r_vecs[i]), lane.en.eq(adv)]
         # the pass's subspace and counter ride along the lanes' S internal stages
-        t_valid, t_sub, t_cnt = s1_valid, s1_sub, s1_cnt
-        for k in range(self.distance_latency):
-            n_sub = Signal(self.sub_bits, name=f"d{k}_sub")
-            n_cnt = Signal(max(1, iter_bits), name=f"d{k}_cnt")
-            with m.If(adv):
-                m.d.sync += [d_valid[k].eq(t_valid), n_sub.eq(t_sub), n_cnt.eq(t_cnt)]
-            t_valid, t_sub, t_cnt = d_valid[k], n_sub, n_cnt
+        t_valid, t_sub, t_cnt = self._ride_along(m, adv, d_valid, "d", s1_valid, s1_sub, s1_cnt)
         with m.If(adv):
             m.d.sync += [s2_valid.eq(t_valid), s2_sub.eq(t_sub), s2_cnt.eq(t_cnt)]
             m.d.sync += [s2_dist[i].eq(lane.dist) for i, lane in enumerate(lanes)]
@@ -254,13 +248,7 @@ class PQEncoder(PQGeometry, wiring.Component):
         # holds s compare-select levels), registered with the centroid index j = c * P + lane.
         # The pass's subspace and counter ride along the tree's stages.
         m.d.comb += [argmin.values.eq(s2_dist), argmin.en.eq(adv)]
-        t_valid, t_sub, t_cnt = s2_valid, s2_sub, s2_cnt
-        for k in range(self.argmin_latency):
-            n_sub = Signal(self.sub_bits, name=f"a{k}_sub")
-            n_cnt = Signal(max(1, iter_bits), name=f"a{k}_cnt")
-            with m.If(adv):
-                m.d.sync += [a_valid[k].eq(t_valid), n_sub.eq(t_sub), n_cnt.eq(t_cnt)]
-            t_valid, t_sub, t_cnt = a_valid[k], n_sub, n_cnt
+        t_valid, t_sub, t_cnt = self._ride_along(m, adv, a_valid, "a", s2_valid, s2_sub, s2_cnt)
         s3_min = Signal(self.dist_bits)
         s3_idx = Signal(self.code_bits)
         s3_sub = Signal(self.sub_bits)
@@ -300,3 +288,15 @@ class PQEncoder(PQGeometry, wiring.Component):
                 with m.If(s3_last):
                     m.d.sync += [self.o_code.payload.sub.eq(s3_sub),
                                  self.o_code.payload.code.eq(best_idx)]
+
+    def _ride_along(self, m: Module, adv: Value, valids: list[Signal], prefix: str,
+                    valid: Value, sub: Value, cnt: Value) -> tuple[Value, Value, Value]:
+        """A pass's valid bit, subspace and counter through ``len(valids)`` registers (the
+        internal stages of a distance lane or of the argmin tree); returns the last stage's."""
+        for k, v in enumerate(valids):
+            n_sub = Signal.like(sub, name=f"{prefix}{k}_sub")
+            n_cnt = Signal.like(cnt, name=f"{prefix}{k}_cnt")
+            with m.If(adv):
+                m.d.sync += [v.eq(valid), n_sub.eq(sub), n_cnt.eq(cnt)]
+            valid, sub, cnt = v, n_sub, n_cnt
+        return valid, sub, cnt
