@@ -93,7 +93,7 @@ _ACC_NUM = {"head_dim": 128, "subspaces": 32, "centroids": 256, "token_capacity"
 PRESETS: dict[str, dict[str, dict[str, int]]] = {
     "default": {u: {} for u in UNITS},
     "accurate": {
-        "encoder": {"sub_dim": 4, "centroids": 256, "subspaces": 32, "lanes": 256},
+        "encoder": {"sub_dim": 4, "centroids": 256, "subspaces": 32, "lanes": 16},
         "lut_accumulate": {k: v for k, v in _ACC_NUM.items() if k != "token_capacity"},
         "softmax": {"head_dim": 128, "subspaces": 32},
         "histogram": dict(_ACC_NUM),
