@@ -17,7 +17,7 @@ from aqpim.numerics import Numerics
 
 from .attn_params import check_numerics
 from .histogram import Histogram
-from .lut_accumulate import LUTAccumulate, column_layout, lut_write_layout
+from .lut_accumulate import LUTAccumulate, column_layout, lut_read_signature, lut_write_layout
 from .softmax import Softmax
 from .value_mac import ValueMAC, check_lanes, codebook_write_layout
 
@@ -65,6 +65,8 @@ class Attention(wiring.Component):
     -----
     i_lut : In(stream of :func:`aqpim.hw.lut_accumulate.lut_write_layout`)
     i_vcb : In(stream of :func:`aqpim.hw.value_mac.codebook_write_layout`)
+    lut_read : In(:func:`aqpim.hw.lut_accumulate.lut_read_signature`)
+        The LUT-accumulate unit's LUT read port (READ_LUT), for use between passes.
     i_key : In(stream of :func:`aqpim.hw.lut_accumulate.column_layout`)
         ready is low outside pass 1 (before ``o_partial`` of the previous pair is taken,
         and after the ``last`` key column).
@@ -125,6 +127,8 @@ class Attention(wiring.Component):
             "i_key": In(stream.Signature(column_layout(num.keys))),
             "i_val": In(stream.Signature(column_layout(num.values))),
             "o_partial": Out(stream.Signature(partial_layout(num, self._queries))),
+            # the LUT-accumulate unit's LUT read port (READ_LUT; hw/lut_accumulate.py)
+            "lut_read": In(lut_read_signature(num.keys, self._queries)),
         }
         if slots > 1:  # the value MAC's codebook of each head slot (hw/value_mac.py)
             ports["slot"] = In(range(slots))
@@ -181,6 +185,7 @@ class Attention(wiring.Component):
         if self._slots > 1:
             m.d.comb += mac.slot.eq(self.slot)
         wiring.connect(m, wiring.flipped(self.i_lut), la.i_lut)
+        wiring.connect(m, wiring.flipped(self.lut_read), la.lut_read)
         wiring.connect(m, wiring.flipped(self.i_vcb), mac.i_cb)
 
         # Pass state: each flag is set by its stream's last beat and cleared when the last

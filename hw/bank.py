@@ -7,21 +7,23 @@ reference is :class:`aqpim.sw.host.golden_device.GoldenBank` (bit-exact, same st
 The controller only wires its parts (docs/bank.md has the figure)::
 
     i_cmd -> BankSequencer (FSM, bank state) <-> CommandDecoder (header checks)
-               | data beats                 \-> ColumnReader (kmem, vmem, cbmem, lutmem reads)
-               v                                  |-> Attention i_key / i_val
-             BeatUnpacker -> PQEncoder i_cb/i_x   |-> CodeCollector (column reload)
-               |-> Attention i_lut / i_vcb        '-> ResponseMux -> o_rsp
-               '-> cbmem, lutmem writes
+               | data beats                 \-> ColumnReader (kmem, vmem reads; READ_CB /
+               v                                  |  READ_LUT from the encoder's codebook
+             BeatUnpacker -> PQEncoder i_cb/i_x   |  store and the LUT-accumulate unit's LUT)
+               '-> Attention i_lut / i_vcb        |-> Attention i_key / i_val
+                                                  |-> CodeCollector (column reload)
+                                                  '-> ResponseMux -> o_rsp
              PQEncoder o_code -> CodeCollector -> kmem, vmem writes
              Attention o_partial -> BankSequencer -> ResponseMux
 
-It owns the bank's memories - key and value code storage (one 256-bit column per ``tpc``
-tokens, ``ceil(token_capacity / tpc)`` columns each per head slot, slot-major), a normalised
-copy of the codebooks (per slot) and of the LUT for READ_CB / READ_LUT - and instantiates the
-units: :class:`aqpim.hw.encoder.PQEncoder` (one encoder with H x (M_k + M_v) subspaces: slot
-s's keys at s (M_k + M_v) + m, its values after them) and :class:`aqpim.hw.attention.Attention`
-(LUT-accumulate, softmax, histogram, value MAC with H value codebooks), which hold their own
-working copies of codebook and LUT.
+It owns the bank's code storage - key and value code columns (one 256-bit column per ``tpc``
+tokens, ``ceil(token_capacity / tpc)`` columns each per head slot, slot-major; DRAM rows in a
+PIM part) - and instantiates the units: :class:`aqpim.hw.encoder.PQEncoder` (one encoder with
+H x (M_k + M_v) subspaces: slot s's keys at s (M_k + M_v) + m, its values after them) and
+:class:`aqpim.hw.attention.Attention` (LUT-accumulate, softmax, histogram, value MAC with H
+value codebooks), which hold the working storage: codebooks and LUT. READ_CB and READ_LUT read
+that working storage through the units' read ports; there are no read-back copies
+(docs/bank.md "Storage classes").
 
 Latency and throughput (cycles at the bank clock, no back-pressure; measured figures in
 docs/bank.md): header to decision 2 cycles; LOAD_CB one centroid per cycle (K cycles); LOAD_LUT
@@ -29,7 +31,8 @@ one 256-bit beat (E = 256 / lut_width entries) per cycle straight into the LUT-a
 (``lut_beats`` cycles: 64 at M = 64, K = 16, L = 16); WRITE_KV one sub-vector per cycle into the
 encoder, so the encoder's ``K / lanes`` cycles per sub-vector set the rate (2M sub-vectors per
 token); SCORE one code column per cycle (II = 1 read-ahead from the code storage); AGGREGATE one
-token per cycle plus the attention unit's K + ~10 cycles; reads one beat per cycle.
+token per cycle plus the attention unit's K + ~10 cycles; READ_CODES one beat per cycle; READ_CB
+one centroid and READ_LUT one LUT entry per cycle (K, resp. M_k K cycles, plus 1).
 
 Parameters (keyword-only)
 -------------------------
@@ -40,7 +43,7 @@ numerics:
 heads:
     H, head slots (1..8, the ISA's 3-bit head field): per slot a token count, key and value
     code storage (slot-major regions of the code memories), key and value codebooks (in the
-    encoder, the value MAC and the codebook copy, each H x one slot's depth) and loaded masks;
+    encoder and the value MAC, each H x one slot's depth) and loaded masks;
     the G LUTs, the score scratch and the partial registers are shared and tagged with the
     slot that owns them (docs/bank.md "Head slots").
 queries:
@@ -79,20 +82,18 @@ W = isa.WORD_BITS
 def slot_bits(geometry: Geometry) -> dict[str, int]:
     """Storage one head slot adds to a bank, in bits (docs/bank.md "Head slots").
 
-    Memories: the key and value code columns (``columns_per_head`` x 256 each), the codebook
-    copy for READ_CB (256-bit beats), the encoder's codebooks (M_k + M_v subspaces of K
-    centroids of max(d_k, d_v) W-bit elements) and the value MAC's (M_v x K_v x d_v x W);
-    flip-flops: the slot's token count and its two loaded masks. The LUTs, the score scratch
-    and the partial registers are shared and cost nothing per slot (three 3-bit owner tags
-    for the bank).
+    Memories: the key and value code columns (``columns_per_head`` x 256 each; DRAM rows), the
+    encoder's codebooks (M_k + M_v subspaces of K centroids of max(d_k, d_v) W-bit elements;
+    READ_CB reads these) and the value MAC's (M_v x K_v x d_v x W); flip-flops: the slot's
+    token count and its two loaded masks. No read-back copy. The LUTs, the score scratch and
+    the partial registers are shared and cost nothing per slot (three 3-bit owner tags for
+    the bank).
     """
     g, n = geometry, geometry.num
     ew = n.elem_bits
-    cb_beats = g.key.subspaces * g.key.cb_beats + g.value.subspaces * g.value.cb_beats
     out = {
         "key_codes": g.key.columns_per_head * W,
         "value_codes": g.value.columns_per_head * W,
-        "codebook_copy": cb_beats * W,
         "encoder_codebooks": (n.subspaces + n.values.subspaces) * n.centroids
         * max(n.sub_dim, n.values.sub_dim) * ew,
         "value_mac_codebook": n.values.subspaces * n.values.centroids * n.values.sub_dim * ew,
@@ -194,7 +195,7 @@ class BankController(wiring.Component):
         # The bank's parts (one file each) and its memories.
         m.submodules.sequencer = seq = BankSequencer(geometry=g)
         m.submodules.decoder = dec = CommandDecoder(geometry=g)
-        m.submodules.reader = rd = ColumnReader(geometry=g)
+        m.submodules.reader = rd = ColumnReader(geometry=g, cb_read=enc.read_signature)
         m.submodules.unpacker = unp = BeatUnpacker(geometry=g, cb_layout=enc.cb_layout,
                                                    x_layout=enc.x_layout)
         m.submodules.collector = col = CodeCollector(geometry=g, code_layout=enc.code_layout)
@@ -214,23 +215,22 @@ class BankController(wiring.Component):
         connect(m, seq.collect, col.ctrl)
         connect(m, seq.respond, mux.ctrl)
 
-        # Data beats to the units and the read-back copies.
+        # Data beats to the units (no read-back copies: READ_CB / READ_LUT read the units).
         connect(m, seq.o_data, unp.i_data)
         connect(m, unp.o_cb, enc.i_cb)
         connect(m, unp.o_x, enc.i_x)
         connect(m, unp.o_vcb, attn.i_vcb)
         connect(m, unp.o_lut, attn.i_lut)
-        connect(m, unp.cb_write, mems[Source.CODEBOOK].write_port())
-        connect(m, unp.lut_write, mems[Source.LUT].write_port())
 
         # Codes into the storage; code columns and read beats out of it.
         connect(m, enc.o_code, col.i_code)
         connect(m, col.k_write, mems[Source.KEYS].write_port())
         connect(m, col.v_write, mems[Source.VALUES].write_port())
-        rd_ports = {"keys_mem": Source.KEYS, "values_mem": Source.VALUES,
-                    "codebook_mem": Source.CODEBOOK, "lut_mem": Source.LUT}
-        for name, src in rd_ports.items():
-            connect(m, getattr(rd, name), mems[src].read_port())
+        for src, mem in mems.items():
+            connect(m, getattr(rd, f"{src.name.lower()}_mem"), mem.read_port())
+        # READ_CB / READ_LUT: the reader's element reads from the units' working storage
+        connect(m, rd.cb_read, enc.cb_read)
+        connect(m, rd.lut_read, attn.lut_read)
         connect(m, rd.o_key, attn.i_key)
         connect(m, rd.o_val, attn.i_val)
         connect(m, rd.o_reload, col.i_reload)

@@ -167,9 +167,10 @@ class CommandDecoder(wiring.Component):
         slot = slot_index(header_head(hdr), g.heads)
         k0 = slot * (depth[Source.KEYS] // g.heads)  # the slot's first column of each memory
         v0 = slot * (depth[Source.VALUES] // g.heads)
-        cb0 = slot * (depth[Source.CODEBOOK] // g.heads)
-        cb_base = cb0 + Mux(rcb.kv, Mk * cbk + sub_index(rcb.subspace, Mv) * cbv,
-                            sub_index(rcb.subspace, Mk) * cbk)
+        # READ_CB reads the encoder's codebook store: slot s's keys at s (M_k + M_v) + m,
+        # its values after them (hw/bank_reader.py)
+        cb_sub = slot * (Mk + Mv) + Mux(rcb.kv, Mk + sub_index(rcb.subspace, Mv),
+                                        sub_index(rcb.subspace, Mk))
         reads = {
             # zero tokens still send one (empty) column
             Opcode.SCORE: (Source.KEYS, Sink.KEY, k0, Mux(used_k == 0, 1, used_k)),
@@ -178,10 +179,11 @@ class CommandDecoder(wiring.Component):
             Opcode.WRITE_KV: (Source.KEYS, Sink.RELOAD, k0 + _open_column(st.tokens, g.key), 1),
             Opcode.READ_CODES: (Mux(rc.kv, Source.VALUES, Source.KEYS), Sink.RESPONSE,
                                 Mux(rc.kv, v0, k0) + rc.addr, rc.count),
-            Opcode.READ_CB: (Source.CODEBOOK, Sink.RESPONSE, cb_base, Mux(rcb.kv, cbv, cbk)),
-            Opcode.READ_LUT: (Source.LUT, Sink.RESPONSE,
+            Opcode.READ_CB: (Mux(rcb.kv, Source.CB_VALUES, Source.CB_KEYS), Sink.RESPONSE,
+                             cb_sub, Mux(rcb.kv, cbv, cbk)),
+            Opcode.READ_LUT: (Source.LUT, Sink.RESPONSE,  # base: the query head
                               p.read_lut.subspace[:max(1, (g.queries - 1).bit_length())]
-                              * g.lut_beats if g.queries > 1 else 0, g.lut_beats),
+                              if g.queries > 1 else 0, g.lut_beats),
         }
         with m.If(bus.en), m.Switch(op):
             for code, (src, sink, base, count) in reads.items():

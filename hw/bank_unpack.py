@@ -4,12 +4,11 @@ The sequencer forwards the data beats of an accepted LOAD_CB, WRITE_KV or LOAD_L
 ``i_data``; the latched header on ``ctrl`` says which:
 
 - LOAD_LUT: each beat goes straight to the attention unit (``o_lut``: row and its E = 256 / L'
-  sign-extended entries) and, normalised, to the LUT copy (``lut_write``) for READ_LUT;
-  one beat per cycle, latency 0.
+  sign-extended entries); one beat per cycle, latency 0.
 - LOAD_CB: a beat is held and its centroids (groups of d elements, d of the ``kv`` side) are
   handed out one per cycle to the encoder (``o_cb``) and, for values, to the value MAC
-  (``o_vcb``); the normalised beat goes to the codebook copy (``cb_write``: the M_k key
-  subspaces, then the M_v value subspaces). K centroids take K cycles plus one per beat.
+  (``o_vcb``). K centroids take K cycles plus one per beat. (READ_CB and READ_LUT read the
+  encoder's and the LUT-accumulate unit's storage: there are no read-back copies.)
 - WRITE_KV: the held beat's sub-vectors go to the encoder (``o_x``), keys of a token as
   subspaces 0..M_k-1 and its values as M_k..M_k+M_v-1, one per cycle; a vector ends its beat
   (the next vector starts on a fresh beat), so the rate is one sub-vector per cycle plus one
@@ -26,11 +25,9 @@ from __future__ import annotations
 
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.memory import WritePort
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 from aqpim.hw.bank_decode import header_head, slot_index, sub_index
-from aqpim.hw.bank_reader import Source, memory_depths
 from aqpim.hw.command import Command, Opcode
 from aqpim.hw.lut_accumulate import lut_write_layout
 from aqpim.hw.value_mac import codebook_write_layout
@@ -54,14 +51,6 @@ def _elements(m: Module, word, width: int, bits: int, count: int) -> Signal:
     src = data.View(data.ArrayLayout(unsigned(width), count), word)
     out = Signal(data.ArrayLayout(signed(bits), count))
     m.d.comb += [out[i].eq(src[i][:bits].as_signed()) for i in range(count)]
-    return out
-
-
-def _normalised(m: Module, word, width: int, bits: int) -> Signal:
-    """``word`` with every ``width``-bit slot sign-extended from its low ``bits`` bits."""
-    vals = _elements(m, word, width, bits, W // width)
-    out = Signal(data.ArrayLayout(signed(width), W // width))
-    m.d.comb += [out[i].eq(vals[i]) for i in range(W // width)]
     return out
 
 
@@ -89,11 +78,6 @@ class BeatUnpacker(wiring.Component):
             "o_x": Out(stream.Signature(x_layout)),
             "o_vcb": Out(stream.Signature(codebook_write_layout(n.values))),
             "o_lut": Out(stream.Signature(lut_write_layout(n.keys, geometry.queries))),
-            "cb_write": In(WritePort.Signature(
-                addr_width=ceil_log2(memory_depths(geometry)[Source.CODEBOOK]),
-                shape=unsigned(W))),
-            "lut_write": In(WritePort.Signature(
-                addr_width=ceil_log2(memory_depths(geometry)[Source.LUT]), shape=unsigned(W))),
         })
 
     def elaborate(self, platform: object) -> Module:
@@ -108,11 +92,10 @@ class BeatUnpacker(wiring.Component):
         hdr, i_data = self.ctrl.header, self.i_data
         cb = hdr.params.load_cb
         sub_k, sub_v = sub_index(cb.subspace, Mk), sub_index(cb.subspace, Mv)
-        # Head slots: the encoder holds H x (M_k + M_v) codebooks and the codebook copy H
-        # regions, slot-major, so a slot's codebooks persist while other slots load theirs.
+        # Head slots: the encoder holds H x (M_k + M_v) codebooks, slot-major, so a slot's
+        # codebooks persist while other slots load theirs.
         slot = slot_index(header_head(hdr), g.heads)
         enc0 = slot * (Mk + Mv)  # the slot's first encoder subspace
-        cb0 = slot * (memory_depths(g)[Source.CODEBOOK] // g.heads)  # and codebook-copy beat
         cb_sub = enc0 + Mux(cb.kv, Mk + sub_v, sub_k)  # encoder subspace: keys, then values
 
         # The held beat, the group in it now offered, and the counters of this command.
@@ -134,23 +117,17 @@ class BeatUnpacker(wiring.Component):
         with m.If(took):
             m.d.sync += row.eq(row + 1)
 
-        # LOAD_LUT: a whole beat per cycle into the LUT (query head q's with GQA), its
-        # normalised copy beside it.
+        # LOAD_LUT: a whole beat per cycle into the LUT (query head q's with GQA).
         with m.If(hdr.opcode == Opcode.LOAD_LUT):
             lut = self.o_lut.payload
-            lut_base = 0
             if g.queries > 1:
                 q = hdr.params.load_lut.subspace[:max(1, (g.queries - 1).bit_length())]
                 m.d.comb += lut.query.eq(q)
-                lut_base = q * g.lut_beats
             m.d.comb += [
                 lut.row.eq(row),
                 lut.values.eq(_elements(m, i_data.payload, lw, n.lut_bits, W // lw)),
                 self.o_lut.valid.eq(i_data.valid),
                 i_data.ready.eq(self.o_lut.ready),
-                self.lut_write.addr.eq(lut_base + row),
-                self.lut_write.data.eq(_normalised(m, i_data.payload, lw, n.lut_bits)),
-                self.lut_write.en.eq(took),
                 self.ctrl.last.eq(took),
             ]
         # LOAD_CB / WRITE_KV: take a beat when none is held, then hand out its groups.
@@ -158,13 +135,6 @@ class BeatUnpacker(wiring.Component):
             m.d.comb += i_data.ready.eq(~full)
             with m.If(took):
                 m.d.sync += [beat.eq(i_data.payload), slot.eq(0), full.eq(1)]
-            with m.If(hdr.opcode == Opcode.LOAD_CB):
-                m.d.comb += [
-                    self.cb_write.addr.eq(cb0 + Mux(cb.kv, Mk * cbk + sub_v * cbv, sub_k * cbk)
-                                          + row),
-                    self.cb_write.data.eq(_normalised(m, i_data.payload, ew, n.elem_bits)),
-                    self.cb_write.en.eq(took),
-                ]
 
         # One centroid per cycle into the encoder and, for values, the value MAC. Writes are
         # idempotent, so a unit that took the centroid early may see it again while waiting.

@@ -5,13 +5,19 @@ Centroid ``j`` of subspace ``m`` lives in lane ``j % P`` at address ``m * T + j 
 centroids ``c*P .. c*P + P-1`` of one subspace, one per lane: the P distance lanes of the encoder
 read all their operands in the same cycle.
 
-Latency: reads are synchronous, data one cycle after the address (held while ``r_en`` is low).
-Writes take effect at the next clock edge. Throughput: one read and one write per cycle.
+The read port has two address sources: the encoder's (``r_*``) and a second one (``x_*``) for
+the bank's READ_CB, which wins when ``x_en`` is high. The bank runs one command at a time, so a
+READ_CB never meets an encoding in flight; the arbitration is a 2:1 address mux, and the store
+stays one read port per lane memory (no extra port, no copy of the codebooks).
+
+Latency: reads are synchronous, data one cycle after the address (held while neither ``r_en``
+nor ``x_en`` is high). Writes take effect at the next clock edge. Throughput: one read and one
+write per cycle.
 """
 
 from __future__ import annotations
 
-from amaranth import Cat, Module, signed, unsigned
+from amaranth import Cat, Module, Mux, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -79,6 +85,18 @@ class PQGeometry:
     def vec_layout(self) -> data.ArrayLayout:
         return data.ArrayLayout(signed(self._w), self._d)
 
+    @property
+    def read_signature(self) -> wiring.Signature:
+        """The READ_CB read port, seen from the reader: ``en``, ``sub``, ``iter`` out (centroids
+        ``iter*P .. iter*P + P-1`` of subspace ``sub``), their P vectors ``vecs`` in one cycle
+        later (:class:`CodebookStore` ``x_*`` and ``r_vecs``)."""
+        return wiring.Signature({
+            "en": Out(1),
+            "sub": Out(unsigned(self.sub_bits)),
+            "iter": Out(unsigned(max(1, self.iterations.bit_length() - 1))),
+            "vecs": In(data.ArrayLayout(self.vec_layout, self._p)),
+        })
+
 
 class CodebookStore(PQGeometry, wiring.Component):
     """M codebooks of K centroids of d W-bit signed elements, split over P lanes.
@@ -94,6 +112,8 @@ class CodebookStore(PQGeometry, wiring.Component):
         Write centroid ``w_idx`` of subspace ``w_sub`` (applied at the clock edge).
     r_en, r_sub, r_iter:
         Read centroids ``r_iter*P + p`` (p = 0..P-1) of subspace ``r_sub``.
+    x_en, x_sub, x_iter:
+        The same read for READ_CB (hw/bank_reader.py); has priority over ``r_*``.
     r_vecs:
         ``ArrayLayout(vec, P)``: the P centroids, one cycle after the read.
     """
@@ -116,6 +136,9 @@ class CodebookStore(PQGeometry, wiring.Component):
                 "r_en": In(1),
                 "r_sub": In(unsigned(self.sub_bits)),
                 "r_iter": In(unsigned(max(1, self.iter_bits))),
+                "x_en": In(1),
+                "x_sub": In(unsigned(self.sub_bits)),
+                "x_iter": In(unsigned(max(1, self.iter_bits))),
                 "r_vecs": Out(data.ArrayLayout(vec, self._p)),
             }
         )
@@ -150,8 +173,9 @@ class CodebookStore(PQGeometry, wiring.Component):
                 wr.addr.eq(address(self.w_sub, self.w_idx[self.lane_bits :])),
                 wr.data.eq(self.w_vec),
                 wr.en.eq(self.w_en & lane_hit),
-                rd.addr.eq(address(self.r_sub, self.r_iter)),
-                rd.en.eq(self.r_en),
+                rd.addr.eq(Mux(self.x_en, address(self.x_sub, self.x_iter),
+                               address(self.r_sub, self.r_iter))),
+                rd.en.eq(self.r_en | self.x_en),
                 self.r_vecs[p].eq(rd.data),
             ]
         return m

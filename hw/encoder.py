@@ -75,6 +75,11 @@ class PQEncoder(PQGeometry, wiring.Component):
         ``{sub, x}``: a sub-vector and its subspace index (any order of subspaces).
     o_code: Out(stream of ``code_layout``)
         ``{sub, code}``: one per input, in input order.
+    cb_read: In(:attr:`read_signature`)
+        The codebook store's read port for the bank's READ_CB (address in, the P centroids
+        one cycle later); it takes the store's read address from the pipeline while ``en`` is
+        high, so use it only while no sub-vector is in flight (the bank runs one command at a
+        time).
 
     A ``sub`` value >= M is outside the contract (it aliases another subspace's storage).
     """
@@ -104,6 +109,7 @@ class PQEncoder(PQGeometry, wiring.Component):
                 "i_cb": In(stream.Signature(self.cb_layout)),
                 "i_x": In(stream.Signature(self.x_layout)),
                 "o_code": Out(stream.Signature(self.code_layout)),
+                "cb_read": In(self.read_signature),
             }
         )
 
@@ -214,6 +220,10 @@ class PQEncoder(PQGeometry, wiring.Component):
                 with m.If(cnt == t - 1):
                     m.d.sync += busy.eq(0)
         m.d.comb += [store.r_en.eq(adv), store.r_sub.eq(issue_sub), store.r_iter.eq(issue_cnt)]
+        # READ_CB's read port: the store's second address source (hw/codebook.py).
+        rd = self.cb_read
+        m.d.comb += [store.x_en.eq(rd.en), store.x_sub.eq(rd.sub), store.x_iter.eq(rd.iter),
+                     rd.vecs.eq(store.r_vecs)]
 
         # Codebook writes only into an empty pipeline, so no pass reads a half-written codebook.
         m.d.comb += [

@@ -7,7 +7,7 @@ column layout: :func:`aqpim.sw.golden.intmodel.pack_columns`).
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -21,6 +21,7 @@ from .attn_params import check_numerics
 __all__ = [
     "LUTAccumulate",
     "column_layout",
+    "lut_read_signature",
     "lut_write_layout",
     "score_beat_layout",
     "index_shape",
@@ -50,6 +51,18 @@ def lut_write_layout(num: Numerics, queries: int = 1) -> data.StructLayout:
     if queries > 1:
         fields["query"] = index_shape(queries)
     return data.StructLayout(fields)
+
+
+def lut_read_signature(num: Numerics, queries: int = 1) -> wiring.Signature:
+    """The READ_LUT read port, seen from the reader: ``en`` with entry ``LUT[query][sub][idx]``
+    out, the entry (``lut_bits`` signed) on ``data`` one cycle later."""
+    return wiring.Signature({
+        "en": Out(1),
+        "query": Out(index_shape(queries)),
+        "sub": Out(index_shape(num.subspaces)),
+        "idx": Out(unsigned(num.code_bits)),
+        "data": In(signed(num.lut_bits)),
+    })
 
 
 def column_layout(num: Numerics) -> data.StructLayout:
@@ -113,6 +126,13 @@ class LUTAccumulate(wiring.Component):
         Key-code columns.
     o_scores : Out(stream of :func:`score_beat_layout`)
         One beat per column, in order; slots ``k >= ntok`` carry don't-care scores.
+    lut_read : In(:func:`lut_read_signature`)
+        One LUT entry per cycle for the bank's READ_LUT, through the column path's own
+        read ports: while ``en`` is high, token slot 0's code of every subspace is ``idx``, so
+        the registered entries (stage 1) hold ``LUT[q][m][idx]`` for every q and m the next
+        cycle and ``data`` selects ``[query][sub]`` of them. No LUT copy and no extra read
+        port on the LUT memories; use it only while no column is in flight (the bank runs one
+        command at a time), and the entry registers must be advancing (an idle unit's are).
 
     The running maximum is not tracked here: :class:`aqpim.hw.attention.Attention` does it
     where the scores are stored (only there is ``ntok`` applied).
@@ -150,6 +170,7 @@ class LUTAccumulate(wiring.Component):
             "i_lut": In(stream.Signature(lut_write_layout(num, self._g))),
             "i_cols": In(stream.Signature(column_layout(num))),
             "o_scores": Out(stream.Signature(score_beat_layout(num, self._g))),
+            "lut_read": In(lut_read_signature(num, self._g)),
         })
 
     @property
@@ -229,6 +250,8 @@ class LUTAccumulate(wiring.Component):
                 # were as many again).
                 rp = mem.read_port(domain="comb")
                 code = self.i_cols.payload.codes[k][s]
+                if k == 0:  # READ_LUT reads entry idx of every subspace through slot 0
+                    code = Mux(self.lut_read.en, self.lut_read.idx, code)
                 if nrows > 1:
                     m.d.comb += rp.addr.eq(code[rbits:])
                 ent_r = Signal(signed(num.lut_bits),
@@ -236,6 +259,15 @@ class LUTAccumulate(wiring.Component):
                 with m.If(adv):
                     m.d.sync += ent_r.eq(rp.data[code[:rbits]] if rlen > 1 else rp.data[0])
                 level[k][s] = ent_r
+
+        # READ_LUT: the entry of (query, sub) from slot 0's registered entries, a cycle later.
+        rd = self.lut_read
+        rd_q = Signal.like(rd.query, name="lut_read_q")
+        rd_s = Signal.like(rd.sub, name="lut_read_sub")
+        with m.If(rd.en):
+            m.d.sync += [rd_q.eq(rd.query), rd_s.eq(rd.sub)]
+        ents = Array(Array(levels[q][0][s] for s in range(nsub)) for q in range(nq))
+        m.d.comb += rd.data.eq(ents[rd_q if nq > 1 else 0][rd_s])
 
         # Token count and end-of-pass flag travel beside the data.
         ntok = [Signal.like(self.i_cols.payload.ntok, name=f"s{i + 1}_ntok")

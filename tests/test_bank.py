@@ -507,3 +507,55 @@ def test_head_slots_amaranth() -> None:
     assert [cyc1[score], cyc1[agg]] == model
     print(f"slot 0 and slot {H - 1}: SCORE {cyc0[score]} cycles, AGGREGATE {cyc0[agg]} cycles "
           f"(model {model[0]}, {model[1]})")
+
+
+def test_read_back_from_working_storage_amaranth() -> None:
+    """READ_CB answers from the encoder's codebook store and READ_LUT from the LUT-accumulate
+    unit (no read-back copies): H = 2 slots with different codebooks (d_k = 8, d_v = 4: the
+    store's padding must not show), G = 2 LUTs, every codebook and LUT read back equal to the
+    golden bank's, also after rejected LOAD_CBs and LOAD_LUTs whose drained data beats must
+    not reach the units (a rejected command changes nothing)."""
+    from dataclasses import replace
+
+    num, H, G = ASYM, 2, 2
+    g = Geometry(num, heads=H, queries=G)
+    rng = np.random.default_rng(31)
+
+    def centroids(kv: int) -> list[int]:
+        s = num.side(kv)
+        return rng.integers(-128, 128, size=s.centroids * s.sub_dim).tolist()
+
+    def lut() -> list[int]:
+        return rng.integers(num.lut_min, num.lut_max + 1,
+                            size=num.subspaces * num.centroids).tolist()
+
+    def read_all() -> list[Command]:
+        return [isa.read_cb(head=h, kv=kv, subspace=m) for h in range(H) for kv in (0, 1)
+                for m in range(num.side(kv).subspaces)] + [
+            isa.read_lut(head=1, query=q) for q in range(G)] + [isa.read_lut(head=0)]
+
+    cmds = [isa.load_cb(g, head=h, kv=kv, subspace=m, centroids=centroids(kv))
+            for h in range(H) for kv in (0, 1) for m in range(num.side(kv).subspaces)]
+    cmds += [isa.load_lut(g, head=1, lut=lut(), query=q) for q in range(G)]
+    cmds += read_all()
+    bad_cb = isa.load_cb(g, head=1, kv=1, subspace=2, centroids=centroids(1))
+    bad_lut = isa.load_lut(g, head=1, lut=lut(), query=0)
+    rejected = [
+        replace(bad_cb, data=bad_cb.data + (7,)),  # BAD_LENGTH
+        replace(bad_cb, subspace=num.values.subspaces),  # ADDR_RANGE
+        replace(bad_cb, head=H),  # ADDR_RANGE
+        replace(bad_lut, data=bad_lut.data[:-1]),  # BAD_LENGTH
+        replace(bad_lut, subspace=G),  # q >= G: ADDR_RANGE
+        replace(bad_lut, head=0, subspace=1),  # not slot 0's set: ADDR_RANGE
+    ]
+    for cmd in rejected:
+        cmds += [cmd, isa.read_cb(head=1, kv=1, subspace=2), isa.read_lut(head=1, query=0)]
+    cmds += read_all()
+    gold = GoldenBank(g)
+    expected = [gold.execute(c) for c in cmds]
+    assert [e.status for e in expected if not e.ok] == [
+        isa.Status.NO_LUT, isa.Status.BAD_LENGTH, isa.Status.ADDR_RANGE, isa.Status.ADDR_RANGE,
+        isa.Status.BAD_LENGTH, isa.Status.ADDR_RANGE, isa.Status.ADDR_RANGE, isa.Status.NO_LUT]
+    got = run_amaranth(num, cmds, seed=31, heads=H, queries=G)
+    for i, (cmd, exp, (resp, _)) in enumerate(zip(cmds, expected, got, strict=True)):
+        assert resp == exp, f"command {i} {cmd!r}: RTL {resp} != golden {exp}"

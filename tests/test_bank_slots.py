@@ -130,15 +130,20 @@ def test_slot_bits_and_demo_slots() -> None:
     ``slots`` places heads over banks x slots and refuses a bad count by name."""
     from aqpim.commands import demo
     from aqpim.hw.bank import slot_bits
-    from aqpim.hw.bank_reader import Source, memory_depths
+    from aqpim.hw.bank_reader import Source, encoder_subspaces, memory_depths
 
     g1, g3 = Geometry(SLOTS2), Geometry(SLOTS2, heads=3)
     d1, d3 = memory_depths(g1), memory_depths(g3)
     bits = slot_bits(g3)
-    for src, name in ((Source.KEYS, "key_codes"), (Source.VALUES, "value_codes"),
-                      (Source.CODEBOOK, "codebook_copy")):
+    for src, name in ((Source.KEYS, "key_codes"), (Source.VALUES, "value_codes")):
         assert (d3[src] - d1[src]) * isa.WORD_BITS == 2 * bits[name], name
-    assert d3[Source.LUT] == d1[Source.LUT]  # the LUTs are shared
+    assert set(d3) == {Source.KEYS, Source.VALUES}  # no read-back copies (READ_CB / READ_LUT)
+    n = SLOTS2
+    per_sub = n.centroids * max(n.sub_dim, n.values.sub_dim) * n.elem_bits
+    assert ((encoder_subspaces(g3) - encoder_subspaces(g1)) * per_sub
+            == 2 * bits["encoder_codebooks"])
+    assert bits["memory_total"] == sum(v for k, v in bits.items()
+                                       if k not in ("memory_total", "state_flip_flops"))
     assert bits == slot_bits(g1)  # per slot: the same whatever H
     cfg = demo.RtlDemoConfig(heads=4, banks=2, slots=2, tokens=100, steps=2)
     assert cfg.per_bank_tokens == 102  # each head owns one (bank, slot) place

@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 
 import numpy as np
+import pytest
 from amaranth.hdl import Module
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
@@ -130,10 +131,12 @@ def test_decoder_status_matches_golden_checks() -> None:
 # ColumnReader: first beat 2 cycles after the request, then one per cycle under back-pressure
 # ----------------------------------------------------------------------------------------------
 class _ReaderBench(wiring.Component):
-    """The reader with the bank's four memories, filled with known beats."""
+    """The reader with the bank's two code memories, filled with known beats."""
 
     def __init__(self, g: Geometry, contents: dict[Source, list[int]]) -> None:
-        self.reader = ColumnReader(geometry=g)
+        enc = PQEncoder(sub_dim=g.num.sub_dim, centroids=g.num.centroids,
+                        subspaces=2 * g.num.subspaces, elem_bits=g.num.elem_bits, lanes=4)
+        self.reader = ColumnReader(geometry=g, cb_read=enc.read_signature)
         self._g, self._contents = g, contents
         super().__init__({})
 
@@ -166,8 +169,8 @@ def test_reader_streams_beats_and_columns() -> None:
         ctx.set(r.ctrl.start, 0)
 
     async def bench(ctx) -> None:
-        # READ_CB-style: beats 5..9 of the codebook copy, 30 % back-pressure.
-        await request(ctx, Source.CODEBOOK, Sink.RESPONSE, 5, 5)
+        # READ_CODES-style: beats 5..9 of the value codes, 30 % back-pressure.
+        await request(ctx, Source.VALUES, Sink.RESPONSE, 5, 5)
         got, cycle, first = [], 0, None
         while ctx.get(r.ctrl.busy):
             ready = rng.random() >= 0.3
@@ -178,7 +181,7 @@ def test_reader_streams_beats_and_columns() -> None:
                     got.append(ctx.get(r.o_data.payload))
             await ctx.tick()
             cycle += 1
-        assert got == contents[Source.CODEBOOK][5:10]
+        assert got == contents[Source.VALUES][5:10]
         assert first == 1  # offered on the second cycle after the start strobe's edge
         # SCORE-style: 10 tokens = 3 columns, the last one holding 2 tokens.
         ctx.set(r.ctrl.tokens, 10)
@@ -192,6 +195,103 @@ def test_reader_streams_beats_and_columns() -> None:
             await ctx.tick()
         assert cols == [(contents[Source.KEYS][0], 4, 0), (contents[Source.KEYS][1], 4, 0),
                         (contents[Source.KEYS][2], 2, 1)]
+
+    _run(top, bench)
+
+
+# READ_CB / READ_LUT: the reader packs the units' elements (stand-ins answering a cycle after
+# the read, like the encoder's store and the LUT-accumulate unit) into LOAD_CB / LOAD_LUT beats
+# ----------------------------------------------------------------------------------------------
+class _ElementBench(wiring.Component):
+    def __init__(self, g: Geometry, lanes: int) -> None:
+        n = g.num
+        self.enc = PQEncoder(sub_dim=max(n.sub_dim, n.values.sub_dim), centroids=n.centroids,
+                             subspaces=g.heads * (n.subspaces + n.values.subspaces),
+                             elem_bits=n.elem_bits, lanes=lanes)
+        self.reader = ColumnReader(geometry=g, cb_read=self.enc.read_signature)
+        super().__init__({})
+
+    def elaborate(self, platform: object) -> Module:
+        m = Module()
+        m.submodules.reader = self.reader
+        for src, depth in memory_depths(self.reader._g).items():  # unused code memories
+            m.submodules[src.name] = mem = Memory(shape=256, depth=depth, init=[])
+            wiring.connect(m, getattr(self.reader, f"{src.name.lower()}_mem"), mem.read_port())
+        return m
+
+
+# SMALL with d_v = 1 < d_k = 2 (the store's padding must not show), G = 2; and d x 16 bits =
+# 256: one centroid per beat (the reader waits for the element in flight)
+_ASYM_SMALL = Numerics(head_dim=32, subspaces=16, centroids=16, value_subspaces=32,
+                       value_centroids=16, token_capacity=64)
+_ONE_PER_BEAT = Numerics(head_dim=32, subspaces=2, centroids=4, elem_bits=16, token_capacity=8)
+
+
+@pytest.mark.parametrize(("num", "lanes"), [(_ASYM_SMALL, 4), (_ONE_PER_BEAT, 2)],
+                         ids=["asym", "one-per-beat"])
+def test_reader_packs_codebooks_and_luts(num: Numerics, lanes: int) -> None:
+    """Every element read once, in order, at one cycle after its read; beats equal the golden
+    packing (isa.pack_values at elem_width / lut_width) under 40 % back-pressure."""
+    g = Geometry(num, heads=2, queries=2)
+    top = _ElementBench(g, lanes)
+    r, n = top.reader, g.num
+    rng = np.random.default_rng(5)
+    dmax = max(n.sub_dim, n.values.sub_dim)
+    wb = n.elem_bits
+    cbs = rng.integers(-(1 << (wb - 1)), 1 << (wb - 1),
+                       size=(g.heads * (n.subspaces + n.values.subspaces), n.centroids, dmax))
+    luts = rng.integers(n.lut_min, n.lut_max + 1, size=(2, n.subspaces, n.centroids))
+    prng = random.Random(5)
+    reqs = []
+    for slot in range(2):
+        base = slot * (n.subspaces + n.values.subspaces)
+        reqs += [(Source.CB_KEYS, base + 1, n.sub_dim, g.key.cb_beats),
+                 (Source.CB_VALUES, base + n.subspaces + n.values.subspaces - 1,
+                  n.values.sub_dim, g.value.cb_beats)]
+    reqs += [(Source.LUT, 1, None, g.lut_beats), (Source.LUT, 0, None, g.lut_beats)]
+    req = r.ctrl.request
+
+    async def bench(ctx) -> None:
+        for src, base, d, beats in reqs:
+            if src == Source.LUT:
+                want = isa.pack_values(luts[base].reshape(-1).tolist(), g.lut_width)
+            else:
+                want = isa.pack_values(cbs[base][:, :d].reshape(-1).tolist(), g.elem_width)
+            assert len(want) == beats
+            ctx.set(req.src, src)
+            ctx.set(req.sink, Sink.RESPONSE)
+            ctx.set(req.base, base)
+            ctx.set(req.count, beats)
+            ctx.set(r.ctrl.start, 1)
+            await ctx.tick()
+            ctx.set(r.ctrl.start, 0)
+            got, reads = [], []
+            for _ in range(20_000):
+                if not ctx.get(r.ctrl.busy):
+                    break
+                ready = prng.random() >= 0.4
+                ctx.set(r.o_data.ready, ready)
+                valid, payload = ctx.get(r.o_data.valid), ctx.get(r.o_data.payload)
+                cb = (ctx.get(r.cb_read.en), ctx.get(r.cb_read.sub), ctx.get(r.cb_read.iter))
+                lt = (ctx.get(r.lut_read.en), ctx.get(r.lut_read.query),
+                      ctx.get(r.lut_read.sub), ctx.get(r.lut_read.idx))
+                await ctx.tick()
+                if valid and ready:
+                    got.append(payload)
+                # the units answer one cycle after the read (a synchronous memory / register)
+                if cb[0]:
+                    reads.append(("cb", cb[1], cb[2]))
+                    for p in range(lanes):
+                        ctx.set(r.cb_read.vecs[p], cbs[cb[1]][cb[2] * lanes + p].tolist())
+                if lt[0]:
+                    reads.append(("lut", lt[1], lt[2], lt[3]))
+                    ctx.set(r.lut_read.data, int(luts[lt[1]][lt[2]][lt[3]]))
+            assert got == want, f"{src.name} base {base}"
+            if src == Source.LUT:
+                assert reads == [("lut", base, s, j) for s in range(n.subspaces)
+                                 for j in range(n.centroids)]
+            else:  # one read per centroid: the P-centroid row of centroid j
+                assert reads == [("cb", base, j // lanes) for j in range(n.centroids)]
 
     _run(top, bench)
 

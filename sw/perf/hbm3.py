@@ -1043,9 +1043,18 @@ def command_unit_cycles(cfg: HBM3Config, num: Any, opcode: str, tokens: int, len
     reads = {"READ_PARTIAL": g.partial_beats, "READ_STATUS": g.status_beats}
     if opcode in reads:  # from registers
         return base + reads[opcode]
-    mem = {"READ_CODES": count, "READ_CB": g.side(kv).cb_beats, "READ_LUT": g.lut_beats}
-    if opcode in mem:  # from memory: one cycle of read latency first
-        return base + cc["read_memory"] + mem[opcode]
+    if opcode == "READ_CODES":  # from the code storage: one cycle of read latency first
+        return base + cc["read_memory"] + count
+    if opcode in ("READ_CB", "READ_LUT"):
+        # from the units' working storage, one element (centroid, LUT entry) per cycle, then
+        # the unit's read latency and the packing register (hw/bank_reader.py); a beat of one
+        # element waits for the element in flight, 2 cycles each
+        if opcode == "READ_CB":
+            side = num.side(kv)
+            elems, per_beat = side.centroids, 256 // (side.sub_dim * g.elem_width)
+        else:
+            elems, per_beat = num.subspaces * num.centroids, g.lut_entries_per_beat
+        return base + cc["read_working"] + (elems if per_beat > 1 else 2 * elems - 1)
     return base  # NOP, RESET
 
 
