@@ -262,8 +262,9 @@ class LUTAccumulate(wiring.Component):
         valid, ntok, last = [col_fire], [self.i_cols.payload.ntok], [self.i_cols.payload.last]
         for i in range(1, stages):
             valid.append(Signal(name=f"s{i}_valid"))
-            ntok.append(Signal.like(self.i_cols.payload.ntok, name=f"s{i}_ntok"))
-            last.append(Signal(name=f"s{i}_last"))
+            ntok.append(Signal.like(self.i_cols.payload.ntok, name=f"s{i}_ntok",
+                                    reset_less=True))
+            last.append(Signal(name=f"s{i}_last", reset_less=True))
             m.d.sync += [valid[i].eq(valid[i - 1]), ntok[i].eq(ntok[i - 1]),
                          last[i].eq(last[i - 1])]
 
@@ -287,9 +288,10 @@ class LUTAccumulate(wiring.Component):
         return m
 
     def _stage(self, m: Module, value, shape, stage: int, name: str) -> Signal:
-        """``value`` as stage ``stage``'s output: a register (no enable), or for the last
-        stage a combinational signal that the output FIFO stores."""
-        sig = Signal(shape, name=name)
+        """``value`` as stage ``stage``'s output: a register (no enable, no reset: only the
+        valid bits need one), or for the last stage a combinational signal that the output
+        FIFO stores."""
+        sig = Signal(shape, name=name, reset_less=stage < self.latency)
         if stage < self.latency:
             m.d.sync += sig.eq(value)
         else:
