@@ -56,7 +56,7 @@ from __future__ import annotations
 
 from amaranth.hdl import Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -184,7 +184,10 @@ class Merge(wiring.Component):
         # FIFO depth; ready is a register compare, not a path from o.ready.
         s1_valid, s2_valid, s3_valid, s4_valid = Signal(), Signal(), Signal(), Signal()
         depth = self.skid_depth
-        m.submodules.skid = skid = SyncFIFO(width=self.o.payload.shape().size, depth=depth)
+        # at one entry SyncFIFOBuffered is a plain register with the same write-to-read cycle
+        # (SyncFIFO's one-word memory would have zero-width addresses, a lint warning)
+        fifo = SyncFIFOBuffered if depth == 1 else SyncFIFO
+        m.submodules.skid = skid = fifo(width=self.o.payload.shape().size, depth=depth)
         owed = Signal(range(depth + 1))
 
         # Phase 1: headers into the table, running max over the non-empty banks.
@@ -315,10 +318,10 @@ class Merge(wiring.Component):
 
         return phase_out, g_max, g_any, rd
 
-    def _accumulate(self, m: Module, skid: SyncFIFO, w: dict, shift: int, s4_pout: list,
-                    s4_psum: list, s4_valid: Signal, s4_first: Signal, s4_sum_slice: Signal,
-                    s4_end: Signal, s4_last: Signal, s4_slice: Signal, g_max: Signal,
-                    g_any: Signal) -> tuple[Signal, Signal]:
+    def _accumulate(self, m: Module, skid: SyncFIFO | SyncFIFOBuffered, w: dict, shift: int,
+                    s4_pout: list, s4_psum: list, s4_valid: Signal, s4_first: Signal,
+                    s4_sum_slice: Signal, s4_end: Signal, s4_last: Signal, s4_slice: Signal,
+                    g_max: Signal, g_any: Signal) -> tuple[Signal, Signal]:
         """s4: carry-save accumulation over the banks of a slice; the first bank's product
         starts the sum at 2^(P+R-1), so the final sum is already rounded by the shift (half up).
         s5: after a slice's last bank, one carry-propagate addition per lane, written to the

@@ -68,7 +68,7 @@ def test_merge_one_bank_one_lane_full_rate() -> None:
         assert beats[0]["sum"] == g[0].sum
 
 
-@pytest.mark.parametrize("banks", [1, 2, 5])
+@pytest.mark.parametrize("banks", [1, 2, 5, 7])  # output FIFO of 7, 4, 2, 1 entries
 def test_merge_skid_under_backpressure(banks: int) -> None:
     """Input every cycle against random backpressure 0.9: the output FIFO fills and the credit
     count holds slices' last beats back; every beat arrives once, bit-exact, in order."""
