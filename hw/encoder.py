@@ -15,14 +15,16 @@ Block diagram (one sub-vector takes T = K / P passes through P parallel lanes)::
 Latency: ``T + 3 + S + A`` cycles from the input handshake to the earliest output handshake
 (``o_code.valid`` rises T + 2 + S + A clock edges after the input handshake edge: the last of
 the T reads issues T - 1 cycles after it, then memory read, the distance lanes' S internal
-stages, distance register, the argmin tree's A internal stages, argmin register and output
-register). Throughput: one sub-vector every ``T = ceil(K / P)`` cycles (one per cycle at
-P = K) while the output is not back-pressured. Back-pressure on ``o_code`` stalls the whole
-pipeline (one global enable); nothing is dropped.
+stages, distance register, the argmin tree's A internal stages, argmin register and the
+output FIFO's write). Throughput: one sub-vector every ``T = ceil(K / P)`` cycles (one per cycle at
+P = K) while the output is not back-pressured. The stages have no enable: back-pressure on
+``o_code`` is absorbed by an output FIFO of ``ceil((latency + 1) / T)`` entries written where the
+output register was, and a sub-vector is taken only while that FIFO has room for its code and
+every code in flight (a credit count); nothing is dropped and nothing stalls inside.
 
 Codebook writes (``i_cb``) have priority: while ``i_cb.valid`` is high no new sub-vector is
 accepted, and the write is accepted once the sub-vectors already accepted have reached the
-output register. So every sub-vector is encoded against the codebook as it was when it was
+output FIFO. So every sub-vector is encoded against the codebook as it was when it was
 accepted.
 """
 
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 from amaranth import Cat, Module, Signal, Value, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 from aqpim.hw.argmin import ArgminTree
 from aqpim.hw.codebook import CodebookStore, PQGeometry
@@ -141,6 +144,13 @@ class PQEncoder(PQGeometry, wiring.Component):
         return self.iterations + 3 + self.distance_latency + self.argmin_latency
 
     @property
+    def skid_depth(self) -> int:
+        """Entries of the output FIFO, ``ceil((latency + 1) / T)``: the codes that a window of
+        latency + 1 cycles can start (a sub-vector is taken every T cycles), so without
+        back-pressure a sub-vector never waits for credit."""
+        return -(-(self.latency + 1) // self.iterations)
+
+    @property
     def dist_bits(self) -> int:
         """Exact squared-distance width, = ``Numerics(...).dist_bits``."""
         return dist_bits(self._d, self._w)
@@ -179,10 +189,15 @@ class PQEncoder(PQGeometry, wiring.Component):
         for i, lane in enumerate(lanes):
             m.submodules[f"dist{i}"] = lane
 
-        # One global enable: the output register is the only place back-pressure can stop, so
-        # freezing every stage (and the memory read port) when it is full loses nothing.
-        adv = Signal()
-        m.d.comb += adv.eq(~self.o_code.valid | self.o_code.ready)
+        # No stall enable (it reached every stage, the lanes and the memory read port): the
+        # stages advance every cycle and the last writes an output FIFO where the output
+        # register was (latency unchanged). A sub-vector is taken only while the FIFO has room
+        # for its code and every code in flight (credit count: taken, not yet delivered), so
+        # i_x.ready is a register compare, not a path from o_code.ready.
+        depth = self.skid_depth
+        m.submodules.skid = skid = SyncFIFO(width=self.code_layout.size, depth=depth)
+        pending = Signal(range(depth + 1))
+        out_fire = self.o_code.valid & self.o_code.ready
 
         # Stage 0, issue: the handshake cycle issues pass 0 from the input; passes 1..T-1 come
         # from the held copy on the following cycles, hence one sub-vector per T cycles.
@@ -198,14 +213,18 @@ class PQEncoder(PQGeometry, wiring.Component):
         in_flight = busy | s1_valid | s2_valid | s3_valid
         for v in a_valid + d_valid:
             in_flight = in_flight | v
-        m.d.comb += self.i_x.ready.eq(adv & ~busy & ~self.i_cb.valid)
+        m.d.comb += self.i_x.ready.eq((pending != depth) & ~busy & ~self.i_cb.valid)
         accept = self.i_x.valid & self.i_x.ready
+        with m.If(accept & ~out_fire):
+            m.d.sync += pending.eq(pending + 1)
+        with m.Elif(out_fire & ~accept):
+            m.d.sync += pending.eq(pending - 1)
         issue = Signal()
         issue_x = Signal(vec)
         issue_sub = Signal(self.sub_bits)
         issue_cnt = Signal(max(1, iter_bits))
         with m.If(busy):
-            m.d.comb += [issue.eq(adv), issue_x.eq(h_x), issue_sub.eq(h_sub), issue_cnt.eq(cnt)]
+            m.d.comb += [issue.eq(1), issue_x.eq(h_x), issue_sub.eq(h_sub), issue_cnt.eq(cnt)]
         with m.Else():
             m.d.comb += [
                 issue.eq(accept), issue_x.eq(self.i_x.payload.x),
@@ -215,11 +234,11 @@ class PQEncoder(PQGeometry, wiring.Component):
             with m.If(accept):
                 m.d.sync += [busy.eq(1), cnt.eq(1), h_x.eq(self.i_x.payload.x),
                              h_sub.eq(self.i_x.payload.sub)]
-            with m.Elif(busy & adv):
+            with m.Elif(busy):
                 m.d.sync += cnt.eq(cnt + 1)
                 with m.If(cnt == t - 1):
                     m.d.sync += busy.eq(0)
-        m.d.comb += [store.r_en.eq(adv), store.r_sub.eq(issue_sub), store.r_iter.eq(issue_cnt)]
+        m.d.comb += [store.r_en.eq(1), store.r_sub.eq(issue_sub), store.r_iter.eq(issue_cnt)]
         # READ_CB's read port: the store's second address source (hw/codebook.py).
         rd = self.cb_read
         m.d.comb += [store.x_en.eq(rd.en), store.x_sub.eq(rd.sub), store.x_iter.eq(rd.iter),
@@ -238,27 +257,25 @@ class PQEncoder(PQGeometry, wiring.Component):
         s1_x = Signal(vec)
         s1_sub = Signal(self.sub_bits)
         s1_cnt = Signal(max(1, iter_bits))
-        with m.If(adv):
-            m.d.sync += [s1_valid.eq(issue), s1_x.eq(issue_x), s1_sub.eq(issue_sub),
-                         s1_cnt.eq(issue_cnt)]
+        m.d.sync += [s1_valid.eq(issue), s1_x.eq(issue_x), s1_sub.eq(issue_sub),
+                     s1_cnt.eq(issue_cnt)]
 
         # Stage 2: P exact squared distances, registered.
         s2_dist = Signal(data.ArrayLayout(unsigned(self.dist_bits), p))
         s2_sub = Signal(self.sub_bits)
         s2_cnt = Signal(max(1, iter_bits))
         for i, lane in enumerate(lanes):
-            m.d.comb += [lane.a.eq(s1_x), lane.b.eq(store.r_vecs[i]), lane.en.eq(adv)]
+            m.d.comb += [lane.a.eq(s1_x), lane.b.eq(store.r_vecs[i]), lane.en.eq(1)]
         # the pass's subspace and counter ride along the lanes' S internal stages
-        t_valid, t_sub, t_cnt = self._ride_along(m, adv, d_valid, "d", s1_valid, s1_sub, s1_cnt)
-        with m.If(adv):
-            m.d.sync += [s2_valid.eq(t_valid), s2_sub.eq(t_sub), s2_cnt.eq(t_cnt)]
-            m.d.sync += [s2_dist[i].eq(lane.dist) for i, lane in enumerate(lanes)]
+        t_valid, t_sub, t_cnt = self._ride_along(m, d_valid, "d", s1_valid, s1_sub, s1_cnt)
+        m.d.sync += [s2_valid.eq(t_valid), s2_sub.eq(t_sub), s2_cnt.eq(t_cnt)]
+        m.d.sync += [s2_dist[i].eq(lane.dist) for i, lane in enumerate(lanes)]
 
         # Stage 3: argmin over the lanes (A more registered stages inside the tree, so each
         # holds s compare-select levels), registered with the centroid index j = c * P + lane.
         # The pass's subspace and counter ride along the tree's stages.
-        m.d.comb += [argmin.values.eq(s2_dist), argmin.en.eq(adv)]
-        t_valid, t_sub, t_cnt = self._ride_along(m, adv, a_valid, "a", s2_valid, s2_sub, s2_cnt)
+        m.d.comb += [argmin.values.eq(s2_dist), argmin.en.eq(1)]
+        t_valid, t_sub, t_cnt = self._ride_along(m, a_valid, "a", s2_valid, s2_sub, s2_cnt)
         s3_min = Signal(self.dist_bits)
         s3_idx = Signal(self.code_bits)
         s3_sub = Signal(self.sub_bits)
@@ -266,21 +283,25 @@ class PQEncoder(PQGeometry, wiring.Component):
         idx_parts = ([argmin.index[:lane_bits]] if lane_bits else []) + (
             [t_cnt[:iter_bits]] if iter_bits else []
         )
-        with m.If(adv):
-            m.d.sync += [
-                s3_valid.eq(t_valid), s3_min.eq(argmin.min), s3_idx.eq(Cat(*idx_parts)),
-                s3_sub.eq(t_sub), s3_first.eq(t_cnt == 0), s3_last.eq(t_cnt == t - 1),
-            ]
+        m.d.sync += [
+            s3_valid.eq(t_valid), s3_min.eq(argmin.min), s3_idx.eq(Cat(*idx_parts)),
+            s3_sub.eq(t_sub), s3_first.eq(t_cnt == 0), s3_last.eq(t_cnt == t - 1),
+        ]
 
-        # Output: running minimum over the T passes (ties to the lowest index).
-        self._running_min(m, adv, s3_valid, s3_min, s3_idx, s3_sub, s3_first, s3_last)
+        # Output: running minimum over the T passes (ties to the lowest index), into the FIFO.
+        self._running_min(m, skid, s3_valid, s3_min, s3_idx, s3_sub, s3_first, s3_last)
+        m.d.comb += [
+            self.o_code.valid.eq(skid.r_rdy),
+            self.o_code.payload.eq(skid.r_data),
+            skid.r_en.eq(self.o_code.ready),
+        ]
         return m
 
-    def _running_min(self, m: Module, adv: Value, s3_valid: Signal, s3_min: Signal,
+    def _running_min(self, m: Module, skid: SyncFIFO, s3_valid: Signal, s3_min: Signal,
                      s3_idx: Signal, s3_sub: Signal, s3_first: Signal, s3_last: Signal) -> None:
-        """The output register: the running minimum over a sub-vector's T passes. Strict <
-        keeps the earlier pass, whose indices are all lower, so ties still go to the lowest
-        index."""
+        """The running minimum over a sub-vector's T passes; the last pass writes the code to
+        the output FIFO. Strict < keeps the earlier pass, whose indices are all lower, so ties
+        still go to the lowest index."""
         acc_min = Signal(self.dist_bits)
         acc_idx = Signal(self.code_bits)
         take = Signal()
@@ -291,22 +312,23 @@ class PQEncoder(PQGeometry, wiring.Component):
             m.d.comb += [best_min.eq(s3_min), best_idx.eq(s3_idx)]
         with m.Else():
             m.d.comb += [best_min.eq(acc_min), best_idx.eq(acc_idx)]
-        with m.If(adv):
-            m.d.sync += self.o_code.valid.eq(s3_valid & s3_last)
-            with m.If(s3_valid):
-                m.d.sync += [acc_min.eq(best_min), acc_idx.eq(best_idx)]
-                with m.If(s3_last):
-                    m.d.sync += [self.o_code.payload.sub.eq(s3_sub),
-                                 self.o_code.payload.code.eq(best_idx)]
+        with m.If(s3_valid):
+            m.d.sync += [acc_min.eq(best_min), acc_idx.eq(best_idx)]
+        code = Signal(self.code_layout)
+        m.d.comb += [
+            code.sub.eq(s3_sub),
+            code.code.eq(best_idx),
+            skid.w_data.eq(code.as_value()),
+            skid.w_en.eq(s3_valid & s3_last),
+        ]
 
-    def _ride_along(self, m: Module, adv: Value, valids: list[Signal], prefix: str,
+    def _ride_along(self, m: Module, valids: list[Signal], prefix: str,
                     valid: Value, sub: Value, cnt: Value) -> tuple[Value, Value, Value]:
         """A pass's valid bit, subspace and counter through ``len(valids)`` registers (the
         internal stages of a distance lane or of the argmin tree); returns the last stage's."""
         for k, v in enumerate(valids):
             n_sub = Signal.like(sub, name=f"{prefix}{k}_sub")
             n_cnt = Signal.like(cnt, name=f"{prefix}{k}_cnt")
-            with m.If(adv):
-                m.d.sync += [v.eq(valid), n_sub.eq(sub), n_cnt.eq(cnt)]
+            m.d.sync += [v.eq(valid), n_sub.eq(sub), n_cnt.eq(cnt)]
             valid, sub, cnt = v, n_sub, n_cnt
         return valid, sub, cnt

@@ -7,8 +7,9 @@ column layout: :func:`aqpim.sw.golden.intmodel.pack_columns`).
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -111,8 +112,12 @@ class LUTAccumulate(wiring.Component):
     is registered (selecting after a registered row was 21 gate levels and, at K <= E where the
     LUT is flip-flops, as many read-register bits as LUT bits). So all ``M * tpc = 256 / b``
     codes of a column are looked up in the same cycle; then a balanced adder tree over the
-    M subspaces per token, one register stage per tree level. All stages advance together (a
-    global stall enable) when the output is empty or being taken.
+    M subspaces per token, one register stage per tree level. The stages have no enable: they
+    advance every cycle, and the last one writes an output FIFO of ``latency + 1`` entries (a
+    skid buffer in credit form): a column is taken only while the FIFO has room for it and
+    every column in flight, so back-pressure on ``o_scores`` never reaches the pipeline's
+    flip-flops (a global stall enable drove all of them) and ``i_cols.ready`` comes from a
+    register (the count of columns taken and not yet delivered), not from ``o_scores.ready``.
 
     Ports
     -----
@@ -125,14 +130,15 @@ class LUTAccumulate(wiring.Component):
     i_cols : In(stream of :func:`column_layout`)
         Key-code columns.
     o_scores : Out(stream of :func:`score_beat_layout`)
-        One beat per column, in order; slots ``k >= ntok`` carry don't-care scores.
+        One beat per column, in order, from the FIFO (first-word fall-through); slots
+        ``k >= ntok`` carry don't-care scores.
     lut_read : In(:func:`lut_read_signature`)
         One LUT entry per cycle for the bank's READ_LUT, through the column path's own
         read ports: while ``en`` is high, token slot 0's code of every subspace is ``idx``, so
         the registered entries (stage 1) hold ``LUT[q][m][idx]`` for every q and m the next
         cycle and ``data`` selects ``[query][sub]`` of them. No LUT copy and no extra read
         port on the LUT memories; use it only while no column is in flight (the bank runs one
-        command at a time), and the entry registers must be advancing (an idle unit's are).
+        command at a time); the entry registers advance every cycle.
 
     The running maximum is not tracked here: :class:`aqpim.hw.attention.Attention` does it
     where the scores are stored (only there is ``ntok`` applied).
@@ -141,7 +147,10 @@ class LUTAccumulate(wiring.Component):
     ----------------------
     ``1 + ceil(log2 M)`` cycles from a column's transfer to its scores being valid; II = 1
     (one 256-bit column, i.e. ``tpc`` tokens, per cycle) with no backpressure. A bank delivers
-    a column every nCCD_L = 4 cycles, so the unit runs at 25 % duty behind one bank.
+    a column every nCCD_L = 4 cycles, so the unit runs at 25 % duty behind one bank. The FIFO
+    is written where the last pipeline register was, so it adds no cycle. Under back-pressure
+    up to ``latency + 1`` columns wait in it; once the output is taken again the unit resumes
+    at one column per cycle.
 
     GQA: with ``queries`` = G > 1 the unit holds G LUTs (G x M memories, each read by the
     same codes) and scores every column against all of them in the same cycle: one pass over
@@ -193,27 +202,40 @@ class LUTAccumulate(wiring.Component):
         """Cycles from a column's transfer to its scores on ``o_scores`` (no backpressure)."""
         return 1 + (self._num.subspaces - 1).bit_length()
 
+    @property
+    def skid_depth(self) -> int:
+        """Entries of the output FIFO: ``latency + 1``, every column that can be in flight."""
+        return self.latency + 1
+
     def elaborate(self, platform) -> Module:
         m = Module()
         num, tpc = self._num, self._tpc
         nsub = num.subspaces
         assert nsub * num.code_bits * tpc == Geometry(num).key.group_bits
         stages = self.latency
-        valid = [Signal(name=f"s{i + 1}_valid") for i in range(stages)]
+        depth = self.skid_depth
 
-        # Global stall: every stage moves when the output register is free or being taken.
-        adv = Signal()
-        m.d.comb += adv.eq(~valid[-1] | self.o_scores.ready)
+        # No stall enable (it drove every pipeline flop): stages 1 .. L-1 advance every cycle
+        # and stage L is an output FIFO written where the last register was, so the latency
+        # is unchanged. A column is taken only while the FIFO has room for it and for every
+        # column in flight (a credit count: taken and not yet delivered < depth), so no write
+        # ever finds the FIFO full; ready depends on registers only, not on o_scores.ready.
+        m.submodules.skid = skid = SyncFIFO(
+            width=Shape.cast(self.o_scores.payload.shape()).width, depth=depth)
+        pending = Signal(range(depth + 1))
+        out_fire = self.o_scores.valid & self.o_scores.ready
 
-        # LUT writes only into an empty pipeline; a waiting write blocks new columns.
-        busy = Signal()
-        m.d.comb += busy.eq(Cat(*valid).any())
+        # LUT writes only when no column is in flight; a waiting write blocks new columns.
         m.d.comb += [
-            self.i_lut.ready.eq(~busy),
-            self.i_cols.ready.eq(adv & ~self.i_lut.valid),
+            self.i_lut.ready.eq(pending == 0),
+            self.i_cols.ready.eq((pending != depth) & ~self.i_lut.valid),
         ]
         lut_fire = self.i_lut.valid & self.i_lut.ready
         col_fire = self.i_cols.valid & self.i_cols.ready
+        with m.If(col_fire & ~out_fire):
+            m.d.sync += pending.eq(pending + 1)
+        with m.Elif(out_fire & ~col_fire):
+            m.d.sync += pending.eq(pending - 1)
 
         # Stage 1: one memory per subspace, rows of R entries, so a LUT beat is one row write
         # (E/K subspaces at once for K < E), and tpc read ports: a whole column in one cycle.
@@ -254,11 +276,10 @@ class LUTAccumulate(wiring.Component):
                     code = Mux(self.lut_read.en, self.lut_read.idx, code)
                 if nrows > 1:
                     m.d.comb += rp.addr.eq(code[rbits:])
-                ent_r = Signal(signed(num.lut_bits),
-                               name=f"s1_ent{s}_{k}" if q == 0 else f"s1_q{q}_ent{s}_{k}")
-                with m.If(adv):
-                    m.d.sync += ent_r.eq(rp.data[code[:rbits]] if rlen > 1 else rp.data[0])
-                level[k][s] = ent_r
+                level[k][s] = self._stage(
+                    m, rp.data[code[:rbits]] if rlen > 1 else rp.data[0],
+                    signed(num.lut_bits), 1,
+                    f"s1_ent{s}_{k}" if q == 0 else f"s1_q{q}_ent{s}_{k}")
 
         # READ_LUT: the entry of (query, sub) from slot 0's registered entries, a cycle later.
         rd = self.lut_read
@@ -269,38 +290,48 @@ class LUTAccumulate(wiring.Component):
         ents = Array(Array(levels[q][0][s] for s in range(nsub)) for q in range(nq))
         m.d.comb += rd.data.eq(ents[rd_q if nq > 1 else 0][rd_s])
 
-        # Token count and end-of-pass flag travel beside the data.
-        ntok = [Signal.like(self.i_cols.payload.ntok, name=f"s{i + 1}_ntok")
-                for i in range(stages)]
-        last = [Signal(name=f"s{i + 1}_last") for i in range(stages)]
-        with m.If(adv):
-            m.d.sync += [
-                valid[0].eq(col_fire),
-                ntok[0].eq(self.i_cols.payload.ntok),
-                last[0].eq(self.i_cols.payload.last),
-            ]
-            for i in range(1, stages):
-                m.d.sync += [
-                    valid[i].eq(valid[i - 1]),
-                    ntok[i].eq(ntok[i - 1]),
-                    last[i].eq(last[i - 1]),
-                ]
+        # Token count and end-of-pass flag travel beside the data (stages 1 .. L-1).
+        valid, ntok, last = [col_fire], [self.i_cols.payload.ntok], [self.i_cols.payload.last]
+        for i in range(1, stages):
+            valid.append(Signal(name=f"s{i}_valid"))
+            ntok.append(Signal.like(self.i_cols.payload.ntok, name=f"s{i}_ntok",
+                                    reset_less=True))
+            last.append(Signal(name=f"s{i}_last", reset_less=True))
+            m.d.sync += [valid[i].eq(valid[i - 1]), ntok[i].eq(ntok[i - 1]),
+                         last[i].eq(last[i - 1])]
 
-        # Adder tree per query head, one register per level: exact, each level one bit wider.
+        # Adder tree per query head, one register per level: exact, each level one bit wider;
+        # the last level's sums go into the FIFO.
+        beat = Signal(score_beat_layout(num, nq))
         for q in range(nq):
-            level = self._adder_tree(m, levels[q], adv, "" if q == 0 else f"q{q}_")
-            scores = self.o_scores.payload.scores if nq == 1 else self.o_scores.payload.scores[q]
+            level = self._adder_tree(m, levels[q], "" if q == 0 else f"q{q}_")
+            scores = beat.scores if nq == 1 else beat.scores[q]
             for k in range(tpc):
                 m.d.comb += scores[k].eq(level[k][0])
         m.d.comb += [
-            self.o_scores.valid.eq(valid[-1]),
-            self.o_scores.payload.ntok.eq(ntok[-1]),
-            self.o_scores.payload.last.eq(last[-1]),
+            beat.ntok.eq(ntok[-1]),
+            beat.last.eq(last[-1]),
+            skid.w_data.eq(beat.as_value()),
+            skid.w_en.eq(valid[-1]),
+            self.o_scores.valid.eq(skid.r_rdy),
+            self.o_scores.payload.eq(skid.r_data),
+            skid.r_en.eq(self.o_scores.ready),
         ]
         return m
 
-    def _adder_tree(self, m: Module, level: list[list], adv, prefix: str) -> list[list]:
-        """The M looked-up entries of each token summed, one register stage per level."""
+    def _stage(self, m: Module, value, shape, stage: int, name: str) -> Signal:
+        """``value`` as stage ``stage``'s output: a register (no enable, no reset: only the
+        valid bits need one), or for the last stage a combinational signal that the output
+        FIFO stores."""
+        sig = Signal(shape, name=name, reset_less=stage < self.latency)
+        if stage < self.latency:
+            m.d.sync += sig.eq(value)
+        else:
+            m.d.comb += sig.eq(value)
+        return sig
+
+    def _adder_tree(self, m: Module, level: list[list], prefix: str) -> list[list]:
+        """The M looked-up entries of each token summed, one stage per level."""
         width = self._num.lut_bits
         depth = 0
         while len(level[0]) > 1:
@@ -310,11 +341,10 @@ class LUTAccumulate(wiring.Component):
             for k in range(self._tpc):
                 row = []
                 for i in range(0, len(level[k]), 2):
-                    r = Signal(signed(width), name=f"{prefix}s{depth + 1}_t{k}_sum{i // 2}")
                     pair = level[k][i:i + 2]
-                    with m.If(adv):
-                        m.d.sync += r.eq(pair[0] + pair[1] if len(pair) == 2 else pair[0])
-                    row.append(r)
+                    row.append(self._stage(
+                        m, pair[0] + pair[1] if len(pair) == 2 else pair[0], signed(width),
+                        depth + 1, f"{prefix}s{depth + 1}_t{k}_sum{i // 2}"))
                 nxt.append(row)
             level = nxt
         assert depth + 1 == self.latency

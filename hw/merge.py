@@ -35,8 +35,10 @@ the defaults (docs/silicon.md), inside the tCK x 2 budget of 20. One ``i_head`` 
 and one ``i_out`` beat per cycle, so a group takes ``banks`` + ``banks * D / E`` cycles of input
 (2,112 at 64 banks, D = 128, E = 4: the 34 beats of 32 B of each bank's partial arrive at one
 beat per cycle), plus a drain of up to 6 cycles before the next group's headers are taken (the
-table and G are not double-buffered). Back-pressure on ``o`` stalls the whole pipeline (one
-enable); nothing is dropped.
+table and G are not double-buffered). The stages have no enable: back-pressure on ``o`` is
+absorbed by an output FIFO of :attr:`Merge.skid_depth` entries (1 at 7 or more banks) written
+where the ``o`` register was, and a slice's last ``i_out`` beat waits while the FIFO could not
+take its ``o`` beat (a credit count); nothing is dropped.
 
 Parameters (keyword-only)
 -------------------------
@@ -54,6 +56,7 @@ from __future__ import annotations
 
 from amaranth.hdl import Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -159,6 +162,14 @@ class Merge(wiring.Component):
         """Cycles from a slice's last ``i_out`` transfer to its ``o`` beat (no backpressure)."""
         return 6
 
+    @property
+    def skid_depth(self) -> int:
+        """Entries of the output FIFO, ``ceil((latency + 1) / banks)``: the ``o`` beats that
+        a window of latency + 1 cycles can start (one per ``banks`` input beats), so a slice's
+        last beat never waits for credit without back-pressure (1 at 7 or more banks: the
+        FIFO is then the one output register it replaced)."""
+        return -(-(self.latency + 1) // self._banks)
+
     def elaborate(self, platform: object) -> Module:
         m = Module()
         num, nb, e = self._num, self._banks, self._lanes
@@ -167,10 +178,17 @@ class Merge(wiring.Component):
         shift = num.exp_bits + r_bits  # 2^(P+R) is a scale of one
         slice_bits = max(1, (self.slices - 1).bit_length())
 
-        # One enable: the output register is the only place back-pressure can stop.
+        # No stall enable: s1 .. s5 advance every cycle and s5 writes an output FIFO where the
+        # o register was (latency unchanged). Only a slice's last beat makes an o beat, so only
+        # that beat waits for credit: taken while (o beats owed: taken, not yet delivered) <
+        # FIFO depth; ready is a register compare, not a path from o.ready.
         s1_valid, s2_valid, s3_valid, s4_valid = Signal(), Signal(), Signal(), Signal()
-        adv = Signal()
-        m.d.comb += adv.eq(~self.o.valid | self.o.ready)
+        depth = self.skid_depth
+        # at one entry SyncFIFOBuffered is a plain register with the same write-to-read cycle
+        # (SyncFIFO's one-word memory would have zero-width addresses, a lint warning)
+        fifo = SyncFIFOBuffered if depth == 1 else SyncFIFO
+        m.submodules.skid = skid = fifo(width=self.o.payload.shape().size, depth=depth)
+        owed = Signal(range(depth + 1))
 
         # Phase 1: headers into the table, running max over the non-empty banks.
         drained = Signal()
@@ -179,19 +197,24 @@ class Merge(wiring.Component):
         # Phase 2, s0: take a beat, read its bank's header (synchronous read).
         bank = Signal(range(nb))
         slc = Signal(range(self.slices))
-        m.d.comb += self.i_out.ready.eq(phase_out & adv)
+        m.d.comb += self.i_out.ready.eq(phase_out & ((bank != nb - 1) | (owed != depth)))
         take = self.i_out.valid & self.i_out.ready
-        m.d.comb += [rd.addr.eq(bank), rd.en.eq(adv)]
+        owe = take & (bank == nb - 1)
+        paid = self.o.valid & self.o.ready
+        with m.If(owe & ~paid):
+            m.d.sync += owed.eq(owed + 1)
+        with m.Elif(paid & ~owe):
+            m.d.sync += owed.eq(owed - 1)
+        m.d.comb += rd.addr.eq(bank)
         s1_out = Signal(self.i_out.payload.shape())
         s1_first, s1_sum_slice, s1_end, s1_last = Signal(), Signal(), Signal(), Signal()
         s1_slice = Signal(slice_bits)
-        with m.If(adv):
-            m.d.sync += [
-                s1_valid.eq(take), s1_out.eq(self.i_out.payload),
-                s1_first.eq(bank == 0), s1_end.eq(bank == nb - 1),
-                s1_sum_slice.eq(slc == 0), s1_slice.eq(slc),
-                s1_last.eq(slc == self.slices - 1),
-            ]
+        m.d.sync += [
+            s1_valid.eq(take), s1_out.eq(self.i_out.payload),
+            s1_first.eq(bank == 0), s1_end.eq(bank == nb - 1),
+            s1_sum_slice.eq(slc == 0), s1_slice.eq(slc),
+            s1_last.eq(slc == self.slices - 1),
+        ]
         with m.If(take):
             m.d.sync += bank.eq(Mux(bank == nb - 1, 0, bank + 1))
             with m.If(bank == nb - 1):
@@ -206,8 +229,7 @@ class Merge(wiring.Component):
         rp = rom.read_port(domain="sync")
         s1_head = rd.data
         s1_delta = Signal(unsigned(num.delta_bits))
-        m.d.comb += [s1_delta.eq(g_max - s1_head.max), rp.addr.eq(s1_delta[:frac]),
-                     rp.en.eq(adv)]
+        m.d.comb += [s1_delta.eq(g_max - s1_head.max), rp.addr.eq(s1_delta[:frac])]
         # the whole integer part: a shift by P+1+R or more gives 0, so no saturating compare
         # is needed after the subtraction (it made this stage the merge's deepest)
         s2_n = Signal(unsigned(num.delta_bits - frac))
@@ -217,13 +239,12 @@ class Merge(wiring.Component):
         s2_first, s2_sum_slice, s2_end, s2_last = Signal(), Signal(), Signal(), Signal()
         s2_slice = Signal(slice_bits)
         s1_int = s1_delta[frac:]
-        with m.If(adv):
-            m.d.sync += [
-                s2_valid.eq(s1_valid), s2_n.eq(s1_int),
-                s2_empty.eq(s1_head.sum == 0), s2_sum.eq(s1_head.sum), s2_out.eq(s1_out),
-                s2_first.eq(s1_first), s2_end.eq(s1_end), s2_sum_slice.eq(s1_sum_slice),
-                s2_slice.eq(s1_slice), s2_last.eq(s1_last),
-            ]
+        m.d.sync += [
+            s2_valid.eq(s1_valid), s2_n.eq(s1_int),
+            s2_empty.eq(s1_head.sum == 0), s2_sum.eq(s1_head.sum), s2_out.eq(s1_out),
+            s2_first.eq(s1_first), s2_end.eq(s1_end), s2_sum_slice.eq(s1_sum_slice),
+            s2_slice.eq(s1_slice), s2_last.eq(s1_last),
+        ]
 
         # s2: a_b = (EXP2[f] << R) >> n (0 for an empty bank); operands ride along.
         s3_a = Signal(unsigned(w["scale"]))
@@ -231,13 +252,12 @@ class Merge(wiring.Component):
         s3_out = Signal(self.i_out.payload.shape())
         s3_first, s3_sum_slice, s3_end, s3_last = Signal(), Signal(), Signal(), Signal()
         s3_slice = Signal(slice_bits)
-        with m.If(adv):
-            m.d.sync += [
-                s3_valid.eq(s2_valid), s3_a.eq(Mux(s2_empty, 0, (rp.data << r_bits) >> s2_n)),
-                s3_sum.eq(s2_sum), s3_out.eq(s2_out), s3_first.eq(s2_first),
-                s3_end.eq(s2_end), s3_sum_slice.eq(s2_sum_slice), s3_slice.eq(s2_slice),
-                s3_last.eq(s2_last),
-            ]
+        m.d.sync += [
+            s3_valid.eq(s2_valid), s3_a.eq(Mux(s2_empty, 0, (rp.data << r_bits) >> s2_n)),
+            s3_sum.eq(s2_sum), s3_out.eq(s2_out), s3_first.eq(s2_first),
+            s3_end.eq(s2_end), s3_sum_slice.eq(s2_sum_slice), s3_slice.eq(s2_slice),
+            s3_last.eq(s2_last),
+        ]
 
         # s3: E + 1 exact products in carry-save form (no carry chain: the final additions wait
         # for s5), registered.
@@ -250,23 +270,22 @@ class Merge(wiring.Component):
         psum = carry_save.multiply(m, s3_sum, s3_a, w["acc_sum"], "psum", parts=2)
         pout = [carry_save.multiply(m, s3_out.out[i], s3_a, w["acc_out"], f"pout{i}", parts=2)
                 for i in range(e)]
-        with m.If(adv):
-            m.d.sync += [
-                s4_valid.eq(s3_valid), s4_first.eq(s3_first), s4_end.eq(s3_end),
-                s4_sum_slice.eq(s3_sum_slice), s4_slice.eq(s3_slice), s4_last.eq(s3_last),
-            ]
-            for i in range(e):
-                m.d.sync += [reg.eq(val) for reg, val in zip(s4_pout[i], pout[i], strict=True)]
-            m.d.sync += [reg.eq(val) for reg, val in zip(s4_psum, psum, strict=True)]
+        m.d.sync += [
+            s4_valid.eq(s3_valid), s4_first.eq(s3_first), s4_end.eq(s3_end),
+            s4_sum_slice.eq(s3_sum_slice), s4_slice.eq(s3_slice), s4_last.eq(s3_last),
+        ]
+        for i in range(e):
+            m.d.sync += [reg.eq(val) for reg, val in zip(s4_pout[i], pout[i], strict=True)]
+        m.d.sync += [reg.eq(val) for reg, val in zip(s4_psum, psum, strict=True)]
 
         # s4: accumulate over the banks of a slice (carry-save); s5: final sums, rounded.
         s5_valid, s5_last = self._accumulate(
-            m, adv, w, shift, s4_pout, s4_psum, s4_valid, s4_first, s4_sum_slice, s4_end,
+            m, skid, w, shift, s4_pout, s4_psum, s4_valid, s4_first, s4_sum_slice, s4_end,
             s4_last, s4_slice, g_max, g_any)
         m.d.comb += drained.eq(~(s1_valid | s2_valid | s3_valid | s4_valid | s5_valid))
 
         # End of group: G and the "any" flag go back to reset for the next group's headers.
-        with m.If(adv & s5_valid & s5_last):
+        with m.If(s5_valid & s5_last):
             m.d.sync += [g_max.eq(num.score_min), g_any.eq(0)]
         return m
 
@@ -299,14 +318,14 @@ class Merge(wiring.Component):
 
         return phase_out, g_max, g_any, rd
 
-    def _accumulate(self, m: Module, adv: Value, w: dict, shift: int, s4_pout: list,
-                    s4_psum: list, s4_valid: Signal, s4_first: Signal, s4_sum_slice: Signal,
-                    s4_end: Signal, s4_last: Signal, s4_slice: Signal, g_max: Signal,
-                    g_any: Signal) -> tuple[Signal, Signal]:
+    def _accumulate(self, m: Module, skid: SyncFIFO | SyncFIFOBuffered, w: dict, shift: int,
+                    s4_pout: list, s4_psum: list, s4_valid: Signal, s4_first: Signal,
+                    s4_sum_slice: Signal, s4_end: Signal, s4_last: Signal, s4_slice: Signal,
+                    g_max: Signal, g_any: Signal) -> tuple[Signal, Signal]:
         """s4: carry-save accumulation over the banks of a slice; the first bank's product
         starts the sum at 2^(P+R-1), so the final sum is already rounded by the shift (half up).
-        s5: after a slice's last bank, one carry-propagate addition per lane and the ``o``
-        register. Returns (s5_valid, s5_last)."""
+        s5: after a slice's last bank, one carry-propagate addition per lane, written to the
+        output FIFO. Returns (s5_valid, s5_last)."""
         num, e = self._num, self._lanes
         half = 1 << (shift - 1)
         acc_out = [(Signal(unsigned(w["acc_out"]), name=f"acc_out{i}_s"),
@@ -322,34 +341,36 @@ class Merge(wiring.Component):
         nxt_sum = step(acc_sum, s4_psum, w["acc_sum"], "acc_sum_next")
         s5_valid, s5_sum_slice, s5_last = Signal(), Signal(), Signal()
         s5_slice = Signal.like(s4_slice)
-        with m.If(adv):
-            m.d.sync += s5_valid.eq(s4_valid & s4_end)
-            with m.If(s4_valid):
-                m.d.sync += [reg.eq(val) for i in range(e)
-                             for reg, val in zip(acc_out[i], nxt_out[i], strict=True)]
-                with m.If(s4_sum_slice):
-                    m.d.sync += [reg.eq(val) for reg, val in zip(acc_sum, nxt_sum, strict=True)]
-                m.d.sync += [s5_sum_slice.eq(s4_sum_slice), s5_last.eq(s4_last),
-                             s5_slice.eq(s4_slice)]
+        m.d.sync += s5_valid.eq(s4_valid & s4_end)
+        with m.If(s4_valid):
+            m.d.sync += [reg.eq(val) for i in range(e)
+                         for reg, val in zip(acc_out[i], nxt_out[i], strict=True)]
+            with m.If(s4_sum_slice):
+                m.d.sync += [reg.eq(val) for reg, val in zip(acc_sum, nxt_sum, strict=True)]
+            m.d.sync += [s5_sum_slice.eq(s4_sum_slice), s5_last.eq(s4_last),
+                         s5_slice.eq(s4_slice)]
 
-        # s5: the accumulators hold the slice's final carry-save sums (s4 cannot overwrite them
-        # before this stage has moved them on: the stall is one enable).
+        # s5: the accumulators hold the slice's final carry-save sums for exactly this cycle
+        # (s4 overwrites them next cycle: nothing stalls), so the FIFO takes the slice now.
         sum_done = Signal(unsigned(w["sum"]))  # the rounded channel sum, after slice 0
         out_full = [Signal(signed(w["acc_out"]), name=f"out_full{i}") for i in range(e)]
         sum_full = Signal(unsigned(w["acc_sum"]))
         m.d.comb += [out_full[i].eq((acc_out[i][0] + acc_out[i][1])[:w["acc_out"]])
                      for i in range(e)]
         m.d.comb += sum_full.eq((acc_sum[0] + acc_sum[1])[:w["acc_sum"]])
-        with m.If(adv):
-            m.d.sync += self.o.valid.eq(s5_valid)
-            with m.If(s5_valid):
-                m.d.sync += [self.o.payload.out[i].eq(out_full[i] >> shift) for i in range(e)]
-                m.d.sync += [
-                    self.o.payload.max.eq(Mux(g_any, g_max, num.score_min)),
-                    self.o.payload.index.eq(s5_slice),
-                    self.o.payload.last.eq(s5_last),
-                    self.o.payload.sum.eq(Mux(s5_sum_slice, sum_full >> shift, sum_done)),
-                ]
-                with m.If(s5_sum_slice):
-                    m.d.sync += sum_done.eq(sum_full >> shift)
+        s5 = Signal(self.o.payload.shape())
+        m.d.comb += [s5.out[i].eq(out_full[i] >> shift) for i in range(e)]
+        m.d.comb += [
+            s5.max.eq(Mux(g_any, g_max, num.score_min)),
+            s5.index.eq(s5_slice),
+            s5.last.eq(s5_last),
+            s5.sum.eq(Mux(s5_sum_slice, sum_full >> shift, sum_done)),
+            skid.w_data.eq(s5.as_value()),
+            skid.w_en.eq(s5_valid),
+            self.o.valid.eq(skid.r_rdy),
+            self.o.payload.eq(skid.r_data),
+            skid.r_en.eq(self.o.ready),
+        ]
+        with m.If(s5_valid & s5_sum_slice):
+            m.d.sync += sum_done.eq(sum_full >> shift)
         return s5_valid, s5_last

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -55,8 +56,11 @@ class Softmax(wiring.Component):
 
     Latency and throughput
     ----------------------
-    2 cycles from a score's transfer to its weight being valid; one score per cycle
-    (global-stall pipeline: it stalls only under output backpressure).
+    2 cycles from a score's transfer to its weight being valid; one score per cycle. The
+    stages have no enable (they advance every cycle); stage 2 writes an output FIFO of
+    ``latency + 1`` = 3 entries (a skid buffer in credit form), and a score is taken only
+    while that FIFO has room for it and every score in flight, so output back-pressure never
+    reaches the pipeline's flip-flops and ``i.ready`` does not depend on ``o.ready``.
 
     Parameters (keyword-only)
     -------------------------
@@ -96,21 +100,31 @@ class Softmax(wiring.Component):
         """Cycles from a score's transfer to its weight on ``o`` (no backpressure)."""
         return 2
 
+    @property
+    def skid_depth(self) -> int:
+        """Entries of the output FIFO: ``latency + 1``, every score that can be in flight."""
+        return self.latency + 1
+
     def elaborate(self, platform) -> Module:
         m = Module()
         num = self._num
         frac = num.lut_frac_bits
+        depth = self.skid_depth
 
-        # Global stall: both stages move when the output register is free or being taken.
-        s1_valid = Signal()
-        s2_valid = Signal()
-        adv = Signal()
-        m.d.comb += [
-            adv.eq(~s2_valid | self.o.ready),
-            self.i.ready.eq(adv),
-            self.o.valid.eq(s2_valid),
-        ]
+        # No stall enable: stage 1 advances every cycle and stage 2 writes an output FIFO
+        # where its register was (latency unchanged). A score is taken only while the FIFO has
+        # room for it and every score in flight (credit count: taken, not yet delivered), so
+        # i.ready is a register's compare, not a path from o.ready.
+        out_l = softmax_out_layout(num, self._tag_bits)
+        m.submodules.skid = skid = SyncFIFO(width=out_l.size, depth=depth)
+        pending = Signal(range(depth + 1))
         fire = self.i.valid & self.i.ready
+        out_fire = self.o.valid & self.o.ready
+        m.d.comb += self.i.ready.eq(pending != depth)
+        with m.If(fire & ~out_fire):
+            m.d.sync += pending.eq(pending + 1)
+        with m.Elif(out_fire & ~fire):
+            m.d.sync += pending.eq(pending - 1)
 
         # Stage 1: exact max-subtract; the fraction addresses the ROM (synchronous read).
         s0_delta = Signal(unsigned(num.delta_bits))
@@ -118,30 +132,29 @@ class Softmax(wiring.Component):
         rom = Memory(shape=unsigned(num.weight_bits), depth=1 << frac, init=num.exp_rom)
         m.submodules.exp2_rom = rom
         rp = rom.read_port(domain="sync")
-        m.d.comb += [rp.addr.eq(s0_delta[:frac]), rp.en.eq(adv)]
+        m.d.comb += rp.addr.eq(s0_delta[:frac])
         # n saturates at P + 1: every larger shift gives 0 as well, and the shifter stays small.
         n_sat = num.exp_bits + 1
-        s1_n = Signal(range(n_sat + 1))
+        s1_valid = Signal()
+        s1_n = Signal(range(n_sat + 1), reset_less=True)  # data: no reset logic on the path
         s0_int = s0_delta[frac:]
-        with m.If(adv):
-            m.d.sync += [
-                s1_valid.eq(fire),
-                s1_n.eq(Mux(s0_int > n_sat, n_sat, s0_int)),
-            ]
+        m.d.sync += [
+            s1_valid.eq(fire),
+            s1_n.eq(Mux(s0_int > n_sat, n_sat, s0_int)),
+        ]
 
-        # Stage 2: the shift that divides by 2^n (floor).
-        s2_weight = Signal(unsigned(num.weight_bits))
-        with m.If(adv):
-            m.d.sync += [
-                s2_valid.eq(s1_valid),
-                s2_weight.eq(rp.data >> s1_n),
-            ]
-        m.d.comb += self.o.payload.weight.eq(s2_weight)
-
+        # Stage 2: the shift that divides by 2^n (floor), into the FIFO.
+        s2 = Signal(out_l)
+        m.d.comb += s2.weight.eq(rp.data >> s1_n)
         if self._tag_bits:
-            s1_tag = Signal(self._tag_bits)
-            s2_tag = Signal(self._tag_bits)
-            with m.If(adv):
-                m.d.sync += [s1_tag.eq(self.i.payload.tag), s2_tag.eq(s1_tag)]
-            m.d.comb += self.o.payload.tag.eq(s2_tag)
+            s1_tag = Signal(self._tag_bits, reset_less=True)
+            m.d.sync += s1_tag.eq(self.i.payload.tag)
+            m.d.comb += s2.tag.eq(s1_tag)
+        m.d.comb += [
+            skid.w_data.eq(s2.as_value()),
+            skid.w_en.eq(s1_valid),
+            self.o.valid.eq(skid.r_rdy),
+            self.o.payload.eq(skid.r_data),
+            skid.r_en.eq(self.o.ready),
+        ]
         return m

@@ -178,6 +178,32 @@ def test_lut_accumulate_one_column_per_cycle() -> None:
     assert snk.got_at[0] - src.sent_at[0] == dut.latency
 
 
+@pytest.mark.parametrize("backpressure", [0.5, 0.9])
+def test_lut_accumulate_skid_under_backpressure(backpressure: float) -> None:
+    """Columns offered every cycle against heavy random backpressure: the output FIFO fills
+    and the credit count holds columns back; none is lost or duplicated (a FIFO one entry
+    short of the credit count dropped columns here), and a column is never taken while the
+    FIFO could not hold it."""
+    num = dataclasses.replace(NUM_TPC8, token_capacity=512)
+    dut = LUTAccumulate(numerics=num)
+    ncols = 48
+    case = make_case("random", ncols * dut.tokens_per_column, num, np.random.default_rng(8))
+    src = Source(dut.i_cols, column_beats(dut.i_cols.payload.shape(), case.key_codes, num),
+                 idle=0.0)
+    snk = Sink(dut.o_scores, ncols, backpressure=backpressure)
+    run_phases(dut, [([Source(dut.i_lut, lut_beats(dut.i_lut.payload.shape(), case.lut))], []),
+                     ([src], [snk])], seed=9, max_cycles=20 * ncols)
+    got = []
+    for word in snk.beats:
+        beat = unpack(dut.o_scores.payload.shape(), word)
+        got += beat["scores"][:beat["ntok"]]
+    assert got == intmodel.lut_accumulate(case.lut, case.key_codes, num).tolist()
+    # never more columns taken than delivered plus the FIFO's entries
+    for j, sent in enumerate(src.sent_at):
+        delivered = sum(1 for t in snk.got_at if t < sent)
+        assert j - delivered < dut.skid_depth, (j, sent)
+
+
 # ----------------------------------------------------------------------------------------------
 # softmax
 # ----------------------------------------------------------------------------------------------
@@ -225,6 +251,47 @@ def test_softmax_default_format_range_ends() -> None:
     got = [unpack(dut.o.payload.shape(), w)["weight"] for w in snk.beats]
     assert got == intmodel.softmax_weights(scores, num)[1].tolist()
     assert got[0] == num.weight_one and got[-1] == 0
+
+
+@pytest.mark.parametrize("backpressure", [0.5, 0.9])
+def test_softmax_skid_under_backpressure(backpressure: float) -> None:
+    """Scores offered every cycle against heavy random backpressure: every weight and tag
+    arrives once, in order (the output FIFO fills and the credit count holds scores back)."""
+    num = Numerics()
+    dut = Softmax(numerics=num, tag_bits=8)
+    rng = np.random.default_rng(13)
+    scores = rng.integers(num.score_min, num.score_max + 1, 64)
+    mx = int(scores.max())  # the golden model subtracts the scores' own maximum
+    snk = Sink(dut.o, len(scores), backpressure=backpressure)
+    src = Source(dut.i, [pack(dut.i.payload.shape(), {"score": int(s), "tag": i})
+                         for i, s in enumerate(scores)], idle=0.0)
+
+    async def setup(ctx) -> None:
+        ctx.set(dut.max, mx)
+
+    run_phases(dut, [([src], [snk])], seed=4, setup=setup, max_cycles=20 * len(scores))
+    beats = [unpack(dut.o.payload.shape(), w) for w in snk.beats]
+    assert [b["tag"] for b in beats] == list(range(len(scores)))
+    assert [b["weight"] for b in beats] == intmodel.softmax_weights(scores, num)[1].tolist()
+    for j, sent in enumerate(src.sent_at):  # never more in flight than the FIFO holds
+        assert j - sum(1 for t in snk.got_at if t < sent) < dut.skid_depth, (j, sent)
+
+
+def test_softmax_one_score_per_cycle() -> None:
+    """No idle, no backpressure: a score every cycle, its weight ``latency`` cycles later."""
+    num = Numerics()
+    dut = Softmax(numerics=num)
+    snk = Sink(dut.o, 16, backpressure=0.0)
+    src = Source(dut.i, [pack(dut.i.payload.shape(), {"score": -i}) for i in range(16)],
+                 idle=0.0)
+
+    async def setup(ctx) -> None:
+        ctx.set(dut.max, 0)
+
+    run_phases(dut, [([src], [snk])], seed=1, setup=setup)
+    assert np.diff(src.sent_at).tolist() == [1] * 15
+    assert np.diff(snk.got_at).tolist() == [1] * 15
+    assert snk.got_at[0] - src.sent_at[0] == dut.latency
 
 
 # ----------------------------------------------------------------------------------------------

@@ -104,7 +104,8 @@ def test_stimulus_has_ties() -> None:
 # ----------------------------------------------------------------------------------------------
 # quick tests on Amaranth's simulator (no build step)
 # ----------------------------------------------------------------------------------------------
-def _amaranth_run(p: dict[str, int], seed: int, n_vectors: int, kinds: tuple[str, ...]) -> None:
+def _amaranth_run(p: dict[str, int], seed: int, n_vectors: int, kinds: tuple[str, ...], *,
+                  idle: float = 0.3, backpressure: float = 0.3) -> np.ndarray:
     dut = PQEncoder(**p)
     rng = random.Random(seed)
     eps = list(episodes(p, seed, n_vectors, kinds))
@@ -115,7 +116,7 @@ def _amaranth_run(p: dict[str, int], seed: int, n_vectors: int, kinds: tuple[str
 
     async def drive(ctx) -> None:
         async def put(stream, layout, value) -> None:
-            while rng.random() < 0.3:  # random idle
+            while rng.random() < idle:  # random idle
                 await ctx.tick()
             ctx.set(stream.payload.as_value(), pack(layout, value))
             ctx.set(stream.valid, 1)
@@ -131,7 +132,9 @@ def _amaranth_run(p: dict[str, int], seed: int, n_vectors: int, kinds: tuple[str
 
     async def collect(ctx) -> None:
         while len(got) < len(expected):
-            ready = rng.random() >= 0.3  # random backpressure
+            # a lost code would wait forever
+            assert state["cycle"] < 50_000, f"SEED={seed}: {len(got)} of {len(expected)} codes"
+            ready = rng.random() >= backpressure  # random backpressure
             ctx.set(dut.o_code.ready, ready)
             _, _, valid, payload = await ctx.tick().sample(
                 dut.o_code.valid, dut.o_code.payload.as_value()
@@ -155,6 +158,7 @@ def _amaranth_run(p: dict[str, int], seed: int, n_vectors: int, kinds: tuple[str
     )
     gaps = np.diff(accepted)
     assert gaps.size == 0 or gaps.min() >= dut.iterations
+    return gaps
 
 
 @pytest.mark.parametrize(
@@ -181,6 +185,24 @@ def _amaranth_run(p: dict[str, int], seed: int, n_vectors: int, kinds: tuple[str
 def test_amaranth_sim_matches_golden(p: dict[str, int]) -> None:
     seed = int(os.environ.get("SEED", "1234"))
     _amaranth_run(p, seed, n_vectors=4, kinds=KINDS)
+
+
+@pytest.mark.parametrize("lanes", [16, 4])
+def test_skid_under_backpressure(lanes: int) -> None:
+    """Sub-vectors offered every cycle against random backpressure 0.9 (T = 1 and T = 4): the
+    output FIFO fills and the credit count holds sub-vectors back; every code arrives once,
+    in order (a FIFO one entry short of the credit count lost codes here)."""
+    p = dict(sub_dim=2, centroids=16, subspaces=3, elem_bits=8, lanes=lanes)
+    _amaranth_run(p, 77, n_vectors=12, kinds=("random",), idle=0.0, backpressure=0.9)
+
+
+@pytest.mark.parametrize("lanes", [16, 4, 1])
+def test_one_subvector_per_t_cycles(lanes: int) -> None:
+    """No idle, no backpressure: sub-vectors are taken exactly T cycles apart (the output
+    FIFO's ceil((latency + 1) / T) entries never hold one back)."""
+    p = dict(sub_dim=2, centroids=16, subspaces=3, elem_bits=8, lanes=lanes)
+    gaps = _amaranth_run(p, 5, n_vectors=6, kinds=("random",), idle=0.0, backpressure=0.0)
+    assert gaps.tolist() == [16 // lanes] * len(gaps)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -68,10 +68,34 @@ def test_merge_one_bank_one_lane_full_rate() -> None:
         assert beats[0]["sum"] == g[0].sum
 
 
-def test_merge_latency() -> None:
-    """No idle, no backpressure: each slice's beat leaves ``latency`` cycles after its last."""
-    dut = Merge(numerics=NUM, banks=3, lanes=4)
-    parts = make_group("random", 3, NUM, np.random.default_rng(5))
+@pytest.mark.parametrize("banks", [1, 2, 5, 7])  # output FIFO of 7, 4, 2, 1 entries
+def test_merge_skid_under_backpressure(banks: int) -> None:
+    """Input every cycle against random backpressure 0.9: the output FIFO fills and the credit
+    count holds slices' last beats back; every beat arrives once, bit-exact, in order."""
+    num = Numerics(head_dim=8, subspaces=4, centroids=4, lut_bits=8, lut_frac_bits=4,
+                   exp_bits=6, token_capacity=8)
+    dut = Merge(numerics=num, banks=banks, lanes=1)
+    rng = np.random.default_rng(banks)
+    groups = [make_group(k, banks, num, rng) for k in ("random", "extreme", "random")]
+    phases = []
+    for parts in groups:
+        h, o = group_beats(parts, dut.i_head.payload.shape(), dut.i_out.payload.shape(), 1)
+        phases.append(([Source(dut.i_head, h, idle=0.0), Source(dut.i_out, o, idle=0.0)],
+                       [Sink(dut.o, dut.slices, backpressure=0.9)]))
+    run_phases(dut, phases, seed=banks, max_cycles=60 * len(groups) * dut.slices * banks)
+    got = []
+    for _, sinks in phases:
+        got += decode_outputs(sinks[0].beats, dut.o.payload.shape())
+    assert got == [b for g in groups for b in expected_beats(g, num, 1)]
+
+
+@pytest.mark.parametrize("banks", [1, 3, 7])  # output FIFO of 7, 3 and 1 entries
+def test_merge_latency(banks: int) -> None:
+    """No idle, no backpressure: each slice's beat leaves ``latency`` cycles after its last,
+    and no slice's last beat waits for the output FIFO (one beat per cycle)."""
+    dut = Merge(numerics=NUM, banks=banks, lanes=4)
+    assert dut.skid_depth == {1: 7, 3: 3, 7: 1}[banks]
+    parts = make_group("random", banks, NUM, np.random.default_rng(5))
     h, o = group_beats(parts, dut.i_head.payload.shape(), dut.i_out.payload.shape(), 4)
     src_o = Source(dut.i_out, o, idle=0.0)
     snk = Sink(dut.o, dut.slices, backpressure=0.0)
