@@ -10,17 +10,21 @@ From a latched :class:`aqpim.hw.command.Command` header and the bank state the d
   columns for SCORE / AGGREGATE, the column WRITE_KV continues, the beats of a read command).
 
 Two stages: with ``en`` (the sequencer's DECODE cycle, after the header is latched) every
-check's fail bit, the response length and the read request are registered; ``status`` is the
-first failing check of the registered bits, in the isa's order (combinational, the CHECK
-cycle). So the checks' comparators and adders and the priority chain sit in separate stages
-(docs/silicon.md). Latency 1 (``status``, ``rsp_length`` and ``read`` valid the cycle after
-``en``, as long as the header and state do not change); one header per two cycles.
+check's fail bit, a one-hot copy of the opcode, the response length and the read request are
+registered; ``status`` is the first failing check of the registered bits, in the isa's order,
+and ``ok`` that none failed (combinational, the CHECK cycle: AND-OR of registered bits, no
+opcode compare). So the checks' comparators and adders and the priority chain sit in separate
+stages (docs/silicon.md). The token-count figures the checks need (used code columns per side,
+free token room) come in on ``counts``, registered per head slot by the sequencer, so no check
+chains two adders: READ_CODES' ``addr + count > used`` is one carry-save row and one carry
+chain. Latency 1 (``status``, ``ok``, ``rsp_length`` and ``read`` valid the cycle after ``en``,
+as long as the header and state do not change); one header per two cycles.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, unsigned
-from amaranth.lib import wiring
+from amaranth.hdl import Cat, Module, Mux, Signal, Value, unsigned
+from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 from aqpim.hw.bank_reader import Sink, Source, memory_depths, read_request_layout
 from aqpim.hw.command import Command, Opcode, Status, bank_state_layout
@@ -29,16 +33,43 @@ from aqpim import isa
 from aqpim.checks import check_instance
 from aqpim.geometry import CodeSide, Geometry
 
-__all__ = ["CommandDecoder", "decode_bus", "header_head", "slot_index", "sub_index"]
+__all__ = [
+    "CommandDecoder", "counts", "counts_layout", "decode_bus", "header_head", "slot_index",
+    "sub_index",
+]
+
+
+def counts_layout(geometry: Geometry) -> data.StructLayout:
+    """Token-count figures the checks need, precomputed per head slot (:func:`counts`)."""
+    cap = geometry.num.token_capacity
+    full = counts(cap, geometry)  # the most columns in use: every token written
+    return data.StructLayout({"used_k": range(full["used_k"] + 1),
+                              "used_v": range(full["used_v"] + 1),
+                              "room": bank_state_layout(geometry)["tokens"].shape})
+
+
+def counts(tokens: Value | int, geometry: Geometry) -> dict[str, Value | int]:
+    """The :func:`counts_layout` fields of a slot holding ``tokens`` tokens: code columns in use
+    per side and the tokens still free (``token_capacity - tokens``). Their adders are kept out
+    of the decoder's first stage: the sequencer registers them per slot."""
+    return {"used_k": _used_columns(tokens, geometry.key),
+            "used_v": _used_columns(tokens, geometry.value),
+            "room": geometry.num.token_capacity - tokens}
 
 
 def decode_bus(geometry: Geometry) -> wiring.Signature:
-    """The sequencer's side: header and state out, status, response length and read request in."""
+    """The sequencer's side: header and state out, status, response length and read request in.
+
+    ``counts`` is :func:`counts_layout`: the addressed slot's used code columns and free token
+    room, from registers (one cycle behind the token count, which is never read sooner).
+    """
     return wiring.Signature({
         "header": Out(Command),
         "state": Out(bank_state_layout(geometry)),
+        "counts": Out(counts_layout(geometry)),
         "en": Out(1),
         "status": In(Status),
+        "ok": In(1),
         "rsp_length": In(unsigned(isa.RESPONSE_FIELDS["length"][1])),
         "read": In(read_request_layout(geometry)),
     })
@@ -80,8 +111,8 @@ class CommandDecoder(wiring.Component):
         cbk, cbv = g.key.cb_beats, g.value.cb_beats
         hdr, st, bus = self.bus.header, self.bus.state, self.bus
         op, p = hdr.opcode, hdr.params
-        used_k = _used_columns(st.tokens, g.key)  # code columns in use, per side
-        used_v = _used_columns(st.tokens, g.value)
+        # code columns in use per side and the free token room, registered by the sequencer
+        used_k, used_v, room = bus.counts.used_k, bus.counts.used_v, bus.counts.room
         k_full = st.k_mask == (1 << Mk) - 1
         v_full = st.v_mask == (1 << Mv) - 1
         rcb = p.read_cb
@@ -95,10 +126,13 @@ class CommandDecoder(wiring.Component):
         own = {
             Opcode.WRITE_KV: [(wkv.count == 0, Status.BAD_LENGTH),
                               (wkv.addr != st.tokens, Status.ADDR_RANGE),
-                              (wkv.addr + wkv.count > n.token_capacity, Status.CAPACITY),
+                              # addr == tokens once ADDR_RANGE passed: addr + count > capacity
+                              # is count > capacity - tokens, a compare of registered values
+                              (wkv.count > room, Status.CAPACITY),
                               (~(k_full & v_full), Status.NO_CODEBOOK)],
             Opcode.READ_CODES: [(rc.count == 0, Status.BAD_LENGTH),
-                                (rc.addr + rc.count > Mux(rc.kv, used_v, used_k),
+                                (_sum_exceeds(m, rc.addr, rc.count,
+                                              Mux(rc.kv, used_v, used_k)),
                                  Status.ADDR_RANGE)],
             Opcode.READ_CB: [(~cb_loaded, Status.NO_CODEBOOK)],
             Opcode.AGGREGATE: [(~v_full, Status.NO_CODEBOOK), (~st.scores, Status.NO_SCORES)],
@@ -135,18 +169,27 @@ class CommandDecoder(wiring.Component):
                     m.d.sync += bit.eq(fail)
                     bits.append((bit, status))
                 fails[code] = bits
-        # Stage 2: the first failing check of the command's opcode.
-        with m.If(bad_op):
-            m.d.comb += bus.status.eq(Status.BAD_OPCODE)
-        with m.Else():
-            with m.Switch(op):
-                for code, bits in fails.items():
-                    with m.Case(code):
-                        for i, (bit, status) in enumerate(bits):
-                            with (m.If if i == 0 else m.Elif)(bit):
-                                m.d.comb += bus.status.eq(status)
-                        with m.Else():
-                            m.d.comb += bus.status.eq(Status.OK)
+        # Stage 2: the first failing check of the command's opcode, from the registered bits
+        # and a registered one-hot copy of the opcode (an AND-OR, no opcode compare here); ``ok``
+        # is the OR of the opcode's fail bits alone, for the sequencer's next-state logic.
+        is_op = {code: Signal(name=f"is_{code.name.lower()}") for code in fails}
+        with m.If(bus.en):
+            m.d.sync += [sig.eq(op == code) for code, sig in is_op.items()]
+        fail_any = Signal()
+        m.d.comb += fail_any.eq(bad_op | Cat(*(is_op[code] & Cat(*(b for b, _ in bits)).any()
+                                               for code, bits in fails.items())).any())
+        m.d.comb += bus.ok.eq(~fail_any)
+        first = []  # per opcode: its status if it is the command's (0 = OK otherwise)
+        for code, bits in fails.items():
+            st_code = Signal(Status, name=f"status_{code.name.lower()}")
+            for bit, status in reversed(bits):
+                # the earliest failing check wins: assign from the last check to the first
+                with m.If(bit):
+                    m.d.comb += st_code.eq(status)
+            first.append(Mux(is_op[code], st_code.as_value(), 0))
+        assert Status.OK.value == 0  # the OR below relies on OK being 0
+        m.d.comb += bus.status.eq(Mux(bad_op, Status.BAD_OPCODE,
+                                      _or_all(first)))
 
         # Response data beats of an accepted read command.
         rsp = {Opcode.READ_PARTIAL: g.partial_beats, Opcode.READ_STATUS: g.status_beats,
@@ -195,6 +238,28 @@ class CommandDecoder(wiring.Component):
             with m.Default():
                 m.d.sync += bus.read.eq(0)
         return m
+
+
+def _or_all(values: list[Value]) -> Value:
+    """The bitwise OR of ``values`` (a balanced tree)."""
+    while len(values) > 1:
+        values = [values[i] | values[i + 1] if i + 1 < len(values) else values[i]
+                  for i in range(0, len(values), 2)]
+    return values[0]
+
+
+def _sum_exceeds(m: Module, a: Value, b: Value, c: Value) -> Value:
+    """``a + b > c`` without two carry chains in a row: with N bits holding each operand,
+    ``a + b + (2^N - 1 - c)`` reaches 2^N exactly when ``a + b > c``. One row of full adders
+    takes the three operands to two (carry-save), and one carry chain gives bit N."""
+    width = max(len(a), len(b), len(c)) + 1
+    c_ext = Signal(unsigned(width), name="exceeds_cx")
+    nc = Signal(unsigned(width), name="exceeds_nc")
+    m.d.comb += [c_ext.eq(c), nc.eq(~c_ext)]  # zero-extended to N bits, then inverted
+    s = Signal(unsigned(width), name="exceeds_s")
+    cy = Signal(unsigned(width + 1), name="exceeds_c")
+    m.d.comb += [s.eq(a ^ b ^ nc), cy.eq(((a & b) | (nc & (a ^ b))) << 1)]
+    return (s + cy)[width]
 
 
 def _used_columns(tokens, side: CodeSide):

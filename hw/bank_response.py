@@ -125,10 +125,12 @@ class ResponseMux(wiring.Component):
             with m.Case(Select.MEMORY):
                 m.d.comb += [rsp.valid.eq(self.i_mem.valid), rsp.payload.eq(self.i_mem.payload),
                              self.i_mem.ready.eq(rsp.ready)]
-        m.d.comb += [ctrl.taken.eq(rsp.valid & rsp.ready),
-                     ctrl.last.eq(idx == ctrl.header.length - 1)]
+        # ``last`` from a down-counter of the beats still to send (a compare with a constant;
+        # an ``idx == length - 1`` subtract-and-compare sat on the sequencer's next-state path)
+        left = Signal.like(ctrl.header.length)
+        m.d.comb += [ctrl.taken.eq(rsp.valid & rsp.ready), ctrl.last.eq(left == 1)]
         with m.If(ctrl.select == Select.HEADER):
-            m.d.sync += idx.eq(0)
+            m.d.sync += [idx.eq(0), left.eq(ctrl.header.length)]
         with m.Elif(ctrl.taken):
-            m.d.sync += idx.eq(idx + 1)
+            m.d.sync += [idx.eq(idx + 1), left.eq(left - 1)]
         return m

@@ -19,12 +19,15 @@ docs/bank.md's table (header to decision 2 cycles).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from amaranth.hdl import C, Module, Mux, Signal, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 from aqpim.hw.attention import partial_layout
 from aqpim.hw.bank_collect import collect_control
-from aqpim.hw.bank_decode import decode_bus, header_head, slot_index, sub_index
+from aqpim.hw.bank_decode import counts, decode_bus, header_head, slot_index, sub_index
 from aqpim.hw.bank_reader import read_control
 from aqpim.hw.bank_response import Select, response_control
 from aqpim.hw.bank_unpack import unpack_control
@@ -44,6 +47,54 @@ from aqpim.geometry import Geometry
 __all__ = ["BankSequencer"]
 
 W = isa.WORD_BITS
+
+
+# The sequencer's states, the first the reset state.
+_STATES = ("IDLE", "DECODE", "CHECK", "DRAIN", "DATA", "WKV_LOAD", "WKV_LOAD2", "WKV_WAIT",
+           "PASS", "AGG_WAIT", "RSP_HDR", "RSP_REG", "RSP_MEM")
+
+
+class _OneHot:
+    """A one-hot state machine: one flip-flop per state.
+
+    ``state(name)`` is an ``m.If`` on the state's flip-flop (states are separate ``If``s, one of
+    them true); ``go(name)`` inside it moves to ``name`` at the next edge. Each state's next
+    value is an OR of the conditions of the edges into it (and its own bit while no edge out
+    fires): no binary state decode and no priority mux over every state in front of the
+    flip-flops, which an ``m.FSM`` (binary-encoded, left so by Yosys as it has a reset value)
+    puts on the bank's control path (docs/silicon.md, "The final bank").
+    """
+
+    def __init__(self, m: Module, names: tuple[str, ...]) -> None:
+        self._m = m
+        self.bit = {n: Signal(name=f"st_{n.lower()}", init=int(i == 0))
+                    for i, n in enumerate(names)}
+        self._enter = {n: Signal(name=f"enter_{n.lower()}") for n in names}
+        self._leave = {n: Signal(name=f"leave_{n.lower()}") for n in names}
+        self._cur: str | None = None
+
+    @contextmanager
+    def state(self, name: str) -> Iterator[None]:
+        if self._cur is not None:
+            raise RuntimeError(f"state {name!r} inside state {self._cur!r}")
+        self._cur = name
+        with self._m.If(self.bit[name]):
+            yield
+        self._cur = None
+
+    def go(self, name: str) -> None:
+        if self._cur is None or self._cur == name:
+            raise RuntimeError(f"go({name!r}) outside a state or to its own state")
+        self._m.d.comb += [self._enter[name].eq(1), self._leave[self._cur].eq(1)]
+
+    def entering(self, name: str) -> Signal:
+        """High in the cycle before ``name``'s flip-flop is set by an edge into it."""
+        return self._enter[name]
+
+    def close(self) -> None:
+        """The state flip-flops' next values (after every state's ``go``)."""
+        self._m.d.sync += [b.eq(self._enter[n] | (b & ~self._leave[n]))
+                           for n, b in self.bit.items()]
 
 
 class BankSequencer(wiring.Component):
@@ -97,6 +148,23 @@ class BankSequencer(wiring.Component):
             view.scores.eq(state.scores & (state.scores_head == head)),
             view.partial.eq(state.partial & (state.partial_head == head)),
         ]
+        # Per slot, the decoder's token-count figures (used columns, free room), registered: a
+        # token count changes only on the way into RSP_HDR (WRITE_KV, RESET), and the next
+        # DECODE is at least two cycles later (RSP_HDR, IDLE), so the copy one cycle behind is
+        # always current there. Keeps their adders out of the decoder's first stage.
+        slot_counts = []
+        for s in range(g.heads):
+            reg = Signal(self.decode.counts.shape(), name=f"counts{s}",
+                         init=counts(0, g))  # the state's reset: no tokens
+            m.d.sync += [reg[k].eq(v) for k, v in counts(state.tokens[s], g).items()]
+            slot_counts.append(reg)
+        if g.heads == 1:
+            m.d.comb += self.decode.counts.eq(slot_counts[0])
+        else:
+            with m.Switch(slot):
+                for s in range(g.heads):
+                    with m.Case(s):
+                        m.d.comb += self.decode.counts.eq(slot_counts[s])
         nq = g.queries
         # the partial registers: one (max, sum, out[D]) per query head (GQA)
         partials = [Signal(partial_layout(g.num), name=f"partial{q}" if q else "partial")
@@ -122,144 +190,155 @@ class BankSequencer(wiring.Component):
                     with m.Case(q):
                         m.d.comb += rsp.partial.eq(partials[q])
 
-        with m.FSM():
-            # Latch a header word; decide next cycle (keeps the checks off the input path).
-            with m.State("IDLE"):
-                m.d.comb += cmd.ready.eq(1)
-                with m.If(cmd.valid):
-                    header = CommandWord(cmd.payload).header
-                    m.d.sync += [hdr.eq(header), left.eq(header.length)]
-                    m.next = "DECODE"
+        fsm = _OneHot(m, _STATES)
+        go = fsm.go
+        # Latch a header word; decide next cycle (keeps the checks off the input path).
+        with fsm.state("IDLE"):
+            m.d.comb += cmd.ready.eq(1)
+            with m.If(cmd.valid):
+                header = CommandWord(cmd.payload).header
+                m.d.sync += [hdr.eq(header), left.eq(header.length)]
+                go("DECODE")
 
-            # The decoder registers its checks and the read request (two stages, docs/bank.md).
-            with m.State("DECODE"):
-                m.d.comb += self.decode.en.eq(1)
-                m.next = "CHECK"
+        # The decoder registers its checks and the read request (two stages, docs/bank.md).
+        with fsm.state("DECODE"):
+            m.d.comb += self.decode.en.eq(1)
+            go("CHECK")
 
-            with m.State("CHECK"):
-                ok = self.decode.status == Status.OK
-                m.d.sync += [status.eq(self.decode.status),
-                             rsp_len.eq(Mux(ok, self.decode.rsp_length, 0))]
-                m.d.comb += self.unpack.start.eq(1)
-                with m.If(~ok):
-                    m.next = "DRAIN"
+        with fsm.state("CHECK"):
+            ok = self.decode.ok
+            m.d.sync += [status.eq(self.decode.status),
+                         rsp_len.eq(Mux(ok, self.decode.rsp_length, 0))]
+            m.d.comb += self.unpack.start.eq(1)
+            with m.If(~ok):
+                go("DRAIN")
+            with m.Else():
+                with m.Switch(op):
+                    with m.Case(Opcode.RESET):
+                        m.d.comb += self.unit_rst.eq(1)
+                        m.d.sync += state.eq(0)
+                        go("RSP_HDR")
+                    with m.Case(Opcode.LOAD_CB, Opcode.LOAD_LUT):
+                        go("DATA")
+                    with m.Case(Opcode.WRITE_KV):
+                        # new tokens: this slot's scores no longer cover every token
+                        m.d.comb += [self.collect.start.eq(1), self.read.start.eq(1)]
+                        with m.If(state.scores_head == head):
+                            m.d.sync += state.scores.eq(0)
+                        go("WKV_LOAD")
+                    with m.Case(Opcode.SCORE, Opcode.AGGREGATE):
+                        # SCORE restarts the attention path: a head may be rescored
+                        m.d.comb += [self.unit_rst.eq(op == Opcode.SCORE),
+                                     self.read.start.eq(1)]
+                        go("PASS")
+                    with m.Default():
+                        go("RSP_HDR")
+
+        # A rejected command: swallow its data beats, then answer with the status alone.
+        with fsm.state("DRAIN"):
+            m.d.comb += cmd.ready.eq(left != 0)
+            with m.If(left == 0):
+                go("RSP_HDR")
+            with m.Elif(cmd.valid):
+                m.d.sync += left.eq(left - 1)
+
+        # LOAD_CB / LOAD_LUT / WRITE_KV data beats go to the unpacker.
+        with fsm.state("DATA"):
+            m.d.comb += [self.o_data.valid.eq(cmd.valid), cmd.ready.eq(self.o_data.ready)]
+            with m.If(cmd.valid & self.o_data.ready):
+                m.d.sync += left.eq(left - 1)
+            with m.If(self.unpack.last):
+                with m.Switch(op):
+                    with m.Case(Opcode.LOAD_CB):  # the K-th centroid
+                        with m.If(cb.kv):
+                            m.d.sync += state.v_mask[slot].eq(
+                                view.v_mask | (C(1, Mv) << sub_index(cb.subspace, Mv)))
+                        with m.Else():
+                            m.d.sync += state.k_mask[slot].eq(
+                                view.k_mask | (C(1, Mk) << sub_index(cb.subspace, Mk)))
+                        go("DRAIN")
+                    with m.Case(Opcode.LOAD_LUT):
+                        with m.If(left == 1):
+                            # q = 0 starts a set, q appends: q + 1 LUTs loaded
+                            m.d.sync += [state.lut.eq(1), state.lut_head.eq(head),
+                                         state.scores.eq(0),
+                                         state.luts.eq(hdr.params.load_lut.subspace + 1)]
+                            go("DRAIN")
+                    with m.Case(Opcode.WRITE_KV):  # a vector done; the last one?
+                        with m.If(left == 0):
+                            go("WKV_WAIT")
+
+        # WRITE_KV: the reader issues the column read, the memory answers a cycle later.
+        with fsm.state("WKV_LOAD"):
+            go("WKV_LOAD2")
+        with fsm.state("WKV_LOAD2"):
+            go("DATA")
+        with fsm.state("WKV_WAIT"):
+            with m.If(self.collect.written == hdr.params.write_kv.count):
+                m.d.sync += state.tokens[slot].eq(view.tokens + hdr.params.write_kv.count)
+                go("RSP_HDR")
+
+        # SCORE / AGGREGATE: code columns stream from the reader into the attention path.
+        with fsm.state("PASS"):
+            with m.If(~self.read.busy):
+                with m.If(op == Opcode.SCORE):
+                    m.d.sync += [state.scores.eq(1), state.scores_head.eq(head)]
+                    go("RSP_HDR")
                 with m.Else():
-                    with m.Switch(op):
-                        with m.Case(Opcode.RESET):
-                            m.d.comb += self.unit_rst.eq(1)
-                            m.d.sync += state.eq(0)
-                            m.next = "RSP_HDR"
-                        with m.Case(Opcode.LOAD_CB, Opcode.LOAD_LUT):
-                            m.next = "DATA"
-                        with m.Case(Opcode.WRITE_KV):
-                            # new tokens: this slot's scores no longer cover every token
-                            m.d.comb += [self.collect.start.eq(1), self.read.start.eq(1)]
-                            with m.If(state.scores_head == head):
-                                m.d.sync += state.scores.eq(0)
-                            m.next = "WKV_LOAD"
-                        with m.Case(Opcode.SCORE, Opcode.AGGREGATE):
-                            # SCORE restarts the attention path: a head may be rescored
-                            m.d.comb += [self.unit_rst.eq(op == Opcode.SCORE),
-                                         self.read.start.eq(1)]
-                            m.next = "PASS"
-                        with m.Default():
-                            m.next = "RSP_HDR"
+                    go("AGG_WAIT")
+        with fsm.state("AGG_WAIT"):
+            m.d.comb += self.i_partial.ready.eq(1)
+            got = self.i_partial.payload
+            with m.If(self.i_partial.valid):
+                if nq == 1:
+                    m.d.sync += partial.eq(got)
+                    done = 1
+                else:  # G partials in query order; the pass ends with the last
+                    with m.Switch(got.query):
+                        for q in range(nq):
+                            with m.Case(q):
+                                m.d.sync += [partials[q][f].eq(got[f]) for f in
+                                             ("max", "sum", "tokens", "overflow", "out")]
+                    done = got.query == nq - 1
+                with m.If(done):
+                    m.d.sync += [state.partial.eq(1), state.partial_head.eq(head),
+                                 state.scores.eq(0), state.partials.eq(state.luts)]
+                    go("RSP_HDR")
 
-            # A rejected command: swallow its data beats, then answer with the status alone.
-            with m.State("DRAIN"):
-                m.d.comb += cmd.ready.eq(left != 0)
-                with m.If(left == 0):
-                    m.next = "RSP_HDR"
-                with m.Elif(cmd.valid):
-                    m.d.sync += left.eq(left - 1)
-
-            # LOAD_CB / LOAD_LUT / WRITE_KV data beats go to the unpacker.
-            with m.State("DATA"):
-                m.d.comb += [self.o_data.valid.eq(cmd.valid), cmd.ready.eq(self.o_data.ready)]
-                with m.If(cmd.valid & self.o_data.ready):
-                    m.d.sync += left.eq(left - 1)
-                with m.If(self.unpack.last):
-                    with m.Switch(op):
-                        with m.Case(Opcode.LOAD_CB):  # the K-th centroid
-                            with m.If(cb.kv):
-                                m.d.sync += state.v_mask[slot].eq(
-                                    view.v_mask | (C(1, Mv) << sub_index(cb.subspace, Mv)))
-                            with m.Else():
-                                m.d.sync += state.k_mask[slot].eq(
-                                    view.k_mask | (C(1, Mk) << sub_index(cb.subspace, Mk)))
-                            m.next = "DRAIN"
-                        with m.Case(Opcode.LOAD_LUT):
-                            with m.If(left == 1):
-                                # q = 0 starts a set, q appends: q + 1 LUTs loaded
-                                m.d.sync += [state.lut.eq(1), state.lut_head.eq(head),
-                                             state.scores.eq(0),
-                                             state.luts.eq(hdr.params.load_lut.subspace + 1)]
-                                m.next = "DRAIN"
-                        with m.Case(Opcode.WRITE_KV):  # a vector done; the last one?
-                            with m.If(left == 0):
-                                m.next = "WKV_WAIT"
-
-            # WRITE_KV: the reader issues the column read, the memory answers a cycle later.
-            with m.State("WKV_LOAD"):
-                m.next = "WKV_LOAD2"
-            with m.State("WKV_LOAD2"):
-                m.next = "DATA"
-            with m.State("WKV_WAIT"):
-                with m.If(self.collect.written == hdr.params.write_kv.count):
-                    m.d.sync += state.tokens[slot].eq(view.tokens + hdr.params.write_kv.count)
-                    m.next = "RSP_HDR"
-
-            # SCORE / AGGREGATE: code columns stream from the reader into the attention path.
-            with m.State("PASS"):
-                with m.If(~self.read.busy):
-                    with m.If(op == Opcode.SCORE):
-                        m.d.sync += [state.scores.eq(1), state.scores_head.eq(head)]
-                        m.next = "RSP_HDR"
-                    with m.Else():
-                        m.next = "AGG_WAIT"
-            with m.State("AGG_WAIT"):
-                m.d.comb += self.i_partial.ready.eq(1)
-                got = self.i_partial.payload
-                with m.If(self.i_partial.valid):
-                    if nq == 1:
-                        m.d.sync += partial.eq(got)
-                        done = 1
-                    else:  # G partials in query order; the pass ends with the last
-                        with m.Switch(got.query):
-                            for q in range(nq):
-                                with m.Case(q):
-                                    m.d.sync += [partials[q][f].eq(got[f]) for f in
-                                                 ("max", "sum", "tokens", "overflow", "out")]
-                        done = got.query == nq - 1
-                    with m.If(done):
-                        m.d.sync += [state.partial.eq(1), state.partial_head.eq(head),
-                                     state.scores.eq(0), state.partials.eq(state.luts)]
-                        m.next = "RSP_HDR"
-
-            # Responses: the header word, then the data beats of read commands.
-            self._respond(m, op, rsp_len)
+        # Responses: the header word, then the data beats of read commands.
+        self._respond(m, fsm, op, rsp_len)
+        fsm.close()
+        # The response select, registered: set as a response state is entered, so the
+        # response mux's valid (and the ``taken`` the next-state logic reads) starts at a
+        # flip-flop.
+        sel = Signal(Select)
+        m.d.comb += rsp.select.eq(sel)
+        with m.If(fsm.entering("RSP_HDR")):
+            m.d.sync += sel.eq(Select.HEADER)
+        with m.Elif(fsm.entering("RSP_REG")):
+            m.d.sync += sel.eq(Mux(op == Opcode.READ_STATUS, Select.STATUS, Select.PARTIAL))
+        with m.Elif(fsm.entering("RSP_MEM")):
+            m.d.sync += sel.eq(Select.MEMORY)
+        with m.Elif(fsm.entering("IDLE")):
+            m.d.sync += sel.eq(Select.NONE)
         return m
 
-    def _respond(self, m: Module, op, rsp_len) -> None:
-        """The response states (inside the FSM): the header word, then read commands' beats."""
-        rsp = self.respond
-        with m.State("RSP_HDR"):
-            m.d.comb += rsp.select.eq(Select.HEADER)
+    def _respond(self, m: Module, fsm: _OneHot, op, rsp_len) -> None:
+        """The response states: the header word, then read commands' beats."""
+        rsp, go = self.respond, fsm.go
+        with fsm.state("RSP_HDR"):
             with m.If(rsp.taken):
                 with m.If(rsp_len == 0):
-                    m.next = "IDLE"
+                    go("IDLE")
                 with m.Elif(op.as_value().matches(Opcode.READ_CODES, Opcode.READ_CB,
                                                   Opcode.READ_LUT)):
                     m.d.comb += self.read.start.eq(1)
-                    m.next = "RSP_MEM"
+                    go("RSP_MEM")
                 with m.Else():
-                    m.next = "RSP_REG"
-        with m.State("RSP_REG"):
-            m.d.comb += rsp.select.eq(Mux(op == Opcode.READ_STATUS, Select.STATUS,
-                                          Select.PARTIAL))
+                    go("RSP_REG")
+        with fsm.state("RSP_REG"):
             with m.If(rsp.taken & rsp.last):
-                m.next = "IDLE"
-        with m.State("RSP_MEM"):
-            m.d.comb += rsp.select.eq(Select.MEMORY)
+                go("IDLE")
+        with fsm.state("RSP_MEM"):
             with m.If(~self.read.busy):
-                m.next = "IDLE"
+                go("IDLE")

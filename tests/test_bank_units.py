@@ -17,7 +17,7 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.sim import Simulator
 from aqpim.hw.bank_collect import CodeCollector
-from aqpim.hw.bank_decode import CommandDecoder
+from aqpim.hw.bank_decode import CommandDecoder, counts, counts_layout
 from aqpim.hw.bank_reader import ColumnReader, Sink, Source, memory_depths
 from aqpim.hw.bank_response import ResponseMux, Select
 from aqpim.hw.bank_unpack import BeatUnpacker
@@ -82,7 +82,6 @@ def test_command_layout_packs_like_the_isa() -> None:
 def test_decoder_status_matches_golden_checks() -> None:
     g = Geometry(TINY)
     n = TINY
-    dut = CommandDecoder(geometry=g)
     rng = random.Random(2)
     cases = []
     for _ in range(400):
@@ -109,10 +108,57 @@ def test_decoder_status_matches_golden_checks() -> None:
         bank.partial_head = 0 if state["partial"] else None
         cases.append((cmd, state, check_command(bank, cmd)))
 
+    _decode_cases(g, cases)
+
+
+# one token over two columns (d = 1, 128 codes of 4 bits): more used columns than tokens
+WIDE = Numerics(head_dim=128, subspaces=128, centroids=16, token_capacity=6)
+
+
+@pytest.mark.parametrize("n", [SMALL, WIDE], ids=["small", "wide"])
+def test_decoder_range_checks_at_their_edges(n: Numerics) -> None:
+    """WRITE_KV's CAPACITY and READ_CODES' ADDR_RANGE exactly at the end and one past it, at
+    every token count (both compare registered per-slot figures, not the token count); SMALL
+    has 4 tokens per column (used columns round up), WIDE 2 columns per token."""
+    g = Geometry(n)
+    full = {"k_mask": (1 << n.subspaces) - 1, "v_mask": (1 << n.values.subspaces) - 1,
+            "lut": 0, "scores": 0, "partial": 0}
+    cases = []
+    for tokens in range(n.token_capacity + 1):
+        bank = GoldenBank(g)
+        hd = bank.heads[0]
+        hd.tokens = tokens
+        hd.mask[0][:] = [1] * n.subspaces
+        hd.mask[1][:] = [1] * n.values.subspaces
+        state = {"tokens": tokens, **full}
+        cmds = []
+        for extra in (0, 1):
+            count = n.token_capacity - tokens + extra
+            if count:
+                cmds.append(isa.Command(isa.Opcode.WRITE_KV, addr=tokens, count=count,
+                                        data=(0,) * (count * g.token_beats)))
+            for kv, side in ((0, g.key), (1, g.value)):
+                used = -(-tokens // side.tokens_per_column) * side.columns_per_token
+                for addr in {0, used // 2, used}:
+                    if used - addr + extra:
+                        cmds.append(isa.Command(isa.Opcode.READ_CODES, kv=kv, addr=addr,
+                                                count=used - addr + extra))
+        cases += [(cmd, state, check_command(bank, cmd)) for cmd in cmds]
+    got = {e.name for _, _, e in cases}
+    assert got == {"OK", "CAPACITY", "ADDR_RANGE"}, got  # both edges reached
+    _decode_cases(g, cases)
+
+
+def _decode_cases(g: Geometry, cases: list) -> None:
+    """Run (command, state, expected status) cases through a decoder: status and ok."""
+    dut = CommandDecoder(geometry=g)
+
     async def bench(ctx) -> None:
         for cmd, state, expected in cases:
             ctx.set(dut.bus.header, _header(cmd))
             ctx.set(dut.bus.state, bank_state_layout(g).const(state))
+            # the sequencer's registered per-slot figures, here from the same token count
+            ctx.set(dut.bus.counts, counts_layout(g).const(counts(state["tokens"], g)))
             # stage 1 registers the checks with en; stage 2 picks the status from them
             ctx.set(dut.bus.en, 1)
             await ctx.tick()
@@ -120,6 +166,7 @@ def test_decoder_status_matches_golden_checks() -> None:
             got = ctx.get(dut.bus.status)
             assert got.name == expected.name, (
                 f"{cmd!r} in state {state}: {got.name} != {expected.name}")
+            assert ctx.get(dut.bus.ok) == (expected == isa.Status.OK), (cmd, state)
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
