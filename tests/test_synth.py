@@ -1,8 +1,10 @@
 # amaranth: UnusedElaboratable=no
 """``aqpim synth``: the Yosys flow on a unit whose flip-flops and memory are known exactly.
 
-The softmax unit registers ``s1_valid``, ``s2_valid``, ``s1_n`` (``range(P + 2)``) and
-``s2_weight`` (``P + 1`` bits), and holds a ``2^F x (P + 1)`` exp2 ROM; nothing else. The full
+The softmax unit registers ``s1_valid``, ``s1_n`` (``range(P + 2)``) and its credit count
+(``range(4)``); its output FIFO (Amaranth's ``SyncFIFO``, 3 entries of the ``P + 1``-bit weight)
+adds a level and two pointers (``range(4)``, ``range(3)``, ``range(3)``: 2 bits each) and a
+``3 x (P + 1)`` storage memory; it holds a ``2^F x (P + 1)`` exp2 ROM; nothing else. The full
 ``--all`` run (minutes to an hour on 2 cores) is the ``slow`` test at the end.
 """
 
@@ -18,9 +20,10 @@ from aqpim.hw.synth import LEVEL_BUDGET, NAND2_WEIGHTS, nand2_area, synth_unit
 def test_softmax_flops_and_rom_exact(p: int, tmp_path) -> None:
     res = synth_unit("softmax", {"exp_bits": p}, workdir=tmp_path)
     n_bits = (p + 1).bit_length()  # range(P + 2)
-    assert res.flipflops == 2 + n_bits + (p + 1)
-    assert [(m.name, m.width, m.depth) for m in res.memories] == [("exp2_rom", p + 1, 256)]
-    assert res.memory_bits == (p + 1) * 256
+    assert res.flipflops == 1 + n_bits + 2 + 3 * 2
+    assert [(m.name, m.width, m.depth) for m in res.memories] == [
+        ("exp2_rom", p + 1, 256), ("skid.storage", p + 1, 3)]
+    assert res.memory_bits == (p + 1) * (256 + 3)
     assert 0 < res.levels <= 2 * LEVEL_BUDGET
     assert res.nand2_ff > 5 * res.flipflops  # every flop weighs at least a DFF
     assert res.nand2_logic > 0 and res.nand2_logic_delay > 0
@@ -44,7 +47,7 @@ def test_cli_json_is_one_document(capsys) -> None:
     out = capsys.readouterr().out
     doc = json.loads(out)
     (unit,) = doc["units"]
-    assert unit["unit"] == "softmax" and unit["flipflops"] == 2 + 4 + 8
+    assert unit["unit"] == "softmax" and unit["flipflops"] == 1 + 4 + 2 + 6
     assert unit["level_margin"] == LEVEL_BUDGET - unit["levels"]
 
 
