@@ -32,11 +32,11 @@ from __future__ import annotations
 
 from amaranth import Cat, Module, Signal, Value, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 from aqpim.hw.argmin import ArgminTree
 from aqpim.hw.codebook import CodebookStore, PQGeometry
 from aqpim.hw.distance import SquaredDistance, dist_bits
+from aqpim.hw.skid import CreditSkid
 
 from aqpim.checks import check_int
 from aqpim.numerics import distance_latency
@@ -195,9 +195,7 @@ class PQEncoder(PQGeometry, wiring.Component):
         # for its code and every code in flight (credit count: taken, not yet delivered), so
         # i_x.ready is a register compare, not a path from o_code.ready.
         depth = self.skid_depth
-        m.submodules.skid = skid = SyncFIFO(width=self.code_layout.size, depth=depth)
-        pending = Signal(range(depth + 1))
-        out_fire = self.o_code.valid & self.o_code.ready
+        skid = CreditSkid(m, self.o_code, depth)
 
         # Stage 0, issue: the handshake cycle issues pass 0 from the input; passes 1..T-1 come
         # from the held copy on the following cycles, hence one sub-vector per T cycles.
@@ -213,12 +211,9 @@ class PQEncoder(PQGeometry, wiring.Component):
         in_flight = busy | s1_valid | s2_valid | s3_valid
         for v in a_valid + d_valid:
             in_flight = in_flight | v
-        m.d.comb += self.i_x.ready.eq((pending != depth) & ~busy & ~self.i_cb.valid)
+        m.d.comb += self.i_x.ready.eq(skid.room & ~busy & ~self.i_cb.valid)
         accept = self.i_x.valid & self.i_x.ready
-        with m.If(accept & ~out_fire):
-            m.d.sync += pending.eq(pending + 1)
-        with m.Elif(out_fire & ~accept):
-            m.d.sync += pending.eq(pending - 1)
+        skid.take(accept)
         issue = Signal()
         issue_x = Signal(vec)
         issue_sub = Signal(self.sub_bits)
@@ -290,14 +285,9 @@ class PQEncoder(PQGeometry, wiring.Component):
 
         # Output: running minimum over the T passes (ties to the lowest index), into the FIFO.
         self._running_min(m, skid, s3_valid, s3_min, s3_idx, s3_sub, s3_first, s3_last)
-        m.d.comb += [
-            self.o_code.valid.eq(skid.r_rdy),
-            self.o_code.payload.eq(skid.r_data),
-            skid.r_en.eq(self.o_code.ready),
-        ]
         return m
 
-    def _running_min(self, m: Module, skid: SyncFIFO, s3_valid: Signal, s3_min: Signal,
+    def _running_min(self, m: Module, skid: CreditSkid, s3_valid: Signal, s3_min: Signal,
                      s3_idx: Signal, s3_sub: Signal, s3_first: Signal, s3_last: Signal) -> None:
         """The running minimum over a sub-vector's T passes; the last pass writes the code to
         the output FIFO. Strict < keeps the earlier pass, whose indices are all lower, so ties
@@ -318,9 +308,8 @@ class PQEncoder(PQGeometry, wiring.Component):
         m.d.comb += [
             code.sub.eq(s3_sub),
             code.code.eq(best_idx),
-            skid.w_data.eq(code.as_value()),
-            skid.w_en.eq(s3_valid & s3_last),
         ]
+        skid.write(code.as_value(), s3_valid & s3_last)
 
     def _ride_along(self, m: Module, valids: list[Signal], prefix: str,
                     valid: Value, sub: Value, cnt: Value) -> tuple[Value, Value, Value]:

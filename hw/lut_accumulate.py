@@ -7,9 +7,8 @@ column layout: :func:`aqpim.sw.golden.intmodel.pack_columns`).
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Module, Mux, Shape, Signal, signed, unsigned
+from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -18,6 +17,7 @@ from aqpim.geometry import MAX_QUERIES, Geometry
 from aqpim.numerics import Numerics
 
 from .attn_params import check_numerics
+from .skid import CreditSkid
 
 __all__ = [
     "LUTAccumulate",
@@ -220,22 +220,16 @@ class LUTAccumulate(wiring.Component):
         # is unchanged. A column is taken only while the FIFO has room for it and for every
         # column in flight (a credit count: taken and not yet delivered < depth), so no write
         # ever finds the FIFO full; ready depends on registers only, not on o_scores.ready.
-        m.submodules.skid = skid = SyncFIFO(
-            width=Shape.cast(self.o_scores.payload.shape()).width, depth=depth)
-        pending = Signal(range(depth + 1))
-        out_fire = self.o_scores.valid & self.o_scores.ready
+        skid = CreditSkid(m, self.o_scores, depth)
 
         # LUT writes only when no column is in flight; a waiting write blocks new columns.
         m.d.comb += [
-            self.i_lut.ready.eq(pending == 0),
-            self.i_cols.ready.eq((pending != depth) & ~self.i_lut.valid),
+            self.i_lut.ready.eq(skid.empty),
+            self.i_cols.ready.eq(skid.room & ~self.i_lut.valid),
         ]
         lut_fire = self.i_lut.valid & self.i_lut.ready
         col_fire = self.i_cols.valid & self.i_cols.ready
-        with m.If(col_fire & ~out_fire):
-            m.d.sync += pending.eq(pending + 1)
-        with m.Elif(out_fire & ~col_fire):
-            m.d.sync += pending.eq(pending - 1)
+        skid.take(col_fire)
 
         # Stage 1: one memory per subspace, rows of R entries, so a LUT beat is one row write
         # (E/K subspaces at once for K < E), and tpc read ports: a whole column in one cycle.
@@ -311,12 +305,8 @@ class LUTAccumulate(wiring.Component):
         m.d.comb += [
             beat.ntok.eq(ntok[-1]),
             beat.last.eq(last[-1]),
-            skid.w_data.eq(beat.as_value()),
-            skid.w_en.eq(valid[-1]),
-            self.o_scores.valid.eq(skid.r_rdy),
-            self.o_scores.payload.eq(skid.r_data),
-            skid.r_en.eq(self.o_scores.ready),
         ]
+        skid.write(beat.as_value(), valid[-1])
         return m
 
     def _stage(self, m: Module, value, shape, stage: int, name: str) -> Signal:

@@ -56,7 +56,6 @@ from __future__ import annotations
 
 from amaranth.hdl import Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -65,6 +64,7 @@ from aqpim.numerics import MERGE_GUARD_BITS, Numerics, merge_widths
 
 from . import carry_save
 from .attn_params import numerics_from
+from .skid import CreditSkid
 
 __all__ = ["Merge", "head_layout", "out_in_layout", "merged_layout"]
 
@@ -184,11 +184,7 @@ class Merge(wiring.Component):
         # FIFO depth; ready is a register compare, not a path from o.ready.
         s1_valid, s2_valid, s3_valid, s4_valid = Signal(), Signal(), Signal(), Signal()
         depth = self.skid_depth
-        # at one entry SyncFIFOBuffered is a plain register with the same write-to-read cycle
-        # (SyncFIFO's one-word memory would have zero-width addresses, a lint warning)
-        fifo = SyncFIFOBuffered if depth == 1 else SyncFIFO
-        m.submodules.skid = skid = fifo(width=self.o.payload.shape().size, depth=depth)
-        owed = Signal(range(depth + 1))
+        skid = CreditSkid(m, self.o, depth)
 
         # Phase 1: headers into the table, running max over the non-empty banks.
         drained = Signal()
@@ -197,14 +193,9 @@ class Merge(wiring.Component):
         # Phase 2, s0: take a beat, read its bank's header (synchronous read).
         bank = Signal(range(nb))
         slc = Signal(range(self.slices))
-        m.d.comb += self.i_out.ready.eq(phase_out & ((bank != nb - 1) | (owed != depth)))
+        m.d.comb += self.i_out.ready.eq(phase_out & ((bank != nb - 1) | skid.room))
         take = self.i_out.valid & self.i_out.ready
-        owe = take & (bank == nb - 1)
-        paid = self.o.valid & self.o.ready
-        with m.If(owe & ~paid):
-            m.d.sync += owed.eq(owed + 1)
-        with m.Elif(paid & ~owe):
-            m.d.sync += owed.eq(owed - 1)
+        skid.take(take & (bank == nb - 1))
         m.d.comb += rd.addr.eq(bank)
         s1_out = Signal(self.i_out.payload.shape())
         s1_first, s1_sum_slice, s1_end, s1_last = Signal(), Signal(), Signal(), Signal()
@@ -318,7 +309,7 @@ class Merge(wiring.Component):
 
         return phase_out, g_max, g_any, rd
 
-    def _accumulate(self, m: Module, skid: SyncFIFO | SyncFIFOBuffered, w: dict, shift: int,
+    def _accumulate(self, m: Module, skid: CreditSkid, w: dict, shift: int,
                     s4_pout: list, s4_psum: list, s4_valid: Signal, s4_first: Signal,
                     s4_sum_slice: Signal, s4_end: Signal, s4_last: Signal, s4_slice: Signal,
                     g_max: Signal, g_any: Signal) -> tuple[Signal, Signal]:
@@ -365,12 +356,8 @@ class Merge(wiring.Component):
             s5.index.eq(s5_slice),
             s5.last.eq(s5_last),
             s5.sum.eq(Mux(s5_sum_slice, sum_full >> shift, sum_done)),
-            skid.w_data.eq(s5.as_value()),
-            skid.w_en.eq(s5_valid),
-            self.o.valid.eq(skid.r_rdy),
-            self.o.payload.eq(skid.r_data),
-            skid.r_en.eq(self.o.ready),
         ]
+        skid.write(s5.as_value(), s5_valid)
         with m.If(s5_valid & s5_sum_slice):
             m.d.sync += sum_done.eq(sum_full >> shift)
         return s5_valid, s5_last

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -17,6 +16,7 @@ from aqpim.checks import check_int
 from aqpim.numerics import Numerics
 
 from .attn_params import check_numerics
+from .skid import CreditSkid
 
 __all__ = ["Softmax", "softmax_in_layout", "softmax_out_layout"]
 
@@ -116,15 +116,10 @@ class Softmax(wiring.Component):
         # room for it and every score in flight (credit count: taken, not yet delivered), so
         # i.ready is a register's compare, not a path from o.ready.
         out_l = softmax_out_layout(num, self._tag_bits)
-        m.submodules.skid = skid = SyncFIFO(width=out_l.size, depth=depth)
-        pending = Signal(range(depth + 1))
+        skid = CreditSkid(m, self.o, depth)
         fire = self.i.valid & self.i.ready
-        out_fire = self.o.valid & self.o.ready
-        m.d.comb += self.i.ready.eq(pending != depth)
-        with m.If(fire & ~out_fire):
-            m.d.sync += pending.eq(pending + 1)
-        with m.Elif(out_fire & ~fire):
-            m.d.sync += pending.eq(pending - 1)
+        m.d.comb += self.i.ready.eq(skid.room)
+        skid.take(fire)
 
         # Stage 1: exact max-subtract; the fraction addresses the ROM (synchronous read).
         s0_delta = Signal(unsigned(num.delta_bits))
@@ -150,11 +145,5 @@ class Softmax(wiring.Component):
             s1_tag = Signal(self._tag_bits, reset_less=True)
             m.d.sync += s1_tag.eq(self.i.payload.tag)
             m.d.comb += s2.tag.eq(s1_tag)
-        m.d.comb += [
-            skid.w_data.eq(s2.as_value()),
-            skid.w_en.eq(s1_valid),
-            self.o.valid.eq(skid.r_rdy),
-            self.o.payload.eq(skid.r_data),
-            skid.r_en.eq(self.o.ready),
-        ]
+        skid.write(s2.as_value(), s1_valid)
         return m
