@@ -57,7 +57,7 @@ def verilog(session: nox.Session) -> None:
 @nox.session
 def synth(session: nox.Session) -> None:
     """Every unit through Yosys (area, flip-flops, memory bits, logic levels), defaults and the
-    accurate configuration: about an hour on 2 cores (docs/silicon.md). JSON in build/synth/."""
+    accurate configuration: about 20 min on 2 cores (docs/silicon.md). JSON in build/synth/."""
     _install(session)
     session.run("aqpim", "synth", "--all", "--preset", "both", "--out", "build/synth",
                 *session.posargs)
